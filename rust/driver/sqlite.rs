@@ -1,0 +1,394 @@
+//! SQLite through rusqlite: opening, PRAGMAs, binding, row decoding, and the worker pool.
+//!
+//! Each connection lives on its own thread and takes jobs from a shared queue, so a long
+//! statement never runs on the event loop's thread.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+
+use super::Request;
+use crate::compile::OutCol;
+use crate::errors::{Error, Kind, Result};
+use crate::rows::RowSet;
+use crate::value::{text_format, ColType, Value};
+
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// A file path, or `None` for a private in-memory database.
+    pub path: Option<String>,
+    pub pragmas: Vec<(String, String)>,
+    pub pool_size: usize,
+}
+
+/// PRAGMAs applied to every connection unless the engine overrides them.
+pub fn default_pragmas(memory: bool) -> Vec<(String, String)> {
+    let mut p = vec![("foreign_keys".to_string(), "ON".to_string()), ("busy_timeout".to_string(), "5000".to_string())];
+    if !memory {
+        p.push(("journal_mode".into(), "WAL".into()));
+        p.push(("synchronous".into(), "NORMAL".into()));
+    }
+    p
+}
+
+impl SqliteConfig {
+    /// Parses `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite::memory:`.
+    pub fn from_url(url: &str) -> Result<SqliteConfig> {
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or_else(|| Error::interface(format!("not a SQLite URL: {url:?}")))?;
+        let path = match rest {
+            ":memory:" | "//:memory:" | "///:memory:" | "" | "//" => None,
+            r if r.starts_with("///") => Some(r[3..].to_string()),
+            r if r.starts_with("//") => {
+                return Err(Error::interface(format!(
+                    "SQLite URL {url:?}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+                )))
+            }
+            r => Some(r.to_string()),
+        };
+        if let Some(p) = &path {
+            if p.is_empty() {
+                return Err(Error::interface(format!("SQLite URL {url:?} names no file")));
+            }
+        }
+        let memory = path.is_none();
+        Ok(SqliteConfig { path, pragmas: default_pragmas(memory), pool_size: if memory { 1 } else { 4 } })
+    }
+
+    /// Sets a PRAGMA, replacing the default of the same name. Names and values are checked
+    /// because PRAGMA arguments cannot be bound.
+    pub fn set_pragma(&mut self, name: &str, value: &str) -> Result<()> {
+        let ok_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ok_value = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok_name || !ok_value {
+            return Err(Error::interface(format!(
+                "PRAGMA {name}={value:?} is not allowed: names and values may hold letters, digits, '_' and '-'"
+            )));
+        }
+        let name = name.to_ascii_lowercase();
+        self.pragmas.retain(|(n, _)| *n != name);
+        self.pragmas.push((name, value.to_string()));
+        Ok(())
+    }
+}
+
+pub fn open(cfg: &SqliteConfig) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // An in-memory engine has exactly one connection (see `start`), so every session of the
+    // engine shares one database.
+    let conn = match &cfg.path {
+        Some(p) => Connection::open_with_flags(p, flags),
+        None => Connection::open_with_flags(":memory:", flags),
+    }
+    .map_err(|e| {
+        let mut err = Error::from(e);
+        err.message = format!("cannot open SQLite database {:?}: {}", cfg.path.as_deref().unwrap_or(":memory:"), err.message);
+        err
+    })?;
+    conn.set_prepared_statement_cache_capacity(256);
+    for (name, value) in &cfg.pragmas {
+        if name == "busy_timeout" {
+            let ms: u64 = value.parse().map_err(|_| Error::interface(format!("PRAGMA busy_timeout={value:?}: expected milliseconds")))?;
+            conn.busy_timeout(Duration::from_millis(ms))?;
+            continue;
+        }
+        // PRAGMAs that report a value (journal_mode) return a row; ignore it.
+        conn.query_row(&format!("PRAGMA {name} = {value}"), [], |_| Ok(())).or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(()),
+            e => Err(Error::from(e)),
+        })?;
+    }
+    Ok(conn)
+}
+
+struct Bound<'a>(&'a Value);
+
+impl ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(*b as i64)),
+            Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Float(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Value::Json(j) => ToSqlOutput::Owned(SqlValue::Text(j.to_string())),
+            Value::Date(d) => ToSqlOutput::Owned(SqlValue::Text(text_format::date(d))),
+            Value::Time(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::time(t))),
+            Value::DateTime(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::datetime(t))),
+            Value::DateTimeTz(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::datetime_tz(t))),
+        })
+    }
+}
+
+fn dynamic(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Real(f) => Value::Float(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+    }
+}
+
+/// Reads a stored value as the column's declared type. A value that does not fit the type
+/// (written by raw SQL, say) is returned as stored rather than failing the whole query.
+fn decode(v: ValueRef<'_>, ty: Option<ColType>) -> Value {
+    let Some(ty) = ty else { return dynamic(v) };
+    match (ty, v) {
+        (_, ValueRef::Null) => Value::Null,
+        (ColType::Bool, ValueRef::Integer(i)) => Value::Bool(i != 0),
+        (ColType::Float, ValueRef::Integer(i)) => Value::Float(i as f64),
+        (ColType::DateTime, ValueRef::Text(t)) => std::str::from_utf8(t)
+            .ok()
+            .and_then(text_format::parse_datetime)
+            .map(Value::DateTime)
+            .unwrap_or_else(|| dynamic(v)),
+        (ColType::DateTimeTz, ValueRef::Text(t)) => std::str::from_utf8(t)
+            .ok()
+            .and_then(text_format::parse_datetime_tz)
+            .map(Value::DateTimeTz)
+            .unwrap_or_else(|| dynamic(v)),
+        (ColType::Date, ValueRef::Text(t)) => std::str::from_utf8(t)
+            .ok()
+            .and_then(text_format::parse_date)
+            .map(Value::Date)
+            .unwrap_or_else(|| dynamic(v)),
+        (ColType::Time, ValueRef::Text(t)) => std::str::from_utf8(t)
+            .ok()
+            .and_then(text_format::parse_time)
+            .map(Value::Time)
+            .unwrap_or_else(|| dynamic(v)),
+        (ColType::Json, ValueRef::Text(t)) => {
+            serde_json::from_slice(t).map(Value::Json).unwrap_or_else(|_| dynamic(v))
+        }
+        _ => dynamic(v),
+    }
+}
+
+fn columns_of(stmt: &rusqlite::Statement<'_>, out: &Option<Arc<[OutCol]>>) -> (Arc<[String]>, Arc<[Option<ColType>]>) {
+    match out {
+        Some(o) if o.len() == stmt.column_count() => (
+            o.iter().map(|c| c.name.clone()).collect::<Vec<_>>().into(),
+            o.iter().map(|c| c.ty).collect::<Vec<_>>().into(),
+        ),
+        _ => {
+            let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+            let types = vec![None; names.len()];
+            (names.into(), types.into())
+        }
+    }
+}
+
+fn bind_all(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<()> {
+    let expected = stmt.parameter_count();
+    if expected != params.len() {
+        return Err(Error::programming(format!(
+            "the statement has {expected} placeholder(s) but {} parameter(s) were given",
+            params.len()
+        )));
+    }
+    for (i, p) in params.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, Bound(p))?;
+    }
+    Ok(())
+}
+
+fn step_into(stmt: &mut rusqlite::Statement<'_>, types: &[Option<ColType>], values: &mut Vec<Value>) -> Result<()> {
+    let width = types.len();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        for (c, ty) in types.iter().enumerate().take(width) {
+            values.push(decode(row.get_ref(c)?, *ty));
+        }
+    }
+    Ok(())
+}
+
+fn query(conn: &Connection, sql: &str, params: &[Value], out: &Option<Arc<[OutCol]>>) -> Result<RowSet> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind_all(&mut stmt, params)?;
+    let (columns, types) = columns_of(&stmt, out);
+    let mut values = Vec::new();
+    step_into(&mut stmt, &types, &mut values)?;
+    let affected = if stmt.readonly() { 0 } else { conn.changes() };
+    Ok(RowSet { columns, types, values, affected })
+}
+
+/// Runs `f` inside a transaction, or a savepoint if one is already open.
+fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let outer = conn.is_autocommit();
+    conn.execute_batch(if outer { "BEGIN IMMEDIATE" } else { "SAVEPOINT ormkit_batch" })?;
+    match f() {
+        Ok(v) => {
+            conn.execute_batch(if outer { "COMMIT" } else { "RELEASE ormkit_batch" })?;
+            Ok(v)
+        }
+        Err(e) => {
+            let undo = if outer { "ROLLBACK" } else { "ROLLBACK TO ormkit_batch; RELEASE ormkit_batch" };
+            let _ = conn.execute_batch(undo);
+            Err(e)
+        }
+    }
+}
+
+pub fn run(conn: &Connection, req: Request) -> Result<RowSet> {
+    match req {
+        Request::Query { sql, params, out } => query(conn, &sql, &params, &out),
+        Request::Batch { sql, rows, out } => in_transaction(conn, || {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let (columns, types) = columns_of(&stmt, &out);
+            let mut values = Vec::with_capacity(rows.len() * types.len());
+            let mut affected = 0;
+            for params in &rows {
+                bind_all(&mut stmt, params)?;
+                step_into(&mut stmt, &types, &mut values)?;
+                affected += conn.changes();
+            }
+            Ok(RowSet { columns, types, values, affected })
+        }),
+        Request::Script { statements } => in_transaction(conn, || {
+            for s in &statements {
+                conn.execute_batch(s)?;
+            }
+            Ok(RowSet::default())
+        }),
+    }
+}
+
+pub type Job = Box<dyn FnOnce(&Connection) + Send>;
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+    alive: usize,
+    on_exit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+struct PoolInner {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+/// A fixed set of connection threads sharing one job queue.
+#[derive(Clone)]
+pub struct SqlitePool {
+    inner: Arc<PoolInner>,
+}
+
+impl SqlitePool {
+    /// Opens every connection (blocking; call it off the event loop) and starts the workers.
+    pub fn start(cfg: &SqliteConfig) -> Result<SqlitePool> {
+        let size = if cfg.path.is_none() { 1 } else { cfg.pool_size.max(1) };
+        let conns = (0..size).map(|_| open(cfg)).collect::<Result<Vec<_>>>()?;
+        let inner = Arc::new(PoolInner {
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false, alive: size, on_exit: vec![] }),
+            ready: Condvar::new(),
+        });
+        for (i, conn) in conns.into_iter().enumerate() {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name(format!("ormkit-sqlite-{i}"))
+                .spawn(move || worker(inner, conn))
+                .map_err(|e| Error::operational(format!("cannot start a SQLite worker thread: {e}")))?;
+        }
+        Ok(SqlitePool { inner })
+    }
+
+    pub fn submit(&self, job: Job) -> Result<()> {
+        let mut q = self.inner.queue.lock().unwrap();
+        if q.closed {
+            return Err(Error::new(Kind::Interface, "the engine is disposed; create a new engine"));
+        }
+        q.jobs.push_back(job);
+        drop(q);
+        self.inner.ready.notify_one();
+        Ok(())
+    }
+
+    /// Stops taking jobs; the workers finish what is queued, close their connections, and
+    /// the last one to exit calls `on_done`.
+    pub fn close(&self, on_done: Box<dyn FnOnce() + Send>) {
+        let mut q = self.inner.queue.lock().unwrap();
+        q.closed = true;
+        if q.alive == 0 {
+            drop(q);
+            on_done();
+            return;
+        }
+        q.on_exit.push(on_done);
+        drop(q);
+        self.inner.ready.notify_all();
+    }
+}
+
+fn worker(inner: Arc<PoolInner>, conn: Connection) {
+    loop {
+        let job = {
+            let mut q = inner.queue.lock().unwrap();
+            loop {
+                if let Some(j) = q.jobs.pop_front() {
+                    break Some(j);
+                }
+                if q.closed {
+                    break None;
+                }
+                q = inner.ready.wait(q).unwrap();
+            }
+        };
+        match job {
+            Some(job) => job(&conn),
+            None => break,
+        }
+    }
+    drop(conn);
+    let callbacks = {
+        let mut q = inner.queue.lock().unwrap();
+        q.alive -= 1;
+        if q.alive == 0 {
+            std::mem::take(&mut q.on_exit)
+        } else {
+            vec![]
+        }
+    };
+    for cb in callbacks {
+        cb();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(SqliteConfig::from_url("sqlite:///a/b.db").unwrap().path.as_deref(), Some("a/b.db"));
+        assert_eq!(SqliteConfig::from_url("sqlite:////tmp/x.db").unwrap().path.as_deref(), Some("/tmp/x.db"));
+        assert_eq!(SqliteConfig::from_url("sqlite::memory:").unwrap().path, None);
+        assert!(SqliteConfig::from_url("postgres://x").is_err());
+    }
+
+    #[test]
+    fn pragma_values_are_checked() {
+        let mut c = SqliteConfig::from_url("sqlite::memory:").unwrap();
+        assert!(c.set_pragma("journal_mode", "delete").is_ok());
+        assert!(c.set_pragma("journal_mode", "x; DROP TABLE t").is_err());
+    }
+
+    #[test]
+    fn batch_rolls_back_on_error() {
+        let cfg = SqliteConfig::from_url("sqlite::memory:").unwrap();
+        let conn = open(&cfg).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)").unwrap();
+        let sql: Arc<str> = "INSERT INTO t (v) VALUES (?)".into();
+        let rows = vec![vec![Value::Text("a".into())], vec![Value::Text("a".into())]];
+        let err = run(&conn, Request::Batch { sql, rows, out: None }).unwrap_err();
+        assert_eq!(err.kind, Kind::Integrity);
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+    }
+}

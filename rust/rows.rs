@@ -1,0 +1,43 @@
+//! Result sets held in Rust until Python asks for them, in the shape Python asks for.
+
+use std::sync::Arc;
+
+use crate::value::{ColType, Value};
+
+/// Rows of one result, row-major in a single vector.
+#[derive(Debug, Default)]
+pub struct RowSet {
+    pub columns: Arc<[String]>,
+    pub types: Arc<[Option<ColType>]>,
+    pub values: Vec<Value>,
+    /// Rows changed by a write statement.
+    pub affected: u64,
+}
+
+impl RowSet {
+    pub fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    pub fn len(&self) -> usize {
+        let w = self.width();
+        if w == 0 {
+            0
+        } else {
+            self.values.len() / w
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn row(&self, i: usize) -> &[Value] {
+        let w = self.width();
+        &self.values[i * w..(i + 1) * w]
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
