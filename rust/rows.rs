@@ -1,14 +1,12 @@
 //! Result sets held in Rust until Python asks for them, in the shape Python asks for.
 
-use std::sync::Arc;
-
-use crate::value::{ColType, Value};
+use crate::compile::Columns;
+use crate::value::Value;
 
 /// Rows of one result, row-major in a single vector.
 #[derive(Debug, Default)]
 pub struct RowSet {
-    pub columns: Arc<[String]>,
-    pub types: Arc<[Option<ColType>]>,
+    pub columns: Columns,
     pub values: Vec<Value>,
     /// Rows changed by a write statement.
     pub affected: u64,
@@ -16,7 +14,7 @@ pub struct RowSet {
 
 impl RowSet {
     pub fn width(&self) -> usize {
-        self.columns.len()
+        self.columns.names.len()
     }
 
     pub fn len(&self) -> usize {
@@ -38,6 +36,6 @@ impl RowSet {
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c == name)
+        self.columns.names.iter().position(|c| c == name)
     }
 }

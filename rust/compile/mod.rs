@@ -118,11 +118,27 @@ pub struct OutCol {
     pub ty: Option<ColType>,
 }
 
+/// Names and read types of a statement's output columns, cheap to share with each result.
+#[derive(Clone, Debug, Default)]
+pub struct Columns {
+    pub names: Arc<[String]>,
+    pub types: Arc<[Option<ColType>]>,
+}
+
+impl From<Vec<OutCol>> for Columns {
+    fn from(out: Vec<OutCol>) -> Self {
+        Columns {
+            names: out.iter().map(|c| c.name.clone()).collect::<Vec<_>>().into(),
+            types: out.iter().map(|c| c.ty).collect::<Vec<_>>().into(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Compiled {
-    pub sql: String,
+    pub sql: Arc<str>,
     pub binds: Vec<Bind>,
-    pub out: Vec<OutCol>,
+    pub out: Columns,
 }
 
 impl Compiled {

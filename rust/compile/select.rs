@@ -116,7 +116,7 @@ pub(crate) fn compile(d: Dialect, s: &SelectShape) -> Result<Compiled> {
     let inner = build(d, &schema, s, &mut out);
     let Some(wrap) = &s.wrap else {
         let (sql, binds) = render(d, &inner)?;
-        return Ok(Compiled { sql, binds, out });
+        return Ok(Compiled { sql: sql.into(), binds, out: out.into() });
     };
     let (expr, name, ty) = match wrap {
         Wrap::Count => (Expr::cust("COUNT(*)"), "count".to_string(), Some(ColType::BigInteger)),
@@ -128,5 +128,5 @@ pub(crate) fn compile(d: Dialect, s: &SelectShape) -> Result<Compiled> {
     let mut outer = Query::select();
     outer.expr_as(expr, Alias::new(name.as_str())).from_subquery(inner, Alias::new("sub"));
     let (sql, binds) = render(d, &outer)?;
-    Ok(Compiled { sql, binds, out: vec![OutCol { name, ty }] })
+    Ok(Compiled { sql: sql.into(), binds, out: vec![OutCol { name, ty }].into() })
 }

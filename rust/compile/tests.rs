@@ -65,7 +65,7 @@ fn filter(m: &ModelSchema, params: &mut Params, key: &str, vals: Vec<Value>) -> 
 }
 
 fn both(stmt: &Statement) -> (String, String) {
-    (compile_uncached(Dialect::Sqlite, stmt).unwrap().sql, compile_uncached(Dialect::Postgres, stmt).unwrap().sql)
+    (compile_uncached(Dialect::Sqlite, stmt).unwrap().sql.to_string(), compile_uncached(Dialect::Postgres, stmt).unwrap().sql.to_string())
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use sea_query::{Alias, Query, ReturningClause};
 
 use super::cond::condition;
-use super::{marker, render, Compiled, Dialect, OutCol, Transform};
+use super::{marker, render, Columns, Compiled, Dialect, OutCol, Transform};
 use crate::errors::{Error, Result};
 use crate::plan::{DeleteShape, InsertShape, UpdateShape};
 use crate::schema::{self, ModelSchema};
@@ -39,7 +39,7 @@ pub(crate) fn insert(d: Dialect, s: &InsertShape) -> Result<Compiled> {
         out = o;
     }
     let (sql, binds) = render(d, &q)?;
-    Ok(Compiled { sql, binds, out })
+    Ok(Compiled { sql: sql.into(), binds, out: out.into() })
 }
 
 pub(crate) fn update(d: Dialect, s: &UpdateShape) -> Result<Compiled> {
@@ -53,7 +53,7 @@ pub(crate) fn update(d: Dialect, s: &UpdateShape) -> Result<Compiled> {
         q.cond_where(condition(d, &schema, f));
     }
     let (sql, binds) = render(d, &q)?;
-    Ok(Compiled { sql, binds, out: vec![] })
+    Ok(Compiled { sql: sql.into(), binds, out: Columns::default() })
 }
 
 pub(crate) fn delete(d: Dialect, s: &DeleteShape) -> Result<Compiled> {
@@ -64,5 +64,5 @@ pub(crate) fn delete(d: Dialect, s: &DeleteShape) -> Result<Compiled> {
         q.cond_where(condition(d, &schema, f));
     }
     let (sql, binds) = render(d, &q)?;
-    Ok(Compiled { sql, binds, out: vec![] })
+    Ok(Compiled { sql: sql.into(), binds, out: Columns::default() })
 }

@@ -5,7 +5,7 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
-use crate::compile::OutCol;
+use crate::compile::Columns;
 use crate::rows::RowSet;
 use crate::value::Value;
 
@@ -13,9 +13,10 @@ use crate::value::Value;
 #[derive(Debug)]
 pub enum Request {
     /// Run one statement and return its rows (or, for writes, the affected count).
-    Query { sql: Arc<str>, params: Vec<Value>, out: Option<Arc<[OutCol]>> },
-    /// Run one statement once per parameter row, inside one transaction, collecting rows.
-    Batch { sql: Arc<str>, rows: Vec<Vec<Value>>, out: Option<Arc<[OutCol]>> },
+    Query { sql: Arc<str>, params: Vec<Value>, columns: Option<Columns> },
+    /// Run each statement once per parameter row, all inside one transaction, collecting
+    /// the rows they return in order.
+    Batch { groups: Vec<(Arc<str>, Vec<Vec<Value>>)>, columns: Option<Columns> },
     /// Run statements in order inside one transaction (DDL).
     Script { statements: Vec<String> },
 }

@@ -11,7 +11,7 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::Request;
-use crate::compile::OutCol;
+use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
 use crate::rows::RowSet;
 use crate::value::{text_format, ColType, Value};
@@ -170,16 +170,13 @@ fn decode(v: ValueRef<'_>, ty: Option<ColType>) -> Value {
     }
 }
 
-fn columns_of(stmt: &rusqlite::Statement<'_>, out: &Option<Arc<[OutCol]>>) -> (Arc<[String]>, Arc<[Option<ColType>]>) {
-    match out {
-        Some(o) if o.len() == stmt.column_count() => (
-            o.iter().map(|c| c.name.clone()).collect::<Vec<_>>().into(),
-            o.iter().map(|c| c.ty).collect::<Vec<_>>().into(),
-        ),
+fn columns_of(stmt: &rusqlite::Statement<'_>, known: &Option<Columns>) -> Columns {
+    match known {
+        Some(c) if c.names.len() == stmt.column_count() => c.clone(),
         _ => {
             let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
             let types = vec![None; names.len()];
-            (names.into(), types.into())
+            Columns { names: names.into(), types: types.into() }
         }
     }
 }
@@ -209,14 +206,14 @@ fn step_into(stmt: &mut rusqlite::Statement<'_>, types: &[Option<ColType>], valu
     Ok(())
 }
 
-fn query(conn: &Connection, sql: &str, params: &[Value], out: &Option<Arc<[OutCol]>>) -> Result<RowSet> {
+fn query(conn: &Connection, sql: &str, params: &[Value], known: &Option<Columns>) -> Result<RowSet> {
     let mut stmt = conn.prepare_cached(sql)?;
     bind_all(&mut stmt, params)?;
-    let (columns, types) = columns_of(&stmt, out);
+    let columns = columns_of(&stmt, known);
     let mut values = Vec::new();
-    step_into(&mut stmt, &types, &mut values)?;
+    step_into(&mut stmt, &columns.types, &mut values)?;
     let affected = if stmt.readonly() { 0 } else { conn.changes() };
-    Ok(RowSet { columns, types, values, affected })
+    Ok(RowSet { columns, values, affected })
 }
 
 /// Runs `f` inside a transaction, or a savepoint if one is already open.
@@ -238,18 +235,20 @@ fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result
 
 pub fn run(conn: &Connection, req: Request) -> Result<RowSet> {
     match req {
-        Request::Query { sql, params, out } => query(conn, &sql, &params, &out),
-        Request::Batch { sql, rows, out } => in_transaction(conn, || {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let (columns, types) = columns_of(&stmt, &out);
-            let mut values = Vec::with_capacity(rows.len() * types.len());
-            let mut affected = 0;
-            for params in &rows {
-                bind_all(&mut stmt, params)?;
-                step_into(&mut stmt, &types, &mut values)?;
-                affected += conn.changes();
+        Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns),
+        Request::Batch { groups, columns } => in_transaction(conn, || {
+            let mut out = RowSet::default();
+            for (sql, rows) in &groups {
+                let mut stmt = conn.prepare_cached(sql)?;
+                out.columns = columns_of(&stmt, &columns);
+                out.values.reserve(rows.len() * out.columns.types.len());
+                for params in rows {
+                    bind_all(&mut stmt, params)?;
+                    step_into(&mut stmt, &out.columns.types, &mut out.values)?;
+                    out.affected += conn.changes();
+                }
             }
-            Ok(RowSet { columns, types, values, affected })
+            Ok(out)
         }),
         Request::Script { statements } => in_transaction(conn, || {
             for s in &statements {
@@ -386,7 +385,7 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)").unwrap();
         let sql: Arc<str> = "INSERT INTO t (v) VALUES (?)".into();
         let rows = vec![vec![Value::Text("a".into())], vec![Value::Text("a".into())]];
-        let err = run(&conn, Request::Batch { sql, rows, out: None }).unwrap_err();
+        let err = run(&conn, Request::Batch { groups: vec![(sql, rows)], columns: None }).unwrap_err();
         assert_eq!(err.kind, Kind::Integrity);
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);

@@ -1,0 +1,67 @@
+"""Engines: ``create_engine(url)`` opens a database and its connection pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ormkit._ormkit import EngineCore
+
+
+class Engine:
+    """One database and its connections. Use ``await engine.dispose()`` or
+    ``async with engine:`` to close them."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: EngineCore) -> None:
+        self._core = core
+
+    @property
+    def url(self) -> str:
+        return self._core.url
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._core.dialect_name
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        """Runs raw SQL with bound parameters (``?`` placeholders); awaits to a ``Result``
+        with ``.all()``, ``.tuples()``, ``.column(name)``, ``.dicts()``, ``.scalar()``."""
+        return self._core.execute(sql, params)
+
+    def create_all(self, *models: type) -> Any:
+        """Creates the tables of every model (or of the given models), parents first.
+        Tables that exist are left as they are."""
+        return self._core.create_all([m.__ormkit__ for m in models] if models else None)
+
+    def drop_all(self, *models: type) -> Any:
+        """Drops the tables of every model (or of the given models), children first."""
+        return self._core.drop_all([m.__ormkit__ for m in models] if models else None)
+
+    def dispose(self) -> Any:
+        """Closes every connection once queued work is done."""
+        return self._core.dispose()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.dispose()
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.url}>"
+
+
+async def create_engine(url: str, *, pragmas: dict[str, Any] | None = None, pool_size: int | None = None) -> Engine:
+    """Opens an engine.
+
+    - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite::memory:``
+      (one in-memory database shared by every session of the engine).
+
+    SQLite PRAGMAs default to ``journal_mode=WAL`` and ``synchronous=NORMAL`` for files,
+    ``foreign_keys=ON`` and ``busy_timeout=5000`` always; ``pragmas={...}`` overrides them.
+    ``pool_size`` is the number of connections (SQLite files: 4; in-memory: always 1).
+    """
+    core = await EngineCore.connect(url, pragmas, pool_size)
+    return Engine(core)

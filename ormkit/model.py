@@ -1,0 +1,426 @@
+"""Declaring models: ``Base``, ``Mapped``, ``mapped_column``, ``ForeignKey``, ``relationship``.
+
+At class creation a model's columns are read from its annotations and sent once to the
+engine, which keeps the schema; the class keeps only a handle (``__ormkit__``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import sys
+import types
+import typing
+from typing import Any, ClassVar, Generic, TypeVar
+
+from ormkit import _ormkit
+from ormkit.exceptions import RelationNotLoaded
+
+T = TypeVar("T")
+
+_MISSING: Any = object()
+
+
+class Mapped(Generic[T]):
+    """Annotation marker: ``name: Mapped[str]`` declares a column (or, with
+    ``relationship()``, a relation)."""
+
+    if typing.TYPE_CHECKING:
+
+        @typing.overload
+        def __get__(self, obj: None, owner: Any) -> Any: ...
+        @typing.overload
+        def __get__(self, obj: object, owner: Any) -> T: ...
+        def __get__(self, obj: Any, owner: Any) -> Any: ...
+        def __set__(self, obj: Any, value: T) -> None: ...
+
+
+class TypeMarker:
+    """A column type given explicitly to ``mapped_column`` (``JSON``, ``BigInteger``,
+    ``DateTime(timezone=True)``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return {"json": "JSON", "bigint": "BigInteger", "datetimetz": "DateTime(timezone=True)"}.get(
+            self.name, self.name
+        )
+
+
+JSON = TypeMarker("json")
+"""JSON column: JSONB on PostgreSQL, TEXT holding JSON on SQLite."""
+BigInteger = TypeMarker("bigint")
+"""64-bit integer column (``int`` columns are INTEGER, 32-bit on PostgreSQL)."""
+
+
+def DateTime(timezone: bool = False) -> TypeMarker:  # noqa: N802 - reads like a type
+    """``DateTime(timezone=True)`` stores timezone-aware datetimes (TIMESTAMPTZ)."""
+    return TypeMarker("datetimetz" if timezone else "datetime")
+
+
+class ForeignKey:
+    """``ForeignKey("users.id", ondelete="CASCADE")``."""
+
+    __slots__ = ("target", "ondelete", "onupdate")
+
+    def __init__(self, target: str, ondelete: str | None = None, onupdate: str | None = None) -> None:
+        if not isinstance(target, str):
+            raise TypeError(f'ForeignKey() takes "table.column", got {target!r}')
+        self.target = target
+        self.ondelete = ondelete
+        self.onupdate = onupdate
+
+    def __repr__(self) -> str:
+        return f"ForeignKey({self.target!r})"
+
+
+class MappedColumn:
+    """What ``mapped_column()`` returns; read once at class creation."""
+
+    __slots__ = (
+        "type",
+        "foreign_key",
+        "primary_key",
+        "nullable",
+        "unique",
+        "index",
+        "default",
+        "max_length",
+        "autoincrement",
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        primary_key: bool = False,
+        nullable: bool | None = None,
+        unique: bool = False,
+        index: bool = False,
+        default: Any = _MISSING,
+        max_length: int | None = None,
+        autoincrement: bool | None = None,
+    ) -> None:
+        self.type: TypeMarker | None = None
+        self.foreign_key: ForeignKey | None = None
+        for a in args:
+            if isinstance(a, TypeMarker):
+                self.type = a
+            elif isinstance(a, ForeignKey):
+                self.foreign_key = a
+            elif a is JSON or a is dict or a is list:
+                self.type = JSON
+            else:
+                raise TypeError(
+                    f"mapped_column() got {a!r}; pass a type marker (JSON, BigInteger, DateTime(...)) "
+                    "or a ForeignKey"
+                )
+        if max_length is not None and (not isinstance(max_length, int) or max_length <= 0):
+            raise TypeError(f"mapped_column(max_length=...) must be a positive int, got {max_length!r}")
+        self.primary_key = primary_key
+        self.nullable = nullable
+        self.unique = unique
+        self.index = index
+        self.default = default
+        self.max_length = max_length
+        self.autoincrement = autoincrement
+
+
+def mapped_column(
+    *args: Any,
+    primary_key: bool = False,
+    nullable: bool | None = None,
+    unique: bool = False,
+    index: bool = False,
+    default: Any = _MISSING,
+    max_length: int | None = None,
+    autoincrement: bool | None = None,
+) -> Any:
+    """Declares a column. ``default`` may be a value or a zero-argument callable, applied when
+    an instance is constructed without that field."""
+    return MappedColumn(
+        *args,
+        primary_key=primary_key,
+        nullable=nullable,
+        unique=unique,
+        index=index,
+        default=default,
+        max_length=max_length,
+        autoincrement=autoincrement,
+    )
+
+
+class Relationship:
+    """What ``relationship()`` returns; the related class comes from the annotation."""
+
+    __slots__ = ("back_populates", "lazy", "uselist", "secondary", "target", "name", "owner")
+
+    def __init__(
+        self,
+        back_populates: str | None = None,
+        lazy: str = "select",
+        uselist: bool | None = None,
+        secondary: Any = None,
+    ) -> None:
+        if lazy not in ("select", "selectin", "joined", "noload", "raise"):
+            raise ValueError(
+                f"relationship(lazy={lazy!r}) must be one of 'select', 'selectin', 'joined', 'noload', 'raise'"
+            )
+        self.back_populates = back_populates
+        self.lazy = lazy
+        self.uselist = uselist
+        self.secondary = secondary
+        self.target: str | None = None
+        self.name: str = ""
+        self.owner: str = ""
+
+    def __get__(self, obj: Any, owner: Any) -> Any:
+        if obj is None:
+            return self
+        raise RelationNotLoaded(
+            f"{self.owner}.{self.name} is not loaded; load it with "
+            f'.options(selectinload("{self.name}")) on the query'
+        )
+
+
+def relationship(
+    back_populates: str | None = None,
+    lazy: str = "select",
+    uselist: bool | None = None,
+    secondary: Any = None,
+) -> Any:
+    """Declares a relationship to another model (loading options come with the query)."""
+    return Relationship(back_populates=back_populates, lazy=lazy, uselist=uselist, secondary=secondary)
+
+
+class Column:
+    """The class attribute standing for a column (``User.age``). Instances keep their
+    values in ``__dict__``, which takes precedence, so reading them costs nothing extra."""
+
+    __slots__ = ("name", "model", "type")
+
+    def __init__(self, name: str, model: str, type_: str) -> None:
+        self.name = name
+        self.model = model
+        self.type = type_
+
+    def __get__(self, obj: Any, owner: Any) -> Any:
+        if obj is None:
+            return self
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Column {self.model}.{self.name}>"
+
+
+_SCALARS: dict[Any, str] = {
+    int: "int",
+    str: "str",
+    float: "float",
+    bool: "bool",
+    bytes: "bytes",
+    _dt.datetime: "datetime",
+    _dt.date: "date",
+    _dt.time: "time",
+    dict: "json",
+    list: "json",
+}
+
+
+def _unwrap_mapped(cls_name: str, attr: str, ann: Any) -> Any:
+    if typing.get_origin(ann) is Mapped:
+        (inner,) = typing.get_args(ann)
+        return inner
+    raise TypeError(f"{cls_name}.{attr}: annotate columns as Mapped[...] (got {ann!r})")
+
+
+def _column_type(cls_name: str, attr: str, inner: Any) -> tuple[str, bool]:
+    """The engine type name for an annotation, and whether it allows None."""
+    nullable = False
+    origin = typing.get_origin(inner)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(inner) if a is not type(None)]
+        if len(args) != len(typing.get_args(inner)):
+            nullable = True
+        if len(args) != 1:
+            raise TypeError(f"{cls_name}.{attr}: a column holds one type; {inner!r} has several")
+        inner = args[0]
+        origin = typing.get_origin(inner)
+    if origin in (dict, list):
+        return "json", nullable
+    if inner in _SCALARS:
+        return _SCALARS[inner], nullable
+    raise TypeError(
+        f"{cls_name}.{attr}: unsupported column type {inner!r}; use int, str, float, bool, bytes, "
+        "datetime, date, time, dict or list (JSON), optionally | None"
+    )
+
+
+def _resolve(cls: type, attr: str, ann: Any) -> Any:
+    if not isinstance(ann, str):
+        return ann
+    module = sys.modules.get(cls.__module__)
+    namespace = dict(vars(module)) if module else {}
+    namespace.setdefault("Mapped", Mapped)
+    try:
+        return eval(ann, namespace, dict(vars(cls)))  # noqa: S307 - annotations of the user's own class
+    except Exception as e:
+        raise TypeError(f"{cls.__name__}.{attr}: cannot resolve annotation {ann!r}: {e}") from None
+
+
+def _relation_target(ann: Any) -> tuple[str | None, bool]:
+    """The related class name of a relationship annotation, and whether it is a list."""
+    if isinstance(ann, str):
+        is_list = bool(re.search(r"\b(list|List|set|Set)\[", ann))
+        names = [
+            t
+            for t in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", ann)
+            if t not in ("Mapped", "list", "List", "set", "Set", "Optional", "None", "typing")
+        ]
+        return (names[-1] if names else None), is_list
+    inner = typing.get_args(ann)[0] if typing.get_origin(ann) is Mapped else ann
+    is_list = typing.get_origin(inner) in (list, set)
+    if is_list:
+        inner = typing.get_args(inner)[0]
+    origin = typing.get_origin(inner)
+    if origin is typing.Union or origin is types.UnionType:
+        inner = next(a for a in typing.get_args(inner) if a is not type(None))
+    if isinstance(inner, typing.ForwardRef):
+        return inner.__forward_arg__, is_list
+    if isinstance(inner, str):
+        return inner, is_list
+    return getattr(inner, "__name__", None), is_list
+
+
+class Base:
+    """Base class of every model. A subclass with ``__tablename__`` is a table."""
+
+    __ormkit__: ClassVar[Any]
+    __ormkit_fields__: ClassVar[tuple[str, ...]] = ()
+    __ormkit_defaults__: ClassVar[dict[str, Any]] = {}
+    __ormkit_relations__: ClassVar[dict[str, Relationship]] = {}
+    __ormkit_models__: ClassVar[dict[str, type]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__tablename__" in cls.__dict__:
+            _register(cls)
+
+    def __init__(self, **kwargs: Any) -> None:
+        cls = type(self)
+        d = self.__dict__
+        fields = cls.__ormkit_fields__
+        relations = cls.__ormkit_relations__
+        for key, value in kwargs.items():
+            if key in relations:
+                d[key] = value
+            elif key not in cls.__ormkit_defaults__ and key not in fields:
+                raise TypeError(
+                    f"{cls.__name__}() got an unexpected keyword argument {key!r}; "
+                    f"fields are: {', '.join(fields)}"
+                )
+            else:
+                d[key] = value
+        for name, default in cls.__ormkit_defaults__.items():
+            if name not in kwargs:
+                d[name] = default() if callable(default) else default
+
+    def __repr__(self) -> str:
+        d = self.__dict__
+        parts = ", ".join(f"{f}={d[f]!r}" for f in type(self).__ormkit_fields__ if f in d)
+        return f"{type(self).__name__}({parts})"
+
+
+def _register(cls: type[Base]) -> None:
+    table = cls.__dict__["__tablename__"]
+    if not isinstance(table, str):
+        raise TypeError(f"{cls.__name__}.__tablename__ must be a str, got {table!r}")
+    columns: list[dict[str, Any]] = []
+    relations: dict[str, Relationship] = {}
+    defaults: dict[str, Any] = {}
+    seen: set[str] = set()
+    for klass in reversed(cls.__mro__):
+        if klass in (object, Base, Generic):
+            continue
+        for attr, ann in klass.__dict__.get("__annotations__", {}).items():
+            if attr.startswith("__") or attr in seen:
+                continue
+            value = getattr(cls, attr, _MISSING)
+            if isinstance(value, Column):
+                value = klass.__dict__.get(attr, _MISSING)
+            if isinstance(value, Relationship):
+                seen.add(attr)
+                target, is_list = _relation_target(ann)
+                value.name, value.owner, value.target = attr, cls.__name__, target
+                if value.uselist is None:
+                    value.uselist = is_list
+                relations[attr] = value
+                continue
+            resolved = _resolve(klass, attr, ann)
+            if typing.get_origin(resolved) is ClassVar:
+                continue
+            seen.add(attr)
+            spec = value if isinstance(value, MappedColumn) else MappedColumn()
+            if value is not _MISSING and not isinstance(value, (MappedColumn, Column)):
+                spec = MappedColumn(default=value)
+            inner = _unwrap_mapped(cls.__name__, attr, resolved)
+            type_name, ann_nullable = _column_type(cls.__name__, attr, inner)
+            if spec.type is not None:
+                if spec.type.name == "json" or type_name == spec.type.name or (
+                    spec.type.name in ("bigint",) and type_name == "int"
+                ) or (spec.type.name in ("datetimetz",) and type_name == "datetime"):
+                    type_name = spec.type.name
+                else:
+                    raise TypeError(
+                        f"{cls.__name__}.{attr}: annotation says {type_name} but mapped_column() says {spec.type!r}"
+                    )
+            nullable = spec.nullable if spec.nullable is not None else ann_nullable
+            if spec.primary_key:
+                nullable = False
+            fk = spec.foreign_key
+            columns.append(
+                {
+                    "name": attr,
+                    "type": type_name,
+                    "nullable": nullable,
+                    "primary_key": spec.primary_key,
+                    "autoincrement": spec.autoincrement,
+                    "unique": spec.unique,
+                    "index": spec.index,
+                    "max_length": spec.max_length,
+                    "foreign_key": None
+                    if fk is None
+                    else {"target": fk.target, "ondelete": fk.ondelete, "onupdate": fk.onupdate},
+                }
+            )
+            if spec.default is not _MISSING:
+                defaults[attr] = spec.default
+            else:
+                defaults[attr] = None
+    rel_specs = [
+        {
+            "name": r.name,
+            "target": r.target,
+            "back_populates": r.back_populates,
+            "lazy": r.lazy,
+            "uselist": r.uselist,
+            "secondary": r.secondary if isinstance(r.secondary, str) else getattr(r.secondary, "__tablename__", None),
+        }
+        for r in relations.values()
+    ]
+    spec = {"name": cls.__name__, "table": table, "columns": columns, "relations": rel_specs}
+    try:
+        handle = _ormkit.register_model(cls, spec)
+    except Exception as e:
+        raise type(e)(str(e)) from None
+    cls.__ormkit__ = handle
+    cls.__ormkit_fields__ = tuple(c["name"] for c in columns)
+    cls.__ormkit_defaults__ = defaults
+    cls.__ormkit_relations__ = relations
+    Base.__ormkit_models__[cls.__name__] = cls
+    for c in columns:
+        setattr(cls, c["name"], Column(c["name"], cls.__name__, c["type"]))
+    for name, rel in relations.items():
+        setattr(cls, name, rel)

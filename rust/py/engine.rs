@@ -1,0 +1,381 @@
+//! `EngineCore`: one database (a connection pool), the statements the simple API needs, and
+//! the hand-off of every request to its driver.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::convert;
+use super::model::ModelHandle;
+use super::query::{lookup_cond, set_list};
+use super::result::RawResult;
+use crate::bridge::{self, Payload, Pending};
+use crate::compile::{self, ddl, Compiled, Dialect};
+use crate::driver::sqlite::{self, SqliteConfig, SqlitePool};
+use crate::driver::Request;
+use crate::errors::{Error, Kind};
+use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape};
+use crate::rows::RowSet;
+use crate::schema;
+use crate::value::Value;
+
+enum Backend {
+    Sqlite(SqlitePool),
+}
+
+#[pyclass(frozen, module = "ormkit._ormkit")]
+pub struct EngineCore {
+    backend: Backend,
+    dialect: Dialect,
+    url: String,
+}
+
+fn finish_none(py: Python<'_>, _rows: RowSet) -> PyResult<Py<PyAny>> {
+    Ok(py.None())
+}
+
+impl EngineCore {
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Sends `req` to a connection; `finish` turns its rows into the awaited Python value.
+    pub fn submit<F>(&self, req: Request, finish: F) -> PyResult<Pending>
+    where
+        F: FnOnce(Python<'_>, RowSet) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        let (pending, completer) = bridge::pending();
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                pool.submit(Box::new(move |conn| {
+                    if completer.is_cancelled() {
+                        return;
+                    }
+                    let handle = conn.get_interrupt_handle();
+                    completer.on_cancel(Box::new(move || handle.interrupt()));
+                    let result = sqlite::run(conn, req);
+                    completer.complete(result.map(|rows| Box::new(move |py: Python<'_>| finish(py, rows)) as Payload));
+                }))?;
+            }
+        }
+        Ok(pending)
+    }
+
+    pub fn run_compiled<F>(&self, compiled: &Compiled, values: &[Value], finish: F) -> PyResult<Pending>
+    where
+        F: FnOnce(Python<'_>, RowSet) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        let req = Request::Query {
+            sql: compiled.sql.clone(),
+            params: compiled.params(values),
+            columns: Some(compiled.out.clone()),
+        };
+        self.submit(req, finish)
+    }
+
+    fn pk_filter(model: &ModelHandle, pk: Value, params: &mut Params) -> Cond {
+        let slot = params.push(pk);
+        Cond::Leaf {
+            target: crate::plan::Target::Column(model.schema.pk),
+            op: crate::plan::Op::Eq,
+            slots: vec![slot],
+        }
+    }
+
+    /// The columns an insert of `obj` sets and their values; a missing generated key is left
+    /// to the database.
+    fn insert_values(model: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<(Vec<usize>, Vec<Value>)> {
+        let vals = model.instance_values(obj)?;
+        let mut cols = Vec::with_capacity(vals.len());
+        let mut out = Vec::with_capacity(vals.len());
+        let py = obj.py();
+        for (i, v) in vals.iter().enumerate() {
+            let c = &model.schema.columns[i];
+            let missing = v.as_ref().is_none_or(|v| v.is_none());
+            if c.primary_key && c.autoincrement && missing {
+                continue;
+            }
+            let none = py.None().into_bound(py);
+            cols.push(i);
+            out.push(model.value_for(i, v.as_ref().unwrap_or(&none))?);
+        }
+        Ok((cols, out))
+    }
+}
+
+fn sqlite_config(url: &str, pragmas: Option<&Bound<'_, PyDict>>, pool_size: Option<usize>) -> PyResult<SqliteConfig> {
+    let mut cfg = SqliteConfig::from_url(url)?;
+    if let Some(p) = pragmas {
+        for (k, v) in p.iter() {
+            let name: String = k.extract()?;
+            let value = if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+                if b.is_true() { "ON".to_string() } else { "OFF".to_string() }
+            } else {
+                v.str()?.to_string()
+            };
+            cfg.set_pragma(&name, &value)?;
+        }
+    }
+    if let Some(n) = pool_size {
+        if n == 0 {
+            return Err(Error::interface("pool_size must be at least 1").into());
+        }
+        cfg.pool_size = n;
+    }
+    Ok(cfg)
+}
+
+#[pymethods]
+impl EngineCore {
+    /// Opens an engine for `url`; resolves to an `EngineCore`.
+    #[staticmethod]
+    #[pyo3(signature = (url, pragmas=None, pool_size=None))]
+    fn connect(url: String, pragmas: Option<&Bound<'_, PyDict>>, pool_size: Option<usize>) -> PyResult<Pending> {
+        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => {
+                let cfg = sqlite_config(&url, pragmas, pool_size)?;
+                let (pending, completer) = bridge::pending();
+                std::thread::Builder::new()
+                    .name("ormkit-connect".into())
+                    .spawn(move || {
+                        let result = SqlitePool::start(&cfg).map(|pool| {
+                            let core = EngineCore { backend: Backend::Sqlite(pool), dialect: Dialect::Sqlite, url };
+                            Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
+                        });
+                        completer.complete(result);
+                    })
+                    .map_err(|e| Error::operational(format!("cannot start a thread: {e}")))?;
+                Ok(pending)
+            }
+            _ => Err(Error::interface(format!(
+                "unsupported database URL {url:?}; use sqlite:///path.db, sqlite:////abs/path.db or sqlite::memory:"
+            ))
+            .into()),
+        }
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    #[getter]
+    fn dialect_name(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgresql",
+        }
+    }
+
+    /// Raw SQL with bound parameters; resolves to a `Result`.
+    #[pyo3(signature = (sql, params=None))]
+    fn execute(&self, sql: String, params: Option<&Bound<'_, PyAny>>) -> PyResult<Pending> {
+        let mut values = Vec::new();
+        if let Some(p) = params {
+            if !p.is_none() {
+                if p.is_instance_of::<PyString>() || p.is_instance_of::<PyDict>() {
+                    return Err(Error::programming("parameters must be a list or tuple of values, bound in order").into());
+                }
+                for (i, v) in p.try_iter()?.enumerate() {
+                    let v = v?;
+                    values.push(
+                        convert::dynamic_value(&v).map_err(|m| Error::value_type(format!("parameter {}: {m}", i + 1)))?,
+                    );
+                }
+            }
+        }
+        let req = Request::Query { sql: sql.into(), params: values, columns: None };
+        self.submit(req, |py, rows| Ok(Py::new(py, RawResult { rows })?.into_any()))
+    }
+
+    /// Creates the tables of every registered model (or of `models`), parents first.
+    #[pyo3(signature = (models=None))]
+    fn create_all(&self, models: Option<Vec<Py<ModelHandle>>>) -> PyResult<Pending> {
+        let models = match models {
+            Some(m) => m.iter().map(|h| h.get().schema.clone()).collect(),
+            None => schema::all_current(),
+        };
+        let statements = ddl::create_all(self.dialect, &models)?;
+        self.submit(Request::Script { statements }, finish_none)
+    }
+
+    #[pyo3(signature = (models=None))]
+    fn drop_all(&self, models: Option<Vec<Py<ModelHandle>>>) -> PyResult<Pending> {
+        let models = match models {
+            Some(m) => m.iter().map(|h| h.get().schema.clone()).collect(),
+            None => schema::all_current(),
+        };
+        let statements = ddl::drop_all(self.dialect, &models)?;
+        self.submit(Request::Script { statements }, finish_none)
+    }
+
+    /// Closes every connection once queued work is done.
+    fn dispose(&self) -> PyResult<Pending> {
+        let (pending, completer) = bridge::pending();
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                pool.close(Box::new(move || {
+                    completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None()))));
+                }));
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Inserts one instance; resolves to the instance with its generated key set.
+    fn insert(&self, py: Python<'_>, model: Py<ModelHandle>, obj: Bound<'_, PyAny>) -> PyResult<Pending> {
+        let m = model.get();
+        let (cols, values) = Self::insert_values(m, &obj)?;
+        let stmt = Statement::Insert(InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![m.schema.pk] });
+        let compiled = compile::compile(self.dialect, &stmt)?;
+        let obj = obj.unbind();
+        let model = model.clone_ref(py);
+        self.run_compiled(&compiled, &values, move |py, rows| {
+            let m = model.get();
+            let o = obj.bind(py);
+            if let Some(pk) = rows.values.first() {
+                o.setattr(m.keys[m.schema.pk].bind(py), convert::to_py(py, pk)?)?;
+            }
+            Ok(obj)
+        })
+    }
+
+    /// Inserts many instances in one transaction; resolves to the list, keys filled in.
+    fn insert_all(&self, py: Python<'_>, model: Py<ModelHandle>, objs: Bound<'_, PyAny>) -> PyResult<Pending> {
+        let m = model.get();
+        let objs: Vec<Bound<'_, PyAny>> = objs.try_iter()?.collect::<PyResult<_>>()?;
+        let mut groups: Vec<(Arc<str>, Vec<Vec<Value>>)> = Vec::new();
+        let mut last_cols: Option<Vec<usize>> = None;
+        for o in &objs {
+            let (cols, values) = Self::insert_values(m, o)?;
+            if last_cols.as_ref() != Some(&cols) {
+                let stmt = Statement::Insert(InsertShape {
+                    model: m.schema.id,
+                    cols: cols.clone(),
+                    rows: 1,
+                    returning: vec![m.schema.pk],
+                });
+                groups.push((compile::compile(self.dialect, &stmt)?.sql.clone(), Vec::new()));
+                last_cols = Some(cols);
+            }
+            groups.last_mut().expect("pushed above").1.push(values);
+        }
+        let list = PyList::new(py, &objs)?.unbind();
+        if objs.is_empty() {
+            return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
+        }
+        let model = model.clone_ref(py);
+        self.submit(Request::Batch { groups, columns: None }, move |py, rows| {
+            let m = model.get();
+            let key = m.keys[m.schema.pk].bind(py);
+            let l = list.bind(py);
+            for (i, pk) in rows.values.iter().enumerate() {
+                l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
+            }
+            Ok(list.into_any())
+        })
+    }
+
+    /// Fetches by primary key; resolves to the instance or None (or raises, with `required`).
+    #[pyo3(signature = (model, pk, required=false))]
+    fn get(&self, py: Python<'_>, model: Py<ModelHandle>, pk: Bound<'_, PyAny>, required: bool) -> PyResult<Pending> {
+        let m = model.get();
+        let pkv = m.value_for(m.schema.pk, &pk)?;
+        let mut params = Params::default();
+        let mut shape = SelectShape::new(m.schema.id);
+        shape.filter = Some(Self::pk_filter(m, pkv, &mut params));
+        let compiled = compile::compile(self.dialect, &Statement::Select(shape))?;
+        let model = model.clone_ref(py);
+        let shown = pk.repr()?.to_string();
+        self.run_compiled(&compiled, &params.values, move |py, rows| {
+            let m = model.get();
+            if rows.is_empty() {
+                if required {
+                    return Err(Error::new(
+                        Kind::NoResultFound,
+                        format!("no {} with {}={}", m.schema.name, m.schema.pk_column().name, shown),
+                    )
+                    .into());
+                }
+                return Ok(py.None());
+            }
+            Ok(m.new_instance(py, rows.row(0))?.unbind())
+        })
+    }
+
+    /// Updates columns of one instance by primary key and sets them on the instance.
+    #[pyo3(signature = (model, obj, **values))]
+    fn update(&self, py: Python<'_>, model: Py<ModelHandle>, obj: Bound<'_, PyAny>, values: Option<&Bound<'_, PyDict>>) -> PyResult<Pending> {
+        let m = model.get();
+        let pkv = m.pk_value(&obj)?;
+        let mut params = Params::default();
+        let sets = set_list(py, m, values, &mut params)?;
+        let filter = Some(Self::pk_filter(m, pkv, &mut params));
+        let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
+        let compiled = compile::compile(self.dialect, &stmt)?;
+        let updates: Vec<(Py<PyAny>, Py<PyAny>)> = match values {
+            Some(v) => v.iter().map(|(k, v)| (k.unbind(), v.unbind())).collect(),
+            None => vec![],
+        };
+        let obj = obj.unbind();
+        let model = model.clone_ref(py);
+        self.run_compiled(&compiled, &params.values, move |py, rows| {
+            let m = model.get();
+            if rows.affected == 0 {
+                return Err(Error::new(
+                    Kind::NoResultFound,
+                    format!("cannot update {}: its row no longer exists", m.schema.name),
+                )
+                .into());
+            }
+            let o = obj.bind(py);
+            for (k, v) in updates {
+                o.setattr(k.bind(py).cast::<PyString>()?, v)?;
+            }
+            Ok(obj)
+        })
+    }
+
+    /// Deletes one instance by primary key; resolves to True when a row was deleted.
+    fn remove(&self, model: Py<ModelHandle>, obj: Bound<'_, PyAny>) -> PyResult<Pending> {
+        let m = model.get();
+        let pkv = m.pk_value(&obj)?;
+        let mut params = Params::default();
+        let filter = Some(Self::pk_filter(m, pkv, &mut params));
+        let stmt = Statement::Delete(DeleteShape { model: m.schema.id, filter });
+        let compiled = compile::compile(self.dialect, &stmt)?;
+        self.run_compiled(&compiled, &params.values, |py, rows| {
+            Ok(pyo3::types::PyBool::new(py, rows.affected > 0).to_owned().into_any().unbind())
+        })
+    }
+
+    /// `UPDATE ... SET values WHERE filters`; resolves to the number of rows changed.
+    #[pyo3(signature = (model, values, **filters))]
+    fn bulk_update(
+        &self,
+        py: Python<'_>,
+        model: Py<ModelHandle>,
+        values: &Bound<'_, PyDict>,
+        filters: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Pending> {
+        let m = model.get();
+        let mut params = Params::default();
+        let sets = set_list(py, m, Some(values), &mut params)?;
+        let mut filter = None;
+        if let Some(f) = filters {
+            for (k, v) in f.iter() {
+                let key: String = k.extract()?;
+                filter = Some(Cond::and_opt(filter, lookup_cond(&m.schema, &key, &v, &mut params)?));
+            }
+        }
+        let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
+        let compiled = compile::compile(self.dialect, &stmt)?;
+        self.run_compiled(&compiled, &params.values, |py, rows| Ok(rows.affected.into_pyobject(py)?.into_any().unbind()))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<EngineCore {}>", self.url)
+    }
+}

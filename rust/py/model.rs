@@ -1,0 +1,217 @@
+//! Model registration from Python, and model instances built from rows in one pass.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyType};
+
+use super::convert;
+use crate::errors::{Error, Result as OResult};
+use crate::rows::RowSet;
+use crate::schema::{self, ColumnSchema, FkAction, ForeignKeySchema, ModelSchema, RelationSchema};
+use crate::value::{ColType, Value};
+
+/// A registered model: its schema in Rust and its Python class.
+#[pyclass(frozen, module = "ormkit._ormkit")]
+pub struct ModelHandle {
+    pub schema: Arc<ModelSchema>,
+    pub cls: Py<PyType>,
+    /// Interned attribute names, one per column, in schema order.
+    pub keys: Vec<Py<PyString>>,
+}
+
+fn get_opt<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+    match d.get_item(key)? {
+        Some(v) if !v.is_none() => Ok(Some(v.extract().map_err(Into::into)?)),
+        _ => Ok(None),
+    }
+}
+
+fn fk_action(model: &str, col: &str, what: &str, v: Option<String>) -> OResult<Option<FkAction>> {
+    match v {
+        None => Ok(None),
+        Some(s) => FkAction::parse(&s).map(Some).ok_or_else(|| {
+            Error::field(format!(
+                "{model}.{col}: ForeignKey {what}={s:?} is not one of CASCADE, SET NULL, SET DEFAULT, RESTRICT, NO ACTION"
+            ))
+        }),
+    }
+}
+
+fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema> {
+    let name: String = get_opt(d, "name")?.unwrap_or_default();
+    let ty_name: String = get_opt(d, "type")?.unwrap_or_default();
+    let ty = ColType::from_name(&ty_name)
+        .ok_or_else(|| Error::field(format!("{model}.{name}: unsupported column type {ty_name:?}")))?;
+    let foreign_key = match d.get_item("foreign_key")? {
+        Some(fk) if !fk.is_none() => {
+            let fk = fk.cast_into::<PyDict>()?;
+            let target: String = get_opt(&fk, "target")?.unwrap_or_default();
+            let (table, column) = match target.split_once('.') {
+                Some((t, c)) if schema::is_identifier(t) && schema::is_identifier(c) => (t.to_string(), c.to_string()),
+                _ => {
+                    return Err(Error::field(format!(
+                        "{model}.{name}: ForeignKey({target:?}) must name \"table.column\", e.g. ForeignKey(\"users.id\")"
+                    ))
+                    .into())
+                }
+            };
+            Some(ForeignKeySchema {
+                table,
+                column,
+                on_delete: fk_action(model, &name, "ondelete", get_opt(&fk, "ondelete")?)?,
+                on_update: fk_action(model, &name, "onupdate", get_opt(&fk, "onupdate")?)?,
+            })
+        }
+        _ => None,
+    };
+    let primary_key = get_opt(d, "primary_key")?.unwrap_or(false);
+    Ok(ColumnSchema {
+        name,
+        ty,
+        nullable: get_opt(d, "nullable")?.unwrap_or(false),
+        primary_key,
+        autoincrement: get_opt(d, "autoincrement")?.unwrap_or(primary_key && matches!(ty, ColType::Integer | ColType::BigInteger)),
+        unique: get_opt(d, "unique")?.unwrap_or(false),
+        index: get_opt(d, "index")?.unwrap_or(false),
+        max_length: get_opt(d, "max_length")?,
+        foreign_key,
+    })
+}
+
+/// Registers a model class. `spec` holds `name`, `table`, `columns` and `relations`.
+#[pyfunction]
+pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, PyDict>) -> PyResult<ModelHandle> {
+    let name: String = get_opt(&spec, "name")?.unwrap_or_default();
+    let table: String = get_opt(&spec, "table")?.unwrap_or_default();
+    let mut columns = Vec::new();
+    if let Some(cols) = spec.get_item("columns")? {
+        for c in cols.try_iter()? {
+            columns.push(column_from_spec(&name, &c?.cast_into::<PyDict>()?)?);
+        }
+    }
+    let mut relations = Vec::new();
+    if let Some(rels) = spec.get_item("relations")? {
+        for r in rels.try_iter()? {
+            let r = r?.cast_into::<PyDict>()?;
+            relations.push(RelationSchema {
+                name: get_opt(&r, "name")?.unwrap_or_default(),
+                target: get_opt(&r, "target")?.unwrap_or_default(),
+                back_populates: get_opt(&r, "back_populates")?,
+                lazy: get_opt(&r, "lazy")?.unwrap_or_else(|| "select".to_string()),
+                uselist: get_opt(&r, "uselist")?,
+                secondary: get_opt(&r, "secondary")?,
+            });
+        }
+    }
+    let schema = schema::register(ModelSchema::new(name, table, columns, relations)?)?;
+    let keys = schema.columns.iter().map(|c| PyString::intern(py, &c.name).unbind()).collect();
+    Ok(ModelHandle { schema, cls: cls.unbind(), keys })
+}
+
+impl ModelHandle {
+    pub fn name(&self) -> &str {
+        &self.schema.name
+    }
+
+    /// Converts `obj` for column `col`, with an error naming the model and field.
+    pub fn value_for(&self, col: usize, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        let c = &self.schema.columns[col];
+        let v = convert::to_value(obj, c.ty)
+            .map_err(|m| Error::value_type(format!("{}.{}: {m}", self.schema.name, c.name)))?;
+        if v.is_null() && !c.nullable && !(c.primary_key && c.autoincrement) {
+            return Err(Error::value_type(format!(
+                "{}.{} is not nullable but got None; give it a value or declare it Optional / nullable=True",
+                self.schema.name, c.name
+            ))
+            .into());
+        }
+        Ok(v)
+    }
+
+    /// The instance's value for every column, from its `__dict__`.
+    pub fn instance_values<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
+        self.check_instance(obj)?;
+        let dict = obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?;
+        self.keys.iter().map(|k| dict.get_item(k.bind(obj.py()))).collect()
+    }
+
+    pub fn check_instance(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !obj.is_instance(self.cls.bind(obj.py()))? {
+            return Err(PyTypeError::new_err(format!(
+                "expected a {} instance, got {}",
+                self.schema.name,
+                convert::describe(obj)
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn pk_value(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        let vals = self.instance_values(obj)?;
+        let pk = self.schema.pk;
+        match &vals[pk] {
+            Some(v) if !v.is_none() => self.value_for(pk, v),
+            _ => Err(Error::new(
+                crate::errors::Kind::Interface,
+                format!(
+                    "{} instance has no {} yet; insert it first",
+                    self.schema.name,
+                    self.schema.pk_column().name
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// Allocates an instance without calling `__init__` and fills its `__dict__`.
+    pub fn new_instance<'py>(&self, py: Python<'py>, values: &[Value]) -> PyResult<Bound<'py, PyAny>> {
+        let cls = self.cls.bind(py);
+        // SAFETY: `cls` is a heap type deriving from `object` (all models derive from Base);
+        // tp_alloc returns a new reference or NULL with an exception set.
+        let obj = unsafe {
+            let tp = cls.as_ptr() as *mut ffi::PyTypeObject;
+            let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            Bound::from_owned_ptr_or_err(py, alloc(tp, 0))?
+        };
+        // SAFETY: `obj` is a live object whose type has a `__dict__`; the call returns a new reference.
+        let dict = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))? };
+        let dict = dict.cast_into::<PyDict>()?;
+        for (k, v) in self.keys.iter().zip(values) {
+            dict.set_item(k.bind(py), convert::to_py(py, v)?)?;
+        }
+        Ok(obj)
+    }
+
+    pub fn instances<'py>(&self, py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let w = rows.width();
+        if w != self.keys.len() {
+            return Err(Error::internal("row width does not match the model").into());
+        }
+        for chunk in rows.values.chunks(w) {
+            list.append(self.new_instance(py, chunk)?)?;
+        }
+        Ok(list)
+    }
+}
+
+#[pymethods]
+impl ModelHandle {
+    #[getter]
+    fn table(&self) -> &str {
+        &self.schema.table
+    }
+
+    #[getter]
+    fn pk_name(&self) -> &str {
+        &self.schema.pk_column().name
+    }
+
+    #[getter]
+    fn column_names(&self) -> Vec<String> {
+        self.schema.columns.iter().map(|c| c.name.clone()).collect()
+    }
+}
