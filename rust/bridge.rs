@@ -49,7 +49,14 @@ pub struct Completer {
 
 pub fn pending() -> (Pending, Completer) {
     let shared = Arc::new(Shared::default());
-    (Pending { shared: shared.clone() }, Completer { shared: Some(shared) })
+    (
+        Pending {
+            shared: shared.clone(),
+        },
+        Completer {
+            shared: Some(shared),
+        },
+    )
 }
 
 /// A `Pending` that is already done: awaiting it costs no event-loop round trip.
@@ -84,11 +91,15 @@ impl Completer {
 
     /// True when the awaiting side is gone, so the work need not start.
     pub fn is_cancelled(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.state.lock().unwrap().consumed)
     }
 
     pub fn complete(mut self, result: Result<Payload, Error>) {
-        let Some(shared) = self.shared.take() else { return };
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
         let waiter = {
             let mut st = shared.state.lock().unwrap();
             st.on_cancel = None;
@@ -109,7 +120,9 @@ impl Completer {
                     Err(_) => return,
                 };
                 // The loop may be closed by now; then there is nobody left to wake.
-                let _ = lp.bind(py).call_method1("call_soon_threadsafe", (wake, fut.bind(py)));
+                let _ = lp
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", (wake, fut.bind(py)));
                 drop(fut);
                 drop(lp);
             });
@@ -120,8 +133,12 @@ impl Completer {
 impl Drop for Completer {
     fn drop(&mut self) {
         if self.shared.is_some() {
-            let c = Completer { shared: self.shared.take() };
-            c.complete(Err(Error::internal("the operation ended without a result (worker stopped)")));
+            let c = Completer {
+                shared: self.shared.take(),
+            };
+            c.complete(Err(Error::internal(
+                "the operation ended without a result (worker stopped)",
+            )));
         }
     }
 }
@@ -163,7 +180,9 @@ impl Pending {
             return Err(PyStopIteration::new_err((value,)));
         }
         if st.consumed {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err("cannot reuse an already awaited OrmKit operation"));
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "cannot reuse an already awaited OrmKit operation",
+            ));
         }
         let fut = match &st.waiter {
             Some((_, fut)) => fut.clone_ref(py),

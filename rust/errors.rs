@@ -35,7 +35,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), code: None }
+        Error {
+            kind,
+            message: message.into(),
+            code: None,
+        }
     }
     pub fn field(message: impl Into<String>) -> Self {
         Error::new(Kind::Field, message)
@@ -88,9 +92,9 @@ impl From<rusqlite::Error> for Error {
                     | rusqlite::ErrorCode::FileLockingProtocolFailed
                     | rusqlite::ErrorCode::DatabaseCorrupt
                     | rusqlite::ErrorCode::NotADatabase => Kind::Operational,
-                    rusqlite::ErrorCode::TooBig | rusqlite::ErrorCode::TypeMismatch | rusqlite::ErrorCode::ParameterOutOfRange => {
-                        Kind::Data
-                    }
+                    rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+                    | rusqlite::ErrorCode::ParameterOutOfRange => Kind::Data,
                     rusqlite::ErrorCode::ApiMisuse => Kind::Interface,
                     rusqlite::ErrorCode::SchemaChanged | rusqlite::ErrorCode::Unknown => {
                         if fe.extended_code == ffi::SQLITE_ERROR {
@@ -103,12 +107,10 @@ impl From<rusqlite::Error> for Error {
                 };
                 Error::new(kind, text).with_code(fe.extended_code.to_string())
             }
-            rusqlite::Error::InvalidParameterCount(..) | rusqlite::Error::InvalidParameterName(_) => {
-                Error::programming(e.to_string())
-            }
-            rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::IntegralValueOutOfRange(..) => {
-                Error::new(Kind::Data, e.to_string())
-            }
+            rusqlite::Error::InvalidParameterCount(..)
+            | rusqlite::Error::InvalidParameterName(_) => Error::programming(e.to_string()),
+            rusqlite::Error::ToSqlConversionFailure(_)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => Error::new(Kind::Data, e.to_string()),
             _ => Error::new(Kind::Database, e.to_string()),
         }
     }
@@ -122,22 +124,97 @@ pub mod py {
     use pyo3::exceptions::PyException;
     use pyo3::prelude::*;
 
-    create_exception!(ormkit.exceptions, OrmKitError, PyException, "Base class of every OrmKit error.");
-    create_exception!(ormkit.exceptions, InterfaceError, OrmKitError, "The engine or connection was misused (closed engine, session used from two tasks).");
-    create_exception!(ormkit.exceptions, DatabaseError, OrmKitError, "An error reported by the database.");
-    create_exception!(ormkit.exceptions, IntegrityError, DatabaseError, "A constraint failed: unique, foreign key, not null, check.");
-    create_exception!(ormkit.exceptions, OperationalError, DatabaseError, "The database could not do the work: connection lost, locked, timed out, cancelled.");
-    create_exception!(ormkit.exceptions, ProgrammingError, DatabaseError, "The SQL was wrong: unknown table, syntax error, wrong number of parameters.");
-    create_exception!(ormkit.exceptions, DataError, DatabaseError, "A value could not be stored or read: out of range, wrong type for the column.");
-    create_exception!(ormkit.exceptions, InternalError, DatabaseError, "The database or OrmKit reached a state it should never reach.");
-    create_exception!(ormkit.exceptions, NotSupportedError, DatabaseError, "The backend does not support the requested feature.");
-    create_exception!(ormkit.exceptions, PoolTimeout, OperationalError, "No connection became free within the pool timeout.");
-    create_exception!(ormkit.exceptions, NoResultFound, OrmKitError, "A query that must return a row returned none.");
-    create_exception!(ormkit.exceptions, MultipleResultsFound, OrmKitError, "A query that must return one row returned several.");
-    create_exception!(ormkit.exceptions, FieldError, OrmKitError, "An unknown field, lookup or relation was named; raised before any SQL runs.");
-    create_exception!(ormkit.exceptions, RelationNotLoaded, OrmKitError, "A relationship was read before it was loaded.");
+    create_exception!(
+        ormkit.exceptions,
+        OrmKitError,
+        PyException,
+        "Base class of every OrmKit error."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        InterfaceError,
+        OrmKitError,
+        "The engine or connection was misused (closed engine, session used from two tasks)."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        DatabaseError,
+        OrmKitError,
+        "An error reported by the database."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        IntegrityError,
+        DatabaseError,
+        "A constraint failed: unique, foreign key, not null, check."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        OperationalError,
+        DatabaseError,
+        "The database could not do the work: connection lost, locked, timed out, cancelled."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        ProgrammingError,
+        DatabaseError,
+        "The SQL was wrong: unknown table, syntax error, wrong number of parameters."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        DataError,
+        DatabaseError,
+        "A value could not be stored or read: out of range, wrong type for the column."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        InternalError,
+        DatabaseError,
+        "The database or OrmKit reached a state it should never reach."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        NotSupportedError,
+        DatabaseError,
+        "The backend does not support the requested feature."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        PoolTimeout,
+        OperationalError,
+        "No connection became free within the pool timeout."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        NoResultFound,
+        OrmKitError,
+        "A query that must return a row returned none."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        MultipleResultsFound,
+        OrmKitError,
+        "A query that must return one row returned several."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        FieldError,
+        OrmKitError,
+        "An unknown field, lookup or relation was named; raised before any SQL runs."
+    );
+    create_exception!(
+        ormkit.exceptions,
+        RelationNotLoaded,
+        OrmKitError,
+        "A relationship was read before it was loaded."
+    );
 
-    create_exception!(ormkit.exceptions, ValueTypeError, OrmKitError, "A value of the wrong Python type was given for a column.");
+    create_exception!(
+        ormkit.exceptions,
+        ValueTypeError,
+        OrmKitError,
+        "A value of the wrong Python type was given for a column."
+    );
 
     pub fn to_pyerr(e: Error) -> PyErr {
         let msg = e.message;
@@ -176,7 +253,10 @@ pub mod py {
         m.add("NotSupportedError", py.get_type::<NotSupportedError>())?;
         m.add("PoolTimeout", py.get_type::<PoolTimeout>())?;
         m.add("NoResultFound", py.get_type::<NoResultFound>())?;
-        m.add("MultipleResultsFound", py.get_type::<MultipleResultsFound>())?;
+        m.add(
+            "MultipleResultsFound",
+            py.get_type::<MultipleResultsFound>(),
+        )?;
         m.add("FieldError", py.get_type::<FieldError>())?;
         m.add("RelationNotLoaded", py.get_type::<RelationNotLoaded>())?;
         m.add("ValueTypeError", py.get_type::<ValueTypeError>())?;

@@ -18,12 +18,7 @@ impl RowSet {
     }
 
     pub fn len(&self) -> usize {
-        let w = self.width();
-        if w == 0 {
-            0
-        } else {
-            self.values.len() / w
-        }
+        self.values.len().checked_div(self.width()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -107,17 +107,28 @@ pub mod text_format {
 
     pub fn parse_datetime(s: &str) -> Option<NaiveDateTime> {
         let s = s.trim();
-        for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        for fmt in [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+            "%Y-%m-%dT%H:%M",
+        ] {
             if let Ok(v) = NaiveDateTime::parse_from_str(s, fmt) {
                 return Some(v);
             }
         }
-        NaiveDate::parse_from_str(s, DATE).ok().map(|d| d.and_time(NaiveTime::MIN))
+        NaiveDate::parse_from_str(s, DATE)
+            .ok()
+            .map(|d| d.and_time(NaiveTime::MIN))
     }
 
     pub fn parse_datetime_tz(s: &str) -> Option<DateTime<FixedOffset>> {
         let s = s.trim();
-        for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        for fmt in [
+            "%Y-%m-%d %H:%M:%S%.f%:z",
+            "%Y-%m-%dT%H:%M:%S%.f%:z",
+            "%Y-%m-%d %H:%M:%S%.f%#z",
+        ] {
             if let Ok(v) = DateTime::parse_from_str(s, fmt) {
                 return Some(v);
             }
@@ -144,8 +155,14 @@ mod tests {
 
     #[test]
     fn datetime_text_round_trips_and_sorts() {
-        let a = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap().and_hms_micro_opt(3, 4, 5, 6).unwrap();
-        let b = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap().and_hms_opt(3, 4, 5).unwrap();
+        let a = NaiveDate::from_ymd_opt(2024, 1, 2)
+            .unwrap()
+            .and_hms_micro_opt(3, 4, 5, 6)
+            .unwrap();
+        let b = NaiveDate::from_ymd_opt(2024, 1, 2)
+            .unwrap()
+            .and_hms_opt(3, 4, 5)
+            .unwrap();
         let ta = text_format::datetime(&a);
         assert_eq!(ta, "2024-01-02 03:04:05.000006");
         assert_eq!(text_format::parse_datetime(&ta), Some(a));

@@ -13,10 +13,17 @@ use crate::value::Value;
 #[derive(Debug)]
 pub enum Request {
     /// Run one statement and return its rows (or, for writes, the affected count).
-    Query { sql: Arc<str>, params: Vec<Value>, columns: Option<Columns> },
+    Query {
+        sql: Arc<str>,
+        params: Vec<Value>,
+        columns: Option<Columns>,
+    },
     /// Run each statement once per parameter row, all inside one transaction, collecting
     /// the rows they return in order.
-    Batch { groups: Vec<(Arc<str>, Vec<Vec<Value>>)>, columns: Option<Columns> },
+    Batch {
+        groups: Vec<(Arc<str>, Vec<Vec<Value>>)>,
+        columns: Option<Columns>,
+    },
     /// Run statements in order inside one transaction (DDL).
     Script { statements: Vec<String> },
 }

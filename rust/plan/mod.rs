@@ -46,7 +46,11 @@ pub enum JsonKind {
 pub enum Target {
     Column(usize),
     /// A path inside a JSON column; the first `keys` slots of the leaf hold the path keys.
-    Json { col: usize, keys: u8, kind: JsonKind },
+    Json {
+        col: usize,
+        keys: u8,
+        kind: JsonKind,
+    },
     /// An aggregate, for `having`; `None` column means `COUNT(*)`.
     Agg(AggFn, Option<usize>),
 }
@@ -79,7 +83,11 @@ pub enum Cond {
     And(Vec<Cond>),
     Or(Vec<Cond>),
     Not(Box<Cond>),
-    Leaf { target: Target, op: Op, slots: Vec<Slot> },
+    Leaf {
+        target: Target,
+        op: Op,
+        slots: Vec<Slot>,
+    },
     Const(bool),
 }
 

@@ -3,20 +3,27 @@
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyDict, PyFloat, PyInt, PyList,
-    PyMemoryView, PyString, PyTime, PyTimeAccess, PyTuple, PyTzInfoAccess,
+    PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyDict,
+    PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTime, PyTimeAccess, PyTuple, PyTzInfoAccess,
 };
 
 use crate::value::{ColType, Value};
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Describes the value for an error message without dumping huge reprs.
 pub fn describe(obj: &Bound<'_, PyAny>) -> String {
     let r = obj.repr().map(|r| r.to_string()).unwrap_or_default();
-    let r = if r.chars().count() > 60 { format!("{}...", r.chars().take(57).collect::<String>()) } else { r };
+    let r = if r.chars().count() > 60 {
+        format!("{}...", r.chars().take(57).collect::<String>())
+    } else {
+        r
+    };
     format!("{} {}", type_name(obj), r)
 }
 
@@ -25,7 +32,12 @@ fn naive_date(d: &impl PyDateAccess) -> Option<NaiveDate> {
 }
 
 fn naive_time(t: &impl PyTimeAccess) -> Option<NaiveTime> {
-    NaiveTime::from_hms_micro_opt(t.get_hour() as u32, t.get_minute() as u32, t.get_second() as u32, t.get_microsecond())
+    NaiveTime::from_hms_micro_opt(
+        t.get_hour() as u32,
+        t.get_minute() as u32,
+        t.get_second() as u32,
+        t.get_microsecond(),
+    )
 }
 
 fn naive_datetime(dt: &Bound<'_, PyDateTime>) -> Option<NaiveDateTime> {
@@ -34,10 +46,16 @@ fn naive_datetime(dt: &Bound<'_, PyDateTime>) -> Option<NaiveDateTime> {
 
 fn aware_datetime(dt: &Bound<'_, PyDateTime>) -> PyResult<Option<chrono::DateTime<FixedOffset>>> {
     let off = dt.call_method0("utcoffset")?;
-    let Ok(delta) = off.cast::<PyDelta>() else { return Ok(None) };
+    let Ok(delta) = off.cast::<PyDelta>() else {
+        return Ok(None);
+    };
     let secs = delta.get_days() * 86_400 + delta.get_seconds();
-    let Some(tz) = FixedOffset::east_opt(secs) else { return Ok(None) };
-    let Some(naive) = naive_datetime(dt) else { return Ok(None) };
+    let Some(tz) = FixedOffset::east_opt(secs) else {
+        return Ok(None);
+    };
+    let Some(naive) = naive_datetime(dt) else {
+        return Ok(None);
+    };
     Ok(tz.from_local_datetime(&naive).single())
 }
 
@@ -54,7 +72,9 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
             if is_bool || !obj.is_instance_of::<PyInt>() {
                 return Err(expected());
             }
-            obj.extract::<i64>().map(Value::Int).map_err(|_| format!("{} is out of the 64-bit integer range", describe(obj)))
+            obj.extract::<i64>()
+                .map(Value::Int)
+                .map_err(|_| format!("{} is out of the 64-bit integer range", describe(obj)))
         }
         ColType::Float => {
             if is_bool {
@@ -64,7 +84,10 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
                 return Ok(Value::Float(f.value()));
             }
             if obj.is_instance_of::<PyInt>() {
-                return obj.extract::<f64>().map(Value::Float).map_err(|_| expected());
+                return obj
+                    .extract::<f64>()
+                    .map(Value::Float)
+                    .map_err(|_| expected());
             }
             Err(expected())
         }
@@ -115,7 +138,10 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
         }
         ColType::Date => {
             if obj.is_instance_of::<PyDateTime>() {
-                return Err(format!("expected a date, got a datetime {}; pass value.date()", describe(obj)));
+                return Err(format!(
+                    "expected a date, got a datetime {}; pass value.date()",
+                    describe(obj)
+                ));
             }
             let d = obj.cast::<PyDate>().map_err(|_| expected())?;
             naive_date(d).map(Value::Date).ok_or_else(expected)
@@ -123,7 +149,10 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
         ColType::Time => {
             let t = obj.cast::<PyTime>().map_err(|_| expected())?;
             if t.get_tzinfo().is_some() {
-                return Err(format!("expected a time without tzinfo, got {}", describe(obj)));
+                return Err(format!(
+                    "expected a time without tzinfo, got {}",
+                    describe(obj)
+                ));
             }
             naive_time(t).map(Value::Time).ok_or_else(expected)
         }
@@ -154,7 +183,12 @@ pub fn to_json(obj: &Bound<'_, PyAny>, depth: usize) -> Result<serde_json::Value
     if let Ok(f) = obj.cast::<PyFloat>() {
         return serde_json::Number::from_f64(f.value())
             .map(J::Number)
-            .ok_or_else(|| format!("{} (NaN or infinity) cannot be stored as JSON", describe(obj)));
+            .ok_or_else(|| {
+                format!(
+                    "{} (NaN or infinity) cannot be stored as JSON",
+                    describe(obj)
+                )
+            });
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(J::String(s.to_str().map_err(|e| e.to_string())?.to_owned()));
@@ -173,12 +207,23 @@ pub fn to_json(obj: &Bound<'_, PyAny>, depth: usize) -> Result<serde_json::Value
         return Ok(J::Object(m));
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        return l.iter().map(|v| to_json(&v, depth + 1)).collect::<Result<Vec<_>, _>>().map(J::Array);
+        return l
+            .iter()
+            .map(|v| to_json(&v, depth + 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map(J::Array);
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return t.iter().map(|v| to_json(&v, depth + 1)).collect::<Result<Vec<_>, _>>().map(J::Array);
+        return t
+            .iter()
+            .map(|v| to_json(&v, depth + 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map(J::Array);
     }
-    Err(format!("{} is not JSON-serializable (use dict, list, str, int, float, bool or None)", describe(obj)))
+    Err(format!(
+        "{} is not JSON-serializable (use dict, list, str, int, float, bool or None)",
+        describe(obj)
+    ))
 }
 
 /// Converts a raw-SQL parameter by its own Python type.
@@ -195,7 +240,10 @@ pub fn dynamic_value(obj: &Bound<'_, PyAny>) -> Result<Value, String> {
         ColType::Float
     } else if obj.is_instance_of::<PyString>() {
         ColType::Text
-    } else if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() || obj.is_instance_of::<PyMemoryView>() {
+    } else if obj.is_instance_of::<PyBytes>()
+        || obj.is_instance_of::<PyByteArray>()
+        || obj.is_instance_of::<PyMemoryView>()
+    {
         ColType::Bytes
     } else if let Ok(dt) = obj.cast::<PyDateTime>() {
         if dt.get_tzinfo().is_some() {
@@ -234,7 +282,10 @@ pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound
         }
         J::String(s) => PyString::new(py, s).into_any(),
         J::Array(a) => {
-            let items = a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
+            let items = a
+                .iter()
+                .map(|x| json_to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any()
         }
         J::Object(m) => {

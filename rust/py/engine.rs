@@ -55,14 +55,23 @@ impl EngineCore {
                     let handle = conn.get_interrupt_handle();
                     completer.on_cancel(Box::new(move || handle.interrupt()));
                     let result = sqlite::run(conn, req);
-                    completer.complete(result.map(|rows| Box::new(move |py: Python<'_>| finish(py, rows)) as Payload));
+                    completer.complete(
+                        result.map(|rows| {
+                            Box::new(move |py: Python<'_>| finish(py, rows)) as Payload
+                        }),
+                    );
                 }))?;
             }
         }
         Ok(pending)
     }
 
-    pub fn run_compiled<F>(&self, compiled: &Compiled, values: &[Value], finish: F) -> PyResult<Pending>
+    pub fn run_compiled<F>(
+        &self,
+        compiled: &Compiled,
+        values: &[Value],
+        finish: F,
+    ) -> PyResult<Pending>
     where
         F: FnOnce(Python<'_>, RowSet) -> PyResult<Py<PyAny>> + Send + 'static,
     {
@@ -85,7 +94,10 @@ impl EngineCore {
 
     /// The columns an insert of `obj` sets and their values; a missing generated key is left
     /// to the database.
-    fn insert_values(model: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<(Vec<usize>, Vec<Value>)> {
+    fn insert_values(
+        model: &ModelHandle,
+        obj: &Bound<'_, PyAny>,
+    ) -> PyResult<(Vec<usize>, Vec<Value>)> {
         let vals = model.instance_values(obj)?;
         let mut cols = Vec::with_capacity(vals.len());
         let mut out = Vec::with_capacity(vals.len());
@@ -104,13 +116,21 @@ impl EngineCore {
     }
 }
 
-fn sqlite_config(url: &str, pragmas: Option<&Bound<'_, PyDict>>, pool_size: Option<usize>) -> PyResult<SqliteConfig> {
+fn sqlite_config(
+    url: &str,
+    pragmas: Option<&Bound<'_, PyDict>>,
+    pool_size: Option<usize>,
+) -> PyResult<SqliteConfig> {
     let mut cfg = SqliteConfig::from_url(url)?;
     if let Some(p) = pragmas {
         for (k, v) in p.iter() {
             let name: String = k.extract()?;
             let value = if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
-                if b.is_true() { "ON".to_string() } else { "OFF".to_string() }
+                if b.is_true() {
+                    "ON".to_string()
+                } else {
+                    "OFF".to_string()
+                }
             } else {
                 v.str()?.to_string()
             };
@@ -131,8 +151,16 @@ impl EngineCore {
     /// Opens an engine for `url`; resolves to an `EngineCore`.
     #[staticmethod]
     #[pyo3(signature = (url, pragmas=None, pool_size=None))]
-    fn connect(url: String, pragmas: Option<&Bound<'_, PyDict>>, pool_size: Option<usize>) -> PyResult<Pending> {
-        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    fn connect(
+        url: String,
+        pragmas: Option<&Bound<'_, PyDict>>,
+        pool_size: Option<usize>,
+    ) -> PyResult<Pending> {
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match scheme.as_str() {
             "sqlite" => {
                 let cfg = sqlite_config(&url, pragmas, pool_size)?;
@@ -176,18 +204,28 @@ impl EngineCore {
         if let Some(p) = params {
             if !p.is_none() {
                 if p.is_instance_of::<PyString>() || p.is_instance_of::<PyDict>() {
-                    return Err(Error::programming("parameters must be a list or tuple of values, bound in order").into());
+                    return Err(Error::programming(
+                        "parameters must be a list or tuple of values, bound in order",
+                    )
+                    .into());
                 }
                 for (i, v) in p.try_iter()?.enumerate() {
                     let v = v?;
                     values.push(
-                        convert::dynamic_value(&v).map_err(|m| Error::value_type(format!("parameter {}: {m}", i + 1)))?,
+                        convert::dynamic_value(&v)
+                            .map_err(|m| Error::value_type(format!("parameter {}: {m}", i + 1)))?,
                     );
                 }
             }
         }
-        let req = Request::Query { sql: sql.into(), params: values, columns: None };
-        self.submit(req, |py, rows| Ok(Py::new(py, RawResult { rows })?.into_any()))
+        let req = Request::Query {
+            sql: sql.into(),
+            params: values,
+            columns: None,
+        };
+        self.submit(req, |py, rows| {
+            Ok(Py::new(py, RawResult { rows })?.into_any())
+        })
     }
 
     /// Creates the tables of every registered model (or of `models`), parents first.
@@ -225,10 +263,20 @@ impl EngineCore {
     }
 
     /// Inserts one instance; resolves to the instance with its generated key set.
-    fn insert(&self, py: Python<'_>, model: Py<ModelHandle>, obj: Bound<'_, PyAny>) -> PyResult<Pending> {
+    fn insert(
+        &self,
+        py: Python<'_>,
+        model: Py<ModelHandle>,
+        obj: Bound<'_, PyAny>,
+    ) -> PyResult<Pending> {
         let m = model.get();
         let (cols, values) = Self::insert_values(m, &obj)?;
-        let stmt = Statement::Insert(InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![m.schema.pk] });
+        let stmt = Statement::Insert(InsertShape {
+            model: m.schema.id,
+            cols,
+            rows: 1,
+            returning: vec![m.schema.pk],
+        });
         let compiled = compile::compile(self.dialect, &stmt)?;
         let obj = obj.unbind();
         let model = model.clone_ref(py);
@@ -243,7 +291,12 @@ impl EngineCore {
     }
 
     /// Inserts many instances in one transaction; resolves to the list, keys filled in.
-    fn insert_all(&self, py: Python<'_>, model: Py<ModelHandle>, objs: Bound<'_, PyAny>) -> PyResult<Pending> {
+    fn insert_all(
+        &self,
+        py: Python<'_>,
+        model: Py<ModelHandle>,
+        objs: Bound<'_, PyAny>,
+    ) -> PyResult<Pending> {
         let m = model.get();
         let objs: Vec<Bound<'_, PyAny>> = objs.try_iter()?.collect::<PyResult<_>>()?;
         let mut groups: Vec<(Arc<str>, Vec<Vec<Value>>)> = Vec::new();
@@ -257,30 +310,47 @@ impl EngineCore {
                     rows: 1,
                     returning: vec![m.schema.pk],
                 });
-                groups.push((compile::compile(self.dialect, &stmt)?.sql.clone(), Vec::new()));
+                groups.push((
+                    compile::compile(self.dialect, &stmt)?.sql.clone(),
+                    Vec::new(),
+                ));
                 last_cols = Some(cols);
             }
             groups.last_mut().expect("pushed above").1.push(values);
         }
         let list = PyList::new(py, &objs)?.unbind();
         if objs.is_empty() {
-            return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
+            return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| {
+                Ok(list.into_any())
+            }))));
         }
         let model = model.clone_ref(py);
-        self.submit(Request::Batch { groups, columns: None }, move |py, rows| {
-            let m = model.get();
-            let key = m.keys[m.schema.pk].bind(py);
-            let l = list.bind(py);
-            for (i, pk) in rows.values.iter().enumerate() {
-                l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
-            }
-            Ok(list.into_any())
-        })
+        self.submit(
+            Request::Batch {
+                groups,
+                columns: None,
+            },
+            move |py, rows| {
+                let m = model.get();
+                let key = m.keys[m.schema.pk].bind(py);
+                let l = list.bind(py);
+                for (i, pk) in rows.values.iter().enumerate() {
+                    l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
+                }
+                Ok(list.into_any())
+            },
+        )
     }
 
     /// Fetches by primary key; resolves to the instance or None (or raises, with `required`).
     #[pyo3(signature = (model, pk, required=false))]
-    fn get(&self, py: Python<'_>, model: Py<ModelHandle>, pk: Bound<'_, PyAny>, required: bool) -> PyResult<Pending> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        model: Py<ModelHandle>,
+        pk: Bound<'_, PyAny>,
+        required: bool,
+    ) -> PyResult<Pending> {
         let m = model.get();
         let pkv = m.value_for(m.schema.pk, &pk)?;
         let mut params = Params::default();
@@ -295,7 +365,12 @@ impl EngineCore {
                 if required {
                     return Err(Error::new(
                         Kind::NoResultFound,
-                        format!("no {} with {}={}", m.schema.name, m.schema.pk_column().name, shown),
+                        format!(
+                            "no {} with {}={}",
+                            m.schema.name,
+                            m.schema.pk_column().name,
+                            shown
+                        ),
                     )
                     .into());
                 }
@@ -307,13 +382,23 @@ impl EngineCore {
 
     /// Updates columns of one instance by primary key and sets them on the instance.
     #[pyo3(signature = (model, obj, **values))]
-    fn update(&self, py: Python<'_>, model: Py<ModelHandle>, obj: Bound<'_, PyAny>, values: Option<&Bound<'_, PyDict>>) -> PyResult<Pending> {
+    fn update(
+        &self,
+        py: Python<'_>,
+        model: Py<ModelHandle>,
+        obj: Bound<'_, PyAny>,
+        values: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Pending> {
         let m = model.get();
         let pkv = m.pk_value(&obj)?;
         let mut params = Params::default();
         let sets = set_list(py, m, values, &mut params)?;
         let filter = Some(Self::pk_filter(m, pkv, &mut params));
-        let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
+        let stmt = Statement::Update(UpdateShape {
+            model: m.schema.id,
+            sets,
+            filter,
+        });
         let compiled = compile::compile(self.dialect, &stmt)?;
         let updates: Vec<(Py<PyAny>, Py<PyAny>)> = match values {
             Some(v) => v.iter().map(|(k, v)| (k.unbind(), v.unbind())).collect(),
@@ -344,10 +429,16 @@ impl EngineCore {
         let pkv = m.pk_value(&obj)?;
         let mut params = Params::default();
         let filter = Some(Self::pk_filter(m, pkv, &mut params));
-        let stmt = Statement::Delete(DeleteShape { model: m.schema.id, filter });
+        let stmt = Statement::Delete(DeleteShape {
+            model: m.schema.id,
+            filter,
+        });
         let compiled = compile::compile(self.dialect, &stmt)?;
         self.run_compiled(&compiled, &params.values, |py, rows| {
-            Ok(pyo3::types::PyBool::new(py, rows.affected > 0).to_owned().into_any().unbind())
+            Ok(pyo3::types::PyBool::new(py, rows.affected > 0)
+                .to_owned()
+                .into_any()
+                .unbind())
         })
     }
 
@@ -367,12 +458,21 @@ impl EngineCore {
         if let Some(f) = filters {
             for (k, v) in f.iter() {
                 let key: String = k.extract()?;
-                filter = Some(Cond::and_opt(filter, lookup_cond(&m.schema, &key, &v, &mut params)?));
+                filter = Some(Cond::and_opt(
+                    filter,
+                    lookup_cond(&m.schema, &key, &v, &mut params)?,
+                ));
             }
         }
-        let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
+        let stmt = Statement::Update(UpdateShape {
+            model: m.schema.id,
+            sets,
+            filter,
+        });
         let compiled = compile::compile(self.dialect, &stmt)?;
-        self.run_compiled(&compiled, &params.values, |py, rows| Ok(rows.affected.into_pyobject(py)?.into_any().unbind()))
+        self.run_compiled(&compiled, &params.values, |py, rows| {
+            Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
+        })
     }
 
     fn __repr__(&self) -> String {

@@ -22,7 +22,10 @@ pub struct ModelHandle {
     pub keys: Vec<Py<PyString>>,
 }
 
-fn get_opt<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+fn get_opt<'py, T: for<'a> FromPyObject<'a, 'py>>(
+    d: &Bound<'py, PyDict>,
+    key: &str,
+) -> PyResult<Option<T>> {
     match d.get_item(key)? {
         Some(v) if !v.is_none() => Ok(Some(v.extract().map_err(Into::into)?)),
         _ => Ok(None),
@@ -43,8 +46,11 @@ fn fk_action(model: &str, col: &str, what: &str, v: Option<String>) -> OResult<O
 fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema> {
     let name: String = get_opt(d, "name")?.unwrap_or_default();
     let ty_name: String = get_opt(d, "type")?.unwrap_or_default();
-    let ty = ColType::from_name(&ty_name)
-        .ok_or_else(|| Error::field(format!("{model}.{name}: unsupported column type {ty_name:?}")))?;
+    let ty = ColType::from_name(&ty_name).ok_or_else(|| {
+        Error::field(format!(
+            "{model}.{name}: unsupported column type {ty_name:?}"
+        ))
+    })?;
     let foreign_key = match d.get_item("foreign_key")? {
         Some(fk) if !fk.is_none() => {
             let fk = fk.cast_into::<PyDict>()?;
@@ -73,7 +79,8 @@ fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema
         ty,
         nullable: get_opt(d, "nullable")?.unwrap_or(false),
         primary_key,
-        autoincrement: get_opt(d, "autoincrement")?.unwrap_or(primary_key && matches!(ty, ColType::Integer | ColType::BigInteger)),
+        autoincrement: get_opt(d, "autoincrement")?
+            .unwrap_or(primary_key && matches!(ty, ColType::Integer | ColType::BigInteger)),
         unique: get_opt(d, "unique")?.unwrap_or(false),
         index: get_opt(d, "index")?.unwrap_or(false),
         max_length: get_opt(d, "max_length")?,
@@ -83,7 +90,11 @@ fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema
 
 /// Registers a model class. `spec` holds `name`, `table`, `columns` and `relations`.
 #[pyfunction]
-pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, PyDict>) -> PyResult<ModelHandle> {
+pub fn register_model(
+    py: Python<'_>,
+    cls: Bound<'_, PyType>,
+    spec: Bound<'_, PyDict>,
+) -> PyResult<ModelHandle> {
     let name: String = get_opt(&spec, "name")?.unwrap_or_default();
     let table: String = get_opt(&spec, "table")?.unwrap_or_default();
     let mut columns = Vec::new();
@@ -107,8 +118,16 @@ pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, Py
         }
     }
     let schema = schema::register(ModelSchema::new(name, table, columns, relations)?)?;
-    let keys = schema.columns.iter().map(|c| PyString::intern(py, &c.name).unbind()).collect();
-    Ok(ModelHandle { schema, cls: cls.unbind(), keys })
+    let keys = schema
+        .columns
+        .iter()
+        .map(|c| PyString::intern(py, &c.name).unbind())
+        .collect();
+    Ok(ModelHandle {
+        schema,
+        cls: cls.unbind(),
+        keys,
+    })
 }
 
 impl ModelHandle {
@@ -132,10 +151,18 @@ impl ModelHandle {
     }
 
     /// The instance's value for every column, from its `__dict__`.
-    pub fn instance_values<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
+    pub fn instance_values<'py>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
         self.check_instance(obj)?;
-        let dict = obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?;
-        self.keys.iter().map(|k| dict.get_item(k.bind(obj.py()))).collect()
+        let dict = obj
+            .getattr(pyo3::intern!(obj.py(), "__dict__"))?
+            .cast_into::<PyDict>()?;
+        self.keys
+            .iter()
+            .map(|k| dict.get_item(k.bind(obj.py())))
+            .collect()
     }
 
     pub fn check_instance(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -167,7 +194,11 @@ impl ModelHandle {
     }
 
     /// Allocates an instance without calling `__init__` and fills its `__dict__`.
-    pub fn new_instance<'py>(&self, py: Python<'py>, values: &[Value]) -> PyResult<Bound<'py, PyAny>> {
+    pub fn new_instance<'py>(
+        &self,
+        py: Python<'py>,
+        values: &[Value],
+    ) -> PyResult<Bound<'py, PyAny>> {
         let cls = self.cls.bind(py);
         // SAFETY: `cls` is a heap type deriving from `object` (all models derive from Base);
         // tp_alloc returns a new reference or NULL with an exception set.
@@ -177,7 +208,12 @@ impl ModelHandle {
             Bound::from_owned_ptr_or_err(py, alloc(tp, 0))?
         };
         // SAFETY: `obj` is a live object whose type has a `__dict__`; the call returns a new reference.
-        let dict = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))? };
+        let dict = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
+            )?
+        };
         let dict = dict.cast_into::<PyDict>()?;
         for (k, v) in self.keys.iter().zip(values) {
             dict.set_item(k.bind(py), convert::to_py(py, v)?)?;

@@ -12,7 +12,10 @@ use crate::bridge::Pending;
 use crate::compile::{self, Compiled};
 use crate::errors::{Error, Kind};
 use crate::plan::lookup::{Arity, Expect, Lookup};
-use crate::plan::{AggFn, Cond, DeleteShape, OrderItem, Params, ProjItem, Projection, SelectShape, Statement, Target, UpdateShape, Wrap};
+use crate::plan::{
+    AggFn, Cond, DeleteShape, OrderItem, Params, ProjItem, Projection, SelectShape, Statement,
+    Target, UpdateShape, Wrap,
+};
 use crate::rows::RowSet;
 use crate::schema::ModelSchema;
 use crate::value::{ColType, Value};
@@ -28,40 +31,64 @@ pub struct QueryCore {
 }
 
 /// Converts one operand for a lookup.
-fn operand(schema: &ModelSchema, lk: &Lookup, expect: Expect, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+fn operand(
+    schema: &ModelSchema,
+    lk: &Lookup,
+    expect: Expect,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<Value> {
     let field = &schema.columns[lk.col].name;
-    let fail = |m: String| -> PyErr { Error::value_type(format!("{}.{}: {} {m}", schema.name, field, lk.key)).into() };
+    let fail = |m: String| -> PyErr {
+        Error::value_type(format!("{}.{}: {} {m}", schema.name, field, lk.key)).into()
+    };
     match expect {
         Expect::Column(ty) => convert::to_value(obj, ty).map_err(fail),
         Expect::Text => {
             if obj.is_instance_of::<PyString>() {
                 convert::to_value(obj, ColType::Text).map_err(fail)
             } else {
-                Err(fail(format!("expects a str, got {}", convert::describe(obj))))
+                Err(fail(format!(
+                    "expects a str, got {}",
+                    convert::describe(obj)
+                )))
             }
         }
         Expect::Flag => match obj.cast::<pyo3::types::PyBool>() {
             Ok(b) => Ok(Value::Bool(b.is_true())),
-            Err(_) => Err(fail(format!("expects True or False, got {}", convert::describe(obj)))),
+            Err(_) => Err(fail(format!(
+                "expects True or False, got {}",
+                convert::describe(obj)
+            ))),
         },
         Expect::JsonScalar => match convert::to_json(obj, 0).map_err(&fail)? {
             serde_json::Value::Null => Ok(Value::Null),
             serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
             serde_json::Value::String(s) => Ok(Value::Text(s)),
-            serde_json::Value::Number(n) => Ok(n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)))),
-            _ => Err(fail("compares JSON values with str, int, float, bool or None only".to_string())),
+            serde_json::Value::Number(n) => Ok(n
+                .as_i64()
+                .map(Value::Int)
+                .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)))),
+            _ => Err(fail(
+                "compares JSON values with str, int, float, bool or None only".to_string(),
+            )),
         },
     }
 }
 
 /// Builds the condition for one `key=value` pair.
-pub fn lookup_cond(schema: &ModelSchema, key: &str, value: &Bound<'_, PyAny>, params: &mut Params) -> PyResult<Cond> {
+pub fn lookup_cond(
+    schema: &ModelSchema,
+    key: &str,
+    value: &Bound<'_, PyAny>,
+    params: &mut Params,
+) -> PyResult<Cond> {
     let lk = Lookup::parse(schema, key)?;
     let (expect, arity) = lk.expect(schema);
     let operands = match arity {
         Arity::One => vec![operand(schema, &lk, expect, value)?],
         Arity::List | Arity::Pair => {
-            if value.is_instance_of::<PyString>() || value.is_instance_of::<pyo3::types::PyBytes>() {
+            if value.is_instance_of::<PyString>() || value.is_instance_of::<pyo3::types::PyBytes>()
+            {
                 return Err(Error::value_type(format!(
                     "{}.{}: {} expects a list or tuple of values, got {}",
                     schema.name,
@@ -80,13 +107,18 @@ pub fn lookup_cond(schema: &ModelSchema, key: &str, value: &Bound<'_, PyAny>, pa
                     convert::describe(value)
                 ))
             })?;
-            iter.map(|v| operand(schema, &lk, expect, &v?)).collect::<PyResult<Vec<_>>>()?
+            iter.map(|v| operand(schema, &lk, expect, &v?))
+                .collect::<PyResult<Vec<_>>>()?
         }
     };
     Ok(lk.leaf(schema, operands, params)?)
 }
 
-fn kwargs_cond(schema: &ModelSchema, kwargs: Option<&Bound<'_, PyDict>>, params: &mut Params) -> PyResult<Vec<Cond>> {
+fn kwargs_cond(
+    schema: &ModelSchema,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    params: &mut Params,
+) -> PyResult<Vec<Cond>> {
     let mut out = Vec::new();
     if let Some(kw) = kwargs {
         for (k, v) in kw.iter() {
@@ -98,13 +130,22 @@ fn kwargs_cond(schema: &ModelSchema, kwargs: Option<&Bound<'_, PyDict>>, params:
 }
 
 /// Converts a `Q` object (children, connector, negated) into a condition tree.
-pub fn q_cond(schema: &ModelSchema, q: &Bound<'_, PyAny>, params: &mut Params, depth: usize) -> PyResult<Cond> {
+pub fn q_cond(
+    schema: &ModelSchema,
+    q: &Bound<'_, PyAny>,
+    params: &mut Params,
+    depth: usize,
+) -> PyResult<Cond> {
     let py = q.py();
     if depth > 512 {
         return Err(Error::field("Q tree nested too deeply").into());
     }
     let children = q.getattr(pyo3::intern!(py, "children")).map_err(|_| {
-        Error::value_type(format!("{}: filter() takes Q objects and keyword lookups, got {}", schema.name, convert::describe(q)))
+        Error::value_type(format!(
+            "{}: filter() takes Q objects and keyword lookups, got {}",
+            schema.name,
+            convert::describe(q)
+        ))
     })?;
     let connector: String = q.getattr(pyo3::intern!(py, "connector"))?.extract()?;
     let negated: bool = q.getattr(pyo3::intern!(py, "negated"))?.extract()?;
@@ -155,18 +196,36 @@ fn field_list_error(schema: &ModelSchema, name: &str, what: &str) -> PyErr {
 impl QueryCore {
     pub fn new(model: Py<ModelHandle>, schema: Arc<ModelSchema>) -> Self {
         let shape = SelectShape::new(schema.id);
-        QueryCore { model, schema, shape, params: Params::default(), compiled: Default::default() }
+        QueryCore {
+            model,
+            schema,
+            shape,
+            params: Params::default(),
+            compiled: Default::default(),
+        }
     }
 
-    fn derive(&self, py: Python<'_>, f: impl FnOnce(&mut SelectShape, &mut Params) -> PyResult<()>) -> PyResult<QueryCore> {
+    fn derive(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut SelectShape, &mut Params) -> PyResult<()>,
+    ) -> PyResult<QueryCore> {
         let mut shape = self.shape.clone();
         let mut params = self.params.clone();
         f(&mut shape, &mut params)?;
-        Ok(QueryCore { model: self.model.clone_ref(py), schema: self.schema.clone(), shape, params, compiled: Default::default() })
+        Ok(QueryCore {
+            model: self.model.clone_ref(py),
+            schema: self.schema.clone(),
+            shape,
+            params,
+            compiled: Default::default(),
+        })
     }
 
     fn column(&self, name: &str, what: &str) -> PyResult<usize> {
-        self.schema.column_index(name).ok_or_else(|| field_list_error(&self.schema, name, what))
+        self.schema
+            .column_index(name)
+            .ok_or_else(|| field_list_error(&self.schema, name, what))
     }
 
     fn model_compiled(&self, engine: &EngineCore) -> PyResult<Arc<Compiled>> {
@@ -181,7 +240,13 @@ impl QueryCore {
     }
 
     /// Runs a derived select and hands its rows to `finish` on the event loop's thread.
-    fn run_select<F>(&self, engine: &EngineCore, shape: SelectShape, params: Params, finish: F) -> PyResult<Pending>
+    fn run_select<F>(
+        &self,
+        engine: &EngineCore,
+        shape: SelectShape,
+        params: Params,
+        finish: F,
+    ) -> PyResult<Pending>
     where
         F: FnOnce(Python<'_>, RowSet) -> PyResult<Py<PyAny>> + Send + 'static,
     {
@@ -197,10 +262,17 @@ impl QueryCore {
     }
 
     fn check_plain(&self, what: &str) -> PyResult<()> {
-        if self.shape.limit.is_some() || self.shape.offset.is_some() || self.shape.distinct || !self.shape.group_by.is_empty() {
+        if self.shape.limit.is_some()
+            || self.shape.offset.is_some()
+            || self.shape.distinct
+            || !self.shape.group_by.is_empty()
+        {
             return Err(Error::new(
                 Kind::NotSupported,
-                format!("{}: {what}() cannot be combined with limit, offset, distinct or group_by", self.schema.name),
+                format!(
+                    "{}: {what}() cannot be combined with limit, offset, distinct or group_by",
+                    self.schema.name
+                ),
             )
             .into());
         }
@@ -211,7 +283,12 @@ impl QueryCore {
 #[pymethods]
 impl QueryCore {
     #[pyo3(signature = (*args, **kwargs))]
-    fn filter(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<QueryCore> {
+    fn filter(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<QueryCore> {
         self.derive(py, |shape, params| {
             let mut conds = Vec::new();
             for q in args.iter() {
@@ -226,7 +303,12 @@ impl QueryCore {
     }
 
     #[pyo3(signature = (*args, **kwargs))]
-    fn exclude(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<QueryCore> {
+    fn exclude(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<QueryCore> {
         self.derive(py, |shape, params| {
             let mut conds = Vec::new();
             for q in args.iter() {
@@ -236,7 +318,11 @@ impl QueryCore {
             if conds.is_empty() {
                 return Ok(());
             }
-            let c = if conds.len() == 1 { conds.pop().unwrap() } else { Cond::And(conds) };
+            let c = if conds.len() == 1 {
+                conds.pop().unwrap()
+            } else {
+                Cond::And(conds)
+            };
             shape.filter = Some(Cond::and_opt(shape.filter.take(), Cond::Not(Box::new(c))));
             Ok(())
         })
@@ -275,7 +361,11 @@ impl QueryCore {
 
     fn limit(&self, py: Python<'_>, n: i64) -> PyResult<QueryCore> {
         if n < 0 {
-            return Err(Error::value_type(format!("{}: limit() needs a non-negative int, got {n}", self.schema.name)).into());
+            return Err(Error::value_type(format!(
+                "{}: limit() needs a non-negative int, got {n}",
+                self.schema.name
+            ))
+            .into());
         }
         self.derive(py, |shape, params| {
             shape.limit = Some(params.push(Value::Int(n)));
@@ -285,7 +375,11 @@ impl QueryCore {
 
     fn offset(&self, py: Python<'_>, n: i64) -> PyResult<QueryCore> {
         if n < 0 {
-            return Err(Error::value_type(format!("{}: offset() needs a non-negative int, got {n}", self.schema.name)).into());
+            return Err(Error::value_type(format!(
+                "{}: offset() needs a non-negative int, got {n}",
+                self.schema.name
+            ))
+            .into());
         }
         self.derive(py, |shape, params| {
             shape.offset = Some(params.push(Value::Int(n)));
@@ -376,7 +470,10 @@ impl QueryCore {
     fn first(&self, engine: &EngineCore, py: Python<'_>) -> PyResult<Pending> {
         let (mut shape, params) = self.with_limit(1);
         if shape.order.is_empty() {
-            shape.order.push(OrderItem { col: self.schema.pk, desc: false });
+            shape.order.push(OrderItem {
+                col: self.schema.pk,
+                desc: false,
+            });
         }
         let model = self.model.clone_ref(py);
         self.run_select(engine, shape, params, move |py, rows| {
@@ -394,22 +491,33 @@ impl QueryCore {
         let name = self.schema.name.clone();
         self.run_select(engine, shape, params, move |py, rows| match rows.len() {
             0 if allow_none => Ok(py.None()),
-            0 => Err(Error::new(Kind::NoResultFound, format!("no {name} matched the query")).into()),
+            0 => {
+                Err(Error::new(Kind::NoResultFound, format!("no {name} matched the query")).into())
+            }
             1 => Ok(model.get().new_instance(py, rows.row(0))?.unbind()),
-            _ => Err(Error::new(Kind::MultipleResultsFound, format!("more than one {name} matched the query; use first() or add filters")).into()),
+            _ => Err(Error::new(
+                Kind::MultipleResultsFound,
+                format!("more than one {name} matched the query; use first() or add filters"),
+            )
+            .into()),
         })
     }
 
     fn count(&self, engine: &EngineCore) -> PyResult<Pending> {
         let mut shape = self.shape.clone();
         shape.order.clear();
-        let wrapped = shape.limit.is_some() || shape.offset.is_some() || shape.distinct || !shape.group_by.is_empty();
+        let wrapped = shape.limit.is_some()
+            || shape.offset.is_some()
+            || shape.distinct
+            || !shape.group_by.is_empty();
         if wrapped {
             if !shape.distinct && shape.group_by.is_empty() {
                 shape.projection = Projection::Items(vec![]);
             } else if let Projection::Model = shape.projection {
                 if !shape.group_by.is_empty() {
-                    shape.projection = Projection::Items(shape.group_by.iter().map(|c| ProjItem::Col(*c)).collect());
+                    shape.projection = Projection::Items(
+                        shape.group_by.iter().map(|c| ProjItem::Col(*c)).collect(),
+                    );
                 }
             }
             shape.wrap = Some(Wrap::Count);
@@ -417,15 +525,27 @@ impl QueryCore {
             shape.projection = Projection::Items(vec![ProjItem::Agg(AggFn::Count, None)]);
         }
         self.run_select(engine, shape, self.params.clone(), |py, rows| {
-            Ok(rows.values.first().map(|v| convert::to_py(py, v)).transpose()?.map(|b| b.unbind()).unwrap_or_else(|| 0i64.into_pyobject(py).unwrap().into_any().unbind()))
+            Ok(rows
+                .values
+                .first()
+                .map(|v| convert::to_py(py, v))
+                .transpose()?
+                .map(|b| b.unbind())
+                .unwrap_or_else(|| 0i64.into_pyobject(py).unwrap().into_any().unbind()))
         })
     }
 
     fn aggregate(&self, engine: &EngineCore, func: &str, field: &str) -> PyResult<Pending> {
-        let f = AggFn::parse(func).ok_or_else(|| Error::field(format!("unknown aggregate {func:?}")))?;
+        let f = AggFn::parse(func)
+            .ok_or_else(|| Error::field(format!("unknown aggregate {func:?}")))?;
         let col = self.column(field, &format!("{func}()"))?;
         let ty = self.schema.columns[col].ty;
-        if matches!(f, AggFn::Sum | AggFn::Avg) && !matches!(ty, ColType::Integer | ColType::BigInteger | ColType::Float | ColType::Bool) {
+        if matches!(f, AggFn::Sum | AggFn::Avg)
+            && !matches!(
+                ty,
+                ColType::Integer | ColType::BigInteger | ColType::Float | ColType::Bool
+            )
+        {
             return Err(Error::field(format!(
                 "{}.{}: {func}() needs a numeric field, but {field} is {}",
                 self.schema.name,
@@ -450,7 +570,13 @@ impl QueryCore {
             shape.projection = Projection::Items(vec![ProjItem::Agg(f, Some(col))]);
         }
         self.run_select(engine, shape, self.params.clone(), |py, rows| {
-            Ok(rows.values.first().map(|v| convert::to_py(py, v)).transpose()?.map(|b| b.unbind()).unwrap_or_else(|| py.None()))
+            Ok(rows
+                .values
+                .first()
+                .map(|v| convert::to_py(py, v))
+                .transpose()?
+                .map(|b| b.unbind())
+                .unwrap_or_else(|| py.None()))
         })
     }
 
@@ -458,24 +584,45 @@ impl QueryCore {
         let (mut shape, params) = self.with_limit(1);
         shape.projection = Projection::Items(vec![]);
         shape.order.clear();
-        self.run_select(engine, shape, params, |py, rows| Ok(pyo3::types::PyBool::new(py, !rows.is_empty()).to_owned().into_any().unbind()))
+        self.run_select(engine, shape, params, |py, rows| {
+            Ok(pyo3::types::PyBool::new(py, !rows.is_empty())
+                .to_owned()
+                .into_any()
+                .unbind())
+        })
     }
 
     fn delete(&self, engine: &EngineCore) -> PyResult<Pending> {
         self.check_plain("delete")?;
-        let stmt = Statement::Delete(DeleteShape { model: self.schema.id, filter: self.shape.filter.clone() });
+        let stmt = Statement::Delete(DeleteShape {
+            model: self.schema.id,
+            filter: self.shape.filter.clone(),
+        });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
-        engine.run_compiled(&compiled, &self.params.values, |py, rows| Ok(rows.affected.into_pyobject(py)?.into_any().unbind()))
+        engine.run_compiled(&compiled, &self.params.values, |py, rows| {
+            Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
+        })
     }
 
     #[pyo3(signature = (engine, **kwargs))]
-    fn update(&self, engine: &EngineCore, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Pending> {
+    fn update(
+        &self,
+        engine: &EngineCore,
+        py: Python<'_>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Pending> {
         self.check_plain("update")?;
         let mut params = self.params.clone();
         let sets = set_list(py, self.model.get(), kwargs, &mut params)?;
-        let stmt = Statement::Update(UpdateShape { model: self.schema.id, sets, filter: self.shape.filter.clone() });
+        let stmt = Statement::Update(UpdateShape {
+            model: self.schema.id,
+            sets,
+            filter: self.shape.filter.clone(),
+        });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
-        engine.run_compiled(&compiled, &params.values, |py, rows| Ok(rows.affected.into_pyobject(py)?.into_any().unbind()))
+        engine.run_compiled(&compiled, &params.values, |py, rows| {
+            Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
+        })
     }
 
     /// `values(*fields)` (dicts) and `values_list(*fields, flat=...)` (tuples or scalars).
@@ -488,7 +635,9 @@ impl QueryCore {
         for f in &fields {
             if let Some(c) = self.schema.column_index(f) {
                 items.push(ProjItem::Col(c));
-            } else if let Some((func, col, tail)) = agg_spec(&self.schema, f).filter(|(_, _, t)| t.is_empty()) {
+            } else if let Some((func, col, tail)) =
+                agg_spec(&self.schema, f).filter(|(_, _, t)| t.is_empty())
+            {
                 let _ = tail;
                 items.push(ProjItem::Agg(func, col));
             } else {
@@ -503,7 +652,11 @@ impl QueryCore {
         }
         let flat = mode == "flat";
         if flat && items.len() != 1 {
-            return Err(Error::field(format!("{}: values_list(flat=True) needs exactly one field", self.schema.name)).into());
+            return Err(Error::field(format!(
+                "{}: values_list(flat=True) needs exactly one field",
+                self.schema.name
+            ))
+            .into());
         }
         let mut shape = self.shape.clone();
         shape.projection = Projection::Items(items);
@@ -529,7 +682,9 @@ impl QueryCore {
             "postgresql" | "postgres" => compile::Dialect::Postgres,
             _ => return Err(Error::interface(format!("unknown dialect {dialect:?}")).into()),
         };
-        Ok(compile::compile(d, &Statement::Select(self.shape.clone()))?.sql.to_string())
+        Ok(compile::compile(d, &Statement::Select(self.shape.clone()))?
+            .sql
+            .to_string())
     }
 }
 
@@ -545,14 +700,20 @@ pub fn set_list(
     if let Some(kw) = kwargs {
         for (k, v) in kw.iter() {
             let key = k.cast::<PyString>()?.to_str()?.to_owned();
-            let col = model.schema.column_index(&key).ok_or_else(|| field_list_error(&model.schema, &key, "update"))?;
+            let col = model
+                .schema
+                .column_index(&key)
+                .ok_or_else(|| field_list_error(&model.schema, &key, "update"))?;
             let val = model.value_for(col, &v)?;
             sets.push((col, params.push(val)));
         }
     }
     if sets.is_empty() {
-        return Err(Error::field(format!("{}: update needs at least one field=value", model.schema.name)).into());
+        return Err(Error::field(format!(
+            "{}: update needs at least one field=value",
+            model.schema.name
+        ))
+        .into());
     }
     Ok(sets)
 }
-
