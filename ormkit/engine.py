@@ -53,15 +53,26 @@ class Engine:
         return f"<Engine {self.url}>"
 
 
-async def create_engine(url: str, *, pragmas: dict[str, Any] | None = None, pool_size: int | None = None) -> Engine:
+async def create_engine(
+    url: str,
+    *,
+    pragmas: dict[str, Any] | None = None,
+    pool_size: int | None = None,
+    pool_timeout: float | None = None,
+) -> Engine:
     """Opens an engine.
 
+    - ``postgresql://user:password@host:port/dbname`` (or ``postgres://``); user and password
+      percent-encoded; port 5432 by default; query parameters ``sslmode=disable|prefer|require``
+      (default prefer), ``application_name``, ``connect_timeout`` (seconds), ``options``.
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite::memory:``
       (one in-memory database shared by every session of the engine).
 
     SQLite PRAGMAs default to ``journal_mode=WAL`` and ``synchronous=NORMAL`` for files,
     ``foreign_keys=ON`` and ``busy_timeout=5000`` always; ``pragmas={...}`` overrides them.
-    ``pool_size`` is the number of connections (SQLite files: 4; in-memory: always 1).
+    ``pool_size`` is the number of connections (PostgreSQL: 10; SQLite files: 4; in-memory:
+    always 1). ``pool_timeout`` (PostgreSQL, default 30 s) bounds the wait for a free
+    connection; past it ``PoolTimeout`` is raised.
     """
-    core = await EngineCore.connect(url, pragmas, pool_size)
+    core = await EngineCore.connect(url, pragmas, pool_size, pool_timeout)
     return Engine(core)

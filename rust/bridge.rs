@@ -1,20 +1,27 @@
 //! The one place where work done off the event loop becomes a Python awaitable.
 //!
-//! [`Pending`] is a minimal awaitable written in Rust. When its result is already there
-//! on the first `__next__`, `await` completes with no event-loop round trip. Otherwise it
-//! yields an asyncio future that the producing thread resolves with
-//! `loop.call_soon_threadsafe`. The result is turned into Python objects on the loop's
-//! thread, in `__next__`, so worker threads never build Python objects.
+//! [`Pending`] is a minimal awaitable written in Rust. When its result is already there on
+//! the first `__next__`, `await` completes with no event-loop round trip. Otherwise it yields
+//! an asyncio future, and the producing thread wakes the loop without touching Python: it
+//! queues the finished operation on the loop's [`LoopWaker`] and writes one byte to a
+//! socket the loop watches (`loop.add_reader`). The loop then resolves every queued future
+//! in one callback. Worker threads never take the GIL, so they can neither stall behind a
+//! busy interpreter nor race its shutdown.
 //!
-//! Dropping a `Pending` before it finished (the awaiting task was cancelled) runs its
-//! cancel hook, which interrupts the statement on its connection.
+//! The result is turned into Python objects on the loop's thread, in `__next__`.
+//! Dropping a `Pending` before it finished (the awaiting task was cancelled) runs its cancel
+//! hook, which interrupts or cancels the statement.
 
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::PyStopIteration;
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyCFunction;
+use pyo3::types::{PyCFunction, PyWeakrefReference};
 
 use crate::errors::Error;
 
@@ -26,8 +33,8 @@ type CancelHook = Box<dyn FnOnce() + Send>;
 #[derive(Default)]
 struct State {
     result: Option<Result<Payload, Error>>,
-    /// `(loop, future)` once a task is waiting.
-    waiter: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// The asyncio future a task waits on, and the waker of its loop.
+    waiter: Option<(Arc<LoopWaker>, Py<PyAny>)>,
     on_cancel: Option<CancelHook>,
     consumed: bool,
 }
@@ -35,6 +42,83 @@ struct State {
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+}
+
+/// Wakes one event loop from any thread.
+struct LoopWaker {
+    tx: UnixStream,
+    rx: UnixStream,
+    ready: Mutex<Vec<Arc<Shared>>>,
+    signalled: AtomicBool,
+}
+
+impl LoopWaker {
+    fn new() -> std::io::Result<LoopWaker> {
+        let (tx, rx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        Ok(LoopWaker { tx, rx, ready: Mutex::new(Vec::new()), signalled: AtomicBool::new(false) })
+    }
+
+    fn push(&self, shared: Arc<Shared>) {
+        self.ready.lock().unwrap().push(shared);
+        if !self.signalled.swap(true, Ordering::AcqRel) {
+            // A full socket already holds a wake-up byte, so WouldBlock is fine to ignore.
+            let _ = (&self.tx).write(&[1]);
+        }
+    }
+
+    /// Runs on the loop: resolves the future of every operation that finished.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        self.signalled.store(false, Ordering::Release);
+        let mut buf = [0u8; 256];
+        while let Ok(n) = (&self.rx).read(&mut buf) {
+            if n < buf.len() {
+                break;
+            }
+        }
+        let ready = std::mem::take(&mut *self.ready.lock().unwrap());
+        for shared in ready {
+            let fut = shared.state.lock().unwrap().waiter.take().map(|(_, f)| f);
+            if let Some(fut) = fut {
+                let fut = fut.bind(py);
+                if !fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+                    fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One waker per live event loop, found by the loop's identity.
+struct WakerEntry {
+    event_loop: Py<PyWeakrefReference>,
+    waker: Arc<LoopWaker>,
+}
+
+static WAKERS: Mutex<Vec<WakerEntry>> = Mutex::new(Vec::new());
+
+fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWaker>> {
+    let mut wakers = WAKERS.lock().unwrap();
+    // Forget loops that are gone or closed; their sockets close with the last reference.
+    wakers.retain(|e| match e.event_loop.bind(py).upgrade() {
+        Some(l) => !l.call_method0("is_closed").and_then(|c| c.is_truthy()).unwrap_or(true),
+        None => false,
+    });
+    for e in wakers.iter() {
+        if let Some(l) = e.event_loop.bind(py).upgrade() {
+            if l.is(event_loop) {
+                return Ok(e.waker.clone());
+            }
+        }
+    }
+    let waker = Arc::new(LoopWaker::new().map_err(|e| PyRuntimeError::new_err(format!("cannot create a waker: {e}")))?);
+    let w = waker.clone();
+    let drain = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> { w.drain(args.py()) })?;
+    event_loop.call_method1("add_reader", (waker.rx.as_raw_fd(), drain))?;
+    wakers.push(WakerEntry { event_loop: PyWeakrefReference::new(event_loop)?.unbind(), waker: waker.clone() });
+    Ok(waker)
 }
 
 #[pyclass(module = "ormkit._ormkit")]
@@ -49,14 +133,7 @@ pub struct Completer {
 
 pub fn pending() -> (Pending, Completer) {
     let shared = Arc::new(Shared::default());
-    (
-        Pending {
-            shared: shared.clone(),
-        },
-        Completer {
-            shared: Some(shared),
-        },
-    )
+    (Pending { shared: shared.clone() }, Completer { shared: Some(shared) })
 }
 
 /// A `Pending` that is already done: awaiting it costs no event-loop round trip.
@@ -64,21 +141,6 @@ pub fn ready(result: Result<Payload, Error>) -> Pending {
     let (p, c) = pending();
     c.complete(result);
     p
-}
-
-fn wake_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
-    static WAKE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
-    WAKE.get_or_try_init(py, || {
-        let f = PyCFunction::new_closure(py, None, None, |args, _kwargs| -> PyResult<()> {
-            let fut = args.get_item(0)?;
-            if !fut.call_method0("done")?.is_truthy()? {
-                fut.call_method1("set_result", (args.py().None(),))?;
-            }
-            Ok(())
-        })?;
-        Ok::<_, PyErr>(f.unbind())
-    })
-    .map(|f| f.bind(py))
 }
 
 impl Completer {
@@ -91,41 +153,24 @@ impl Completer {
 
     /// True when the awaiting side is gone, so the work need not start.
     pub fn is_cancelled(&self) -> bool {
-        self.shared
-            .as_ref()
-            .is_some_and(|s| s.state.lock().unwrap().consumed)
+        self.shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
     }
 
     pub fn complete(mut self, result: Result<Payload, Error>) {
-        let Some(shared) = self.shared.take() else {
-            return;
-        };
-        let waiter = {
+        let Some(shared) = self.shared.take() else { return };
+        let waker = {
             let mut st = shared.state.lock().unwrap();
             st.on_cancel = None;
             if st.consumed {
-                // Nobody will read it; drop the payload (and any Python objects it holds)
-                // with the interpreter attached.
-                drop(st);
-                Python::attach(move |_| drop(result));
+                // Nobody will read it. Any Python objects inside are released through
+                // PyO3's deferred reference pool, without taking the GIL here.
                 return;
             }
             st.result = Some(result);
-            st.waiter.take()
+            st.waiter.as_ref().map(|(w, _)| w.clone())
         };
-        if let Some((lp, fut)) = waiter {
-            Python::attach(|py| {
-                let wake = match wake_fn(py) {
-                    Ok(w) => w,
-                    Err(_) => return,
-                };
-                // The loop may be closed by now; then there is nobody left to wake.
-                let _ = lp
-                    .bind(py)
-                    .call_method1("call_soon_threadsafe", (wake, fut.bind(py)));
-                drop(fut);
-                drop(lp);
-            });
+        if let Some(w) = waker {
+            w.push(shared);
         }
     }
 }
@@ -133,25 +178,29 @@ impl Completer {
 impl Drop for Completer {
     fn drop(&mut self) {
         if self.shared.is_some() {
-            let c = Completer {
-                shared: self.shared.take(),
-            };
-            c.complete(Err(Error::internal(
-                "the operation ended without a result (worker stopped)",
-            )));
+            let c = Completer { shared: self.shared.take() };
+            c.complete(Err(Error::internal("the operation ended without a result (worker stopped)")));
         }
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+impl Pending {
+    /// The awaiting side is gone: stop caring about the result and cancel unfinished work.
+    fn abandon(&self) {
         let hook = {
             let mut st = self.shared.state.lock().unwrap();
-            if st.result.is_none() && !st.consumed {
-                st.consumed = true;
+            let unfinished = st.result.is_none() && !st.consumed;
+            st.consumed = true;
+            st.waiter = None;
+            if unfinished {
                 st.on_cancel.take()
             } else {
-                st.consumed = true;
                 None
             }
         };
@@ -175,30 +224,29 @@ impl Pending {
         let mut st = self.shared.state.lock().unwrap();
         if let Some(result) = st.result.take() {
             st.consumed = true;
+            st.waiter = None;
             drop(st);
             let value = result.map_err(PyErr::from)?(py)?;
             return Err(PyStopIteration::new_err((value,)));
         }
         if st.consumed {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "cannot reuse an already awaited OrmKit operation",
-            ));
+            return Err(PyRuntimeError::new_err("cannot await an OrmKit operation twice"));
         }
         let fut = match &st.waiter {
             Some((_, fut)) => fut.clone_ref(py),
             None => {
                 drop(st);
                 static GET_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-                let get_loop = GET_LOOP.import(py, "asyncio", "get_running_loop")?;
-                let lp = get_loop.call0()?;
-                let fut = lp.call_method0("create_future")?;
+                let event_loop = GET_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+                let waker = waker_for(py, &event_loop)?;
+                let fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
                 st = self.shared.state.lock().unwrap();
                 if st.result.is_some() {
-                    // Finished while we created the future: no need to wait.
+                    // Finished while the future was being made: no need to wait.
                     drop(st);
                     return self.__next__(py);
                 }
-                st.waiter = Some((lp.unbind(), fut.clone().unbind()));
+                st.waiter = Some((waker, fut.clone().unbind()));
                 fut.unbind()
             }
         };
@@ -210,6 +258,31 @@ impl Pending {
 
     fn send(&self, py: Python<'_>, _value: Py<PyAny>) -> PyResult<Py<PyAny>> {
         self.__next__(py)
+    }
+
+    /// With `send` and `close`, makes this a `collections.abc.Coroutine`, so that
+    /// `asyncio.create_task` and `asyncio.run` take it. A task cancelled while waiting throws
+    /// `CancelledError` in here: the work is cancelled and the exception goes on.
+    #[pyo3(signature = (typ, val=None, _tb=None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.abandon();
+        let exc = match val {
+            Some(v) if !v.is_none() && !v.is_instance_of::<pyo3::exceptions::PyBaseException>() => typ.call1((v,))?,
+            Some(v) if !v.is_none() => v,
+            _ => typ,
+        };
+        let _ = py;
+        Err(PyErr::from_value(exc))
+    }
+
+    fn close(&self) {
+        self.abandon();
     }
 
     fn done(&self) -> bool {

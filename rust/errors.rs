@@ -35,11 +35,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            code: None,
-        }
+        Error { kind, message: message.into(), code: None }
     }
     pub fn field(message: impl Into<String>) -> Self {
         Error::new(Kind::Field, message)
@@ -107,10 +103,15 @@ impl From<rusqlite::Error> for Error {
                 };
                 Error::new(kind, text).with_code(fe.extended_code.to_string())
             }
-            rusqlite::Error::InvalidParameterCount(..)
-            | rusqlite::Error::InvalidParameterName(_) => Error::programming(e.to_string()),
-            rusqlite::Error::ToSqlConversionFailure(_)
-            | rusqlite::Error::IntegralValueOutOfRange(..) => Error::new(Kind::Data, e.to_string()),
+            rusqlite::Error::SqlInputError { error, msg, .. } => {
+                Error::new(Kind::Programming, msg.clone()).with_code(error.extended_code.to_string())
+            }
+            rusqlite::Error::InvalidParameterCount(..) | rusqlite::Error::InvalidParameterName(_) => {
+                Error::programming(e.to_string())
+            }
+            rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::IntegralValueOutOfRange(..) => {
+                Error::new(Kind::Data, e.to_string())
+            }
             _ => Error::new(Kind::Database, e.to_string()),
         }
     }
@@ -124,24 +125,14 @@ pub mod py {
     use pyo3::exceptions::PyException;
     use pyo3::prelude::*;
 
-    create_exception!(
-        ormkit.exceptions,
-        OrmKitError,
-        PyException,
-        "Base class of every OrmKit error."
-    );
+    create_exception!(ormkit.exceptions, OrmKitError, PyException, "Base class of every OrmKit error.");
     create_exception!(
         ormkit.exceptions,
         InterfaceError,
         OrmKitError,
         "The engine or connection was misused (closed engine, session used from two tasks)."
     );
-    create_exception!(
-        ormkit.exceptions,
-        DatabaseError,
-        OrmKitError,
-        "An error reported by the database."
-    );
+    create_exception!(ormkit.exceptions, DatabaseError, OrmKitError, "An error reported by the database.");
     create_exception!(
         ormkit.exceptions,
         IntegrityError,
@@ -184,12 +175,7 @@ pub mod py {
         OperationalError,
         "No connection became free within the pool timeout."
     );
-    create_exception!(
-        ormkit.exceptions,
-        NoResultFound,
-        OrmKitError,
-        "A query that must return a row returned none."
-    );
+    create_exception!(ormkit.exceptions, NoResultFound, OrmKitError, "A query that must return a row returned none.");
     create_exception!(
         ormkit.exceptions,
         MultipleResultsFound,
@@ -253,10 +239,7 @@ pub mod py {
         m.add("NotSupportedError", py.get_type::<NotSupportedError>())?;
         m.add("PoolTimeout", py.get_type::<PoolTimeout>())?;
         m.add("NoResultFound", py.get_type::<NoResultFound>())?;
-        m.add(
-            "MultipleResultsFound",
-            py.get_type::<MultipleResultsFound>(),
-        )?;
+        m.add("MultipleResultsFound", py.get_type::<MultipleResultsFound>())?;
         m.add("FieldError", py.get_type::<FieldError>())?;
         m.add("RelationNotLoaded", py.get_type::<RelationNotLoaded>())?;
         m.add("ValueTypeError", py.get_type::<ValueTypeError>())?;

@@ -89,24 +89,13 @@ impl ModelSchema {
         let mut by_name = HashMap::new();
         for (i, c) in columns.iter().enumerate() {
             if !is_identifier(&c.name) {
-                return Err(Error::field(format!(
-                    "{name}.{}: not a valid column name",
-                    c.name
-                )));
+                return Err(Error::field(format!("{name}.{}: not a valid column name", c.name)));
             }
             if by_name.insert(c.name.clone(), i).is_some() {
-                return Err(Error::field(format!(
-                    "{name}.{}: column declared twice",
-                    c.name
-                )));
+                return Err(Error::field(format!("{name}.{}: column declared twice", c.name)));
             }
         }
-        let pks: Vec<usize> = columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.primary_key)
-            .map(|(i, _)| i)
-            .collect();
+        let pks: Vec<usize> = columns.iter().enumerate().filter(|(_, c)| c.primary_key).map(|(i, _)| i).collect();
         let pk = match pks.as_slice() {
             [one] => *one,
             [] => {
@@ -116,20 +105,12 @@ impl ModelSchema {
             }
             _ => {
                 return Err(Error::field(format!(
-                    "{name} declares several primary key columns ({}); OrmKit supports one primary key column per model",
-                    pks.iter().map(|i| columns[*i].name.as_str()).collect::<Vec<_>>().join(", ")
-                )))
+                "{name} declares several primary key columns ({}); OrmKit supports one primary key column per model",
+                pks.iter().map(|i| columns[*i].name.as_str()).collect::<Vec<_>>().join(", ")
+            )))
             }
         };
-        Ok(ModelSchema {
-            id: 0,
-            name,
-            table,
-            columns,
-            pk,
-            relations,
-            by_name,
-        })
+        Ok(ModelSchema { id: 0, name, table, columns, pk, relations, by_name })
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -173,12 +154,7 @@ struct Registry {
 
 fn registry() -> &'static RwLock<Registry> {
     static REG: OnceLock<RwLock<Registry>> = OnceLock::new();
-    REG.get_or_init(|| {
-        RwLock::new(Registry {
-            models: Vec::new(),
-            by_table: HashMap::new(),
-        })
-    })
+    REG.get_or_init(|| RwLock::new(Registry { models: Vec::new(), by_table: HashMap::new() }))
 }
 
 /// Registers a model. A table name may be registered again (a module reloaded, a test
@@ -219,19 +195,13 @@ pub fn get(id: u32) -> Arc<ModelSchema> {
 
 pub fn by_table(table: &str) -> Option<Arc<ModelSchema>> {
     let reg = registry().read().unwrap();
-    reg.by_table
-        .get(table)
-        .map(|id| reg.models[*id as usize].clone())
+    reg.by_table.get(table).map(|id| reg.models[*id as usize].clone())
 }
 
 /// The current model of every registered table, parents before children (foreign-key order).
 pub fn all_current() -> Vec<Arc<ModelSchema>> {
     let reg = registry().read().unwrap();
-    let mut current: Vec<Arc<ModelSchema>> = reg
-        .by_table
-        .values()
-        .map(|id| reg.models[*id as usize].clone())
-        .collect();
+    let mut current: Vec<Arc<ModelSchema>> = reg.by_table.values().map(|id| reg.models[*id as usize].clone()).collect();
     current.sort_by_key(|m| m.id);
     current
 }
@@ -239,11 +209,7 @@ pub fn all_current() -> Vec<Arc<ModelSchema>> {
 /// Orders models so that every table comes after the tables its foreign keys reference.
 /// References outside the given set are the caller's to check.
 pub fn dependency_order(models: &[Arc<ModelSchema>]) -> Result<Vec<Arc<ModelSchema>>> {
-    let index: HashMap<&str, usize> = models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.table.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = models.iter().enumerate().map(|(i, m)| (m.table.as_str(), i)).collect();
     let mut state = vec![0u8; models.len()]; // 0 new, 1 visiting, 2 done
     let mut out = Vec::with_capacity(models.len());
     fn visit(

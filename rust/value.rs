@@ -71,6 +71,8 @@ pub enum Value {
     Time(NaiveTime),
     DateTime(NaiveDateTime),
     DateTimeTz(DateTime<FixedOffset>),
+    /// An exact decimal, as text (PostgreSQL NUMERIC, Python `Decimal`).
+    Decimal(String),
 }
 
 impl Value {
@@ -107,28 +109,17 @@ pub mod text_format {
 
     pub fn parse_datetime(s: &str) -> Option<NaiveDateTime> {
         let s = s.trim();
-        for fmt in [
-            "%Y-%m-%d %H:%M:%S%.f",
-            "%Y-%m-%dT%H:%M:%S%.f",
-            "%Y-%m-%d %H:%M",
-            "%Y-%m-%dT%H:%M",
-        ] {
+        for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
             if let Ok(v) = NaiveDateTime::parse_from_str(s, fmt) {
                 return Some(v);
             }
         }
-        NaiveDate::parse_from_str(s, DATE)
-            .ok()
-            .map(|d| d.and_time(NaiveTime::MIN))
+        NaiveDate::parse_from_str(s, DATE).ok().map(|d| d.and_time(NaiveTime::MIN))
     }
 
     pub fn parse_datetime_tz(s: &str) -> Option<DateTime<FixedOffset>> {
         let s = s.trim();
-        for fmt in [
-            "%Y-%m-%d %H:%M:%S%.f%:z",
-            "%Y-%m-%dT%H:%M:%S%.f%:z",
-            "%Y-%m-%d %H:%M:%S%.f%#z",
-        ] {
+        for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
             if let Ok(v) = DateTime::parse_from_str(s, fmt) {
                 return Some(v);
             }
@@ -143,9 +134,7 @@ pub mod text_format {
 
     pub fn parse_time(s: &str) -> Option<NaiveTime> {
         let s = s.trim();
-        NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
-            .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M"))
-            .ok()
+        NaiveTime::parse_from_str(s, "%H:%M:%S%.f").or_else(|_| NaiveTime::parse_from_str(s, "%H:%M")).ok()
     }
 }
 
@@ -155,14 +144,8 @@ mod tests {
 
     #[test]
     fn datetime_text_round_trips_and_sorts() {
-        let a = NaiveDate::from_ymd_opt(2024, 1, 2)
-            .unwrap()
-            .and_hms_micro_opt(3, 4, 5, 6)
-            .unwrap();
-        let b = NaiveDate::from_ymd_opt(2024, 1, 2)
-            .unwrap()
-            .and_hms_opt(3, 4, 5)
-            .unwrap();
+        let a = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap().and_hms_micro_opt(3, 4, 5, 6).unwrap();
+        let b = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap().and_hms_opt(3, 4, 5).unwrap();
         let ta = text_format::datetime(&a);
         assert_eq!(ta, "2024-01-02 03:04:05.000006");
         assert_eq!(text_format::parse_datetime(&ta), Some(a));

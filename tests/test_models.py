@@ -77,6 +77,18 @@ class MBig(Base):
     b: Mapped[str | None] = mapped_column(index=True)
 
 
+class MGeneric(Base):
+    """Parametrised JSON annotations and a string annotation."""
+
+    __tablename__ = "m_generic"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    counts: Mapped[dict[str, int]] = mapped_column(default=dict)
+    names: Mapped[list[str] | None]
+    flag: "Mapped[bool]" = False  # noqa: UP037 - a string annotation on purpose
+    blob: Mapped[Optional[bytes]]  # noqa: UP045
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -175,6 +187,17 @@ async def test_not_null_in_ddl(engine):
         notnull = {row["column_name"]: row["is_nullable"] == "NO" for row in r.all()}
     assert notnull["name"] and notnull["forced"] and notnull["email"] and notnull["rank"]
     assert not notnull["nickname"] and not notnull["bio"] and not notnull["score"]
+
+
+async def test_parametrised_json_and_string_annotations(session):
+    g = await session.insert(MGeneric(names=["a", "b"], blob=b"\x00"))
+    got = await session.get(MGeneric, g.id)
+    assert got.counts == {} and got.names == ["a", "b"] and got.flag is False and got.blob == b"\x00"
+    h = await session.insert(MGeneric(counts={"x": 2}, flag=True))
+    got = await session.get(MGeneric, h.id)
+    assert got.counts == {"x": 2} and got.names is None and got.flag is True and got.blob is None
+    with pytest.raises(ValueTypeError, match=r"MGeneric\.counts"):
+        await session.insert(MGeneric(counts=None))
 
 
 # ---------------------------------------------------------------- defaults

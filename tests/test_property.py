@@ -368,10 +368,10 @@ def leaf_strategy(dialect: str) -> st.SearchStrategy[Leaf]:
     )
 
 
-def leaves_strategy(dialect: str, min_size: int) -> st.SearchStrategy[tuple]:
+def leaves_strategy(dialect: str, min_size: int, max_size: int = 2) -> st.SearchStrategy[tuple]:
     # kwargs need distinct keys
     return st.lists(
-        leaf_strategy(dialect), min_size=min_size, max_size=3, unique_by=lambda lf: lf.key
+        leaf_strategy(dialect), min_size=min_size, max_size=max_size, unique_by=lambda lf: lf.key
     ).map(tuple)
 
 
@@ -391,21 +391,24 @@ def tree_strategy(dialect: str) -> st.SearchStrategy:
             ),
         )
 
-    return st.recursive(leaf_q, extend, max_leaves=8)
+    return st.recursive(leaf_q, extend, max_leaves=5)
 
 
 def steps_strategy(dialect: str) -> st.SearchStrategy[tuple]:
-    step = st.builds(
-        Step,
-        st.sampled_from(["filter", "filter", "exclude"]),
-        st.lists(tree_strategy(dialect), max_size=2).map(tuple),
-        st.lists(leaf_strategy(dialect), max_size=2, unique_by=lambda lf: lf.key).map(tuple),
-    ).filter(lambda s: s.args or s.leaves)
+    tree = tree_strategy(dialect)
+    kind = st.sampled_from(["filter", "filter", "exclude"])
+    step = st.one_of(
+        st.builds(Step, kind, tree.map(lambda x: (x,)), st.just(())),  # .filter(tree)
+        st.builds(Step, kind, st.just(()), leaves_strategy(dialect, 1)),  # .filter(a=.., b=..)
+        st.builds(  # .filter(tree1, tree2, a=..)
+            Step, kind, st.lists(tree, max_size=2).map(tuple), leaves_strategy(dialect, 0)
+        ).filter(lambda s: s.args or s.leaves),
+    )
     # usually one filter()/exclude() call, sometimes a chain of two
-    return st.one_of(step.map(lambda s: (s,)), st.tuples(step, step))
+    return mostly(step.map(lambda s: (s,)), st.tuples(step, step))
 
 
-rows_strategy = st.lists(
+row_strategy = (
     st.fixed_dictionaries(
         {
             "n": nullable(small_ints),
@@ -413,9 +416,12 @@ rows_strategy = st.lists(
             "flag": nullable(bools),
             "k": small_ints,
         }
-    ),
-    max_size=15,
-)  # an empty table is a legal example too
+    )
+)
+# 0-15 rows; the size is drawn explicitly because st.lists favours very short lists
+rows_strategy = st.integers(0, 15).flatmap(
+    lambda size: st.lists(row_strategy, min_size=size, max_size=size)
+)
 
 
 # --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ormkit import ValueTypeError
+from ormkit import DataError, ValueTypeError
 from tests.models import AllTypes
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -62,7 +62,7 @@ CASES = [
     ("doc", {"deep": {"deeper": {"deepest": [[], {}, [None]]}}}),
     ("items", []),
     ("items", [1, "x", None, False, True, 2.5, {"k": []}, ["nested", ["more"]]]),
-    ("items", ["日本", "\x00", "\"'"]),
+    ("items", ["日本", "\"'", "\\u0000 as text"]),
 ]
 
 
@@ -107,14 +107,11 @@ def _full_row() -> AllTypes:
 # ---------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("field", FIELDS)
-async def test_round_trip_insert_get(session, field):
-    for f, value in CASES:
-        if f != field:
-            continue
+async def test_round_trip_insert_get(session):
+    for field, value in CASES:
         obj = await session.insert(AllTypes(**{field: value}))
         got = await session.get(AllTypes, obj.id)
-        assert _same(getattr(got, field), value), (getattr(got, field), value)
+        assert _same(getattr(got, field), value), (field, getattr(got, field), value)
         assert all(getattr(got, other) is None for other in FIELDS if other != field)
 
 
@@ -235,6 +232,19 @@ async def test_infinities_round_trip(session):
     for v in (math.inf, -math.inf):
         obj = await session.insert(AllTypes(f=v))
         assert (await session.get(AllTypes, obj.id)).f == v
+
+
+async def test_nul_character_in_json_string(engine, session):
+    """SQLite keeps a NUL character inside a JSON string; PostgreSQL's JSONB cannot hold one
+    and the engine says so with a DataError (never a crash or a silent change)."""
+    value = ["a\x00b"]
+    if engine.dialect == "sqlite":
+        obj = await session.insert(AllTypes(items=value))
+        assert (await session.get(AllTypes, obj.id)).items == value
+    else:
+        with pytest.raises(DataError):
+            await session.insert(AllTypes(items=value))
+        assert await session.query(AllTypes).count() == 0
 
 
 async def test_json_list_and_dict_are_new_objects(session):

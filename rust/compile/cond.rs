@@ -15,17 +15,11 @@ pub(crate) fn condition(d: Dialect, schema: &ModelSchema, c: &Cond) -> Condition
     match c {
         Cond::And(items) if items.is_empty() => Condition::all().add(constant(true)),
         Cond::Or(items) if items.is_empty() => Condition::all().add(constant(false)),
-        Cond::And(items) => items
-            .iter()
-            .fold(Condition::all(), |acc, i| acc.add(condition(d, schema, i))),
-        Cond::Or(items) => items
-            .iter()
-            .fold(Condition::any(), |acc, i| acc.add(condition(d, schema, i))),
+        Cond::And(items) => items.iter().fold(Condition::all(), |acc, i| acc.add(condition(d, schema, i))),
+        Cond::Or(items) => items.iter().fold(Condition::any(), |acc, i| acc.add(condition(d, schema, i))),
         Cond::Not(inner) => Condition::all().add(condition(d, schema, inner)).not(),
         Cond::Const(b) => Condition::all().add(constant(*b)),
-        Cond::Leaf { target, op, slots } => {
-            Condition::all().add(leaf(d, schema, target, *op, slots))
-        }
+        Cond::Leaf { target, op, slots } => Condition::all().add(leaf(d, schema, target, *op, slots)),
     }
 }
 
@@ -44,9 +38,7 @@ pub(crate) fn aggregate(d: Dialect, schema: &ModelSchema, f: AggFn, c: Option<us
         (AggFn::Avg, Dialect::Postgres) => custom(d, "CAST(AVG({0}) AS DOUBLE PRECISION)", &[e]),
         (AggFn::Avg, Dialect::Sqlite) => custom(d, "AVG({0})", &[e]),
         // PostgreSQL sums integers as NUMERIC; keep an integer result an integer.
-        (AggFn::Sum, Dialect::Postgres)
-            if matches!(ty, ColType::Integer | ColType::BigInteger | ColType::Bool) =>
-        {
+        (AggFn::Sum, Dialect::Postgres) if matches!(ty, ColType::Integer | ColType::BigInteger | ColType::Bool) => {
             custom(d, "CAST(SUM({0}) AS BIGINT)", &[e])
         }
         (AggFn::Sum, _) => custom(d, "SUM({0})", &[e]),
@@ -65,21 +57,12 @@ fn sqlite_path(keys: usize) -> String {
 }
 
 fn pg_keys(keys: usize) -> String {
-    (1..=keys)
-        .map(|i| format!("{{{i}}}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (1..=keys).map(|i| format!("{{{i}}}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The left-hand side of a JSON-path comparison. Values of another JSON type than the
 /// comparand read as NULL, so both databases agree whatever the documents hold.
-fn json_lhs(
-    d: Dialect,
-    schema: &ModelSchema,
-    c: usize,
-    key_slots: &[Slot],
-    kind: Option<JsonKind>,
-) -> Expr {
+fn json_lhs(d: Dialect, schema: &ModelSchema, c: usize, key_slots: &[Slot], kind: Option<JsonKind>) -> Expr {
     let mut exprs = vec![col(schema, c)];
     exprs.extend(key_slots.iter().map(|s| marker(*s, Transform::None)));
     let n = key_slots.len();
@@ -103,15 +86,15 @@ fn json_lhs(
                 Some(JsonKind::Text) => {
                     format!("(CASE WHEN jsonb_typeof({e}) = 'string' THEN {t} END)")
                 }
-                Some(JsonKind::Int) => format!(
-                    "(CASE WHEN jsonb_typeof({e}) = 'number' THEN CAST({t} AS NUMERIC) END)"
-                ),
+                Some(JsonKind::Int) => {
+                    format!("(CASE WHEN jsonb_typeof({e}) = 'number' THEN CAST({t} AS NUMERIC) END)")
+                }
                 Some(JsonKind::Float) => {
                     format!("(CASE WHEN jsonb_typeof({e}) = 'number' THEN CAST({t} AS DOUBLE PRECISION) END)")
                 }
-                Some(JsonKind::Bool) => format!(
-                    "(CASE WHEN jsonb_typeof({e}) = 'boolean' THEN CAST({t} AS BOOLEAN) END)"
-                ),
+                Some(JsonKind::Bool) => {
+                    format!("(CASE WHEN jsonb_typeof({e}) = 'boolean' THEN CAST({t} AS BOOLEAN) END)")
+                }
             }
         }
     };
@@ -123,16 +106,8 @@ fn leaf(d: Dialect, schema: &ModelSchema, target: &Target, op: Op, slots: &[Slot
         Target::Column(c) => (col(schema, *c), slots, None),
         Target::Json { col: c, keys, kind } => {
             let (keys, rest) = slots.split_at(*keys as usize);
-            let kind_for_lhs = if matches!(op, Op::IsNull(_)) {
-                None
-            } else {
-                Some(*kind)
-            };
-            (
-                json_lhs(d, schema, *c, keys, kind_for_lhs),
-                rest,
-                Some(*kind),
-            )
+            let kind_for_lhs = if matches!(op, Op::IsNull(_)) { None } else { Some(*kind) };
+            (json_lhs(d, schema, *c, keys, kind_for_lhs), rest, Some(*kind))
         }
         Target::Agg(f, c) => (aggregate(d, schema, *f, *c), slots, None),
     };
@@ -142,9 +117,7 @@ fn leaf(d: Dialect, schema: &ModelSchema, target: &Target, op: Op, slots: &[Slot
         match (d, json_kind) {
             (Dialect::Postgres, Some(JsonKind::Text)) => custom(d, "CAST({0} AS TEXT)", &[m]),
             (Dialect::Postgres, Some(JsonKind::Int)) => custom(d, "CAST({0} AS BIGINT)", &[m]),
-            (Dialect::Postgres, Some(JsonKind::Float)) => {
-                custom(d, "CAST({0} AS DOUBLE PRECISION)", &[m])
-            }
+            (Dialect::Postgres, Some(JsonKind::Float)) => custom(d, "CAST({0} AS DOUBLE PRECISION)", &[m]),
             (Dialect::Postgres, Some(JsonKind::Bool)) => custom(d, "CAST({0} AS BOOLEAN)", &[m]),
             _ => m,
         }
@@ -155,11 +128,7 @@ fn leaf(d: Dialect, schema: &ModelSchema, target: &Target, op: Op, slots: &[Slot
             Dialect::Postgres => (pg_op, pg_t),
         };
         let escape = if op == "GLOB" { "" } else { " ESCAPE '\\'" };
-        custom(
-            d,
-            &format!("{{0}} {op} {{1}}{escape}"),
-            &[lhs.clone(), val(0, t)],
-        )
+        custom(d, &format!("{{0}} {op} {{1}}{escape}"), &[lhs.clone(), val(0, t)])
     };
     use Transform as T;
     match op {

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use sea_query::{
-    Alias, ColumnDef, ForeignKey, ForeignKeyAction, Index, PostgresQueryBuilder,
-    SqliteQueryBuilder, Table,
+    Alias, ColumnDef, ForeignKey, ForeignKeyAction, Index, PostgresQueryBuilder, SqliteQueryBuilder, Table,
 };
 
 use super::Dialect;
@@ -114,10 +113,7 @@ pub fn create_all(d: Dialect, models: &[Arc<ModelSchema>]) -> Result<Vec<String>
             let mut f = ForeignKey::create();
             f.name(format!("fk_{}_{}", m.table, c.name))
                 .from(Alias::new(m.table.as_str()), Alias::new(c.name.as_str()))
-                .to(
-                    Alias::new(fk.table.as_str()),
-                    Alias::new(fk.column.as_str()),
-                );
+                .to(Alias::new(fk.table.as_str()), Alias::new(fk.column.as_str()));
             if let Some(a) = fk.on_delete {
                 f.on_delete(fk_action(a));
             }

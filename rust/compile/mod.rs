@@ -13,9 +13,7 @@ mod write;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use sea_query::{
-    Expr, PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder, Value as SqValue,
-};
+use sea_query::{Expr, PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder, Value as SqValue};
 
 use crate::errors::{Error, Result};
 use crate::plan::{Slot, Statement};
@@ -130,11 +128,7 @@ pub struct Columns {
 impl From<Vec<OutCol>> for Columns {
     fn from(out: Vec<OutCol>) -> Self {
         Columns {
-            names: out
-                .iter()
-                .map(|c| c.name.clone())
-                .collect::<Vec<_>>()
-                .into(),
+            names: out.iter().map(|c| c.name.clone()).collect::<Vec<_>>().into(),
             types: out.iter().map(|c| c.ty).collect::<Vec<_>>().into(),
         }
     }
@@ -178,18 +172,11 @@ fn read_markers(values: sea_query::Values) -> Result<Vec<Bind>> {
             let raw = match v {
                 SqValue::BigInt(Some(n)) => n as u64,
                 SqValue::BigUnsigned(Some(n)) => n,
-                other => {
-                    return Err(Error::internal(format!(
-                        "compiler emitted a literal value {other:?}"
-                    )))
-                }
+                other => return Err(Error::internal(format!("compiler emitted a literal value {other:?}"))),
             };
             let transform = Transform::from_u8((raw & 0xff) as u8)
                 .ok_or_else(|| Error::internal("compiler emitted an unknown marker"))?;
-            Ok(Bind {
-                slot: (raw >> 8) as Slot,
-                transform,
-            })
+            Ok(Bind { slot: (raw >> 8) as Slot, transform })
         })
         .collect()
 }
@@ -210,13 +197,8 @@ pub(crate) fn custom(d: Dialect, template: &str, exprs: &[Expr]) -> Expr {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
-        let close = rest[open..]
-            .find('}')
-            .map(|c| open + c)
-            .expect("unclosed {} in template");
-        let idx: usize = rest[open + 1..close]
-            .parse()
-            .expect("bad index in template");
+        let close = rest[open..].find('}').map(|c| open + c).expect("unclosed {} in template");
+        let idx: usize = rest[open + 1..close].parse().expect("bad index in template");
         match d {
             Dialect::Sqlite => {
                 out.push('?');

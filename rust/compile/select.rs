@@ -37,22 +37,14 @@ fn agg_name(f: AggFn, c: Option<usize>, schema: &ModelSchema) -> String {
     }
 }
 
-fn build(
-    d: Dialect,
-    schema: &ModelSchema,
-    s: &SelectShape,
-    out: &mut Vec<OutCol>,
-) -> SelectStatement {
+fn build(d: Dialect, schema: &ModelSchema, s: &SelectShape, out: &mut Vec<OutCol>) -> SelectStatement {
     let mut q = Query::select();
     q.from(Alias::new(schema.table.as_str()));
     match &s.projection {
         Projection::Model => {
             for c in &schema.columns {
                 q.column(Alias::new(c.name.as_str()));
-                out.push(OutCol {
-                    name: c.name.clone(),
-                    ty: Some(c.ty),
-                });
+                out.push(OutCol { name: c.name.clone(), ty: Some(c.ty) });
             }
         }
         Projection::Items(items) => {
@@ -61,27 +53,18 @@ fn build(
                     ProjItem::Col(c) => {
                         let cs = &schema.columns[*c];
                         q.column(Alias::new(cs.name.as_str()));
-                        out.push(OutCol {
-                            name: cs.name.clone(),
-                            ty: Some(cs.ty),
-                        });
+                        out.push(OutCol { name: cs.name.clone(), ty: Some(cs.ty) });
                     }
                     ProjItem::Agg(f, c) => {
                         let name = agg_name(*f, *c, schema);
                         q.expr_as(aggregate(d, schema, *f, *c), Alias::new(name.as_str()));
-                        out.push(OutCol {
-                            name,
-                            ty: agg_out_type(schema, *f, *c),
-                        });
+                        out.push(OutCol { name, ty: agg_out_type(schema, *f, *c) });
                     }
                 }
             }
             if items.is_empty() {
                 q.expr(Expr::cust("1"));
-                out.push(OutCol {
-                    name: "one".into(),
-                    ty: Some(ColType::Integer),
-                });
+                out.push(OutCol { name: "one".into(), ty: Some(ColType::Integer) });
             }
         }
     }
@@ -103,11 +86,7 @@ fn build(
         // NULLs sort as PostgreSQL sorts them (last ascending, first descending) on both
         // databases, so a query returns the same order everywhere.
         if c.nullable && d == Dialect::Sqlite {
-            let nulls = if o.desc {
-                NullOrdering::First
-            } else {
-                NullOrdering::Last
-            };
+            let nulls = if o.desc { NullOrdering::First } else { NullOrdering::Last };
             q.order_by_with_nulls(Alias::new(c.name.as_str()), order, nulls);
         } else {
             q.order_by(Alias::new(c.name.as_str()), order);
@@ -137,35 +116,17 @@ pub(crate) fn compile(d: Dialect, s: &SelectShape) -> Result<Compiled> {
     let inner = build(d, &schema, s, &mut out);
     let Some(wrap) = &s.wrap else {
         let (sql, binds) = render(d, &inner)?;
-        return Ok(Compiled {
-            sql: sql.into(),
-            binds,
-            out: out.into(),
-        });
+        return Ok(Compiled { sql: sql.into(), binds, out: out.into() });
     };
     let (expr, name, ty) = match wrap {
-        Wrap::Count => (
-            Expr::cust("COUNT(*)"),
-            "count".to_string(),
-            Some(ColType::BigInteger),
-        ),
+        Wrap::Count => (Expr::cust("COUNT(*)"), "count".to_string(), Some(ColType::BigInteger)),
         Wrap::Agg(f, c) => {
             let e = aggregate(d, &schema, *f, Some(*c));
-            (
-                e,
-                agg_name(*f, Some(*c), &schema),
-                agg_out_type(&schema, *f, Some(*c)),
-            )
+            (e, agg_name(*f, Some(*c), &schema), agg_out_type(&schema, *f, Some(*c)))
         }
     };
     let mut outer = Query::select();
-    outer
-        .expr_as(expr, Alias::new(name.as_str()))
-        .from_subquery(inner, Alias::new("sub"));
+    outer.expr_as(expr, Alias::new(name.as_str())).from_subquery(inner, Alias::new("sub"));
     let (sql, binds) = render(d, &outer)?;
-    Ok(Compiled {
-        sql: sql.into(),
-        binds,
-        out: vec![OutCol { name, ty }].into(),
-    })
+    Ok(Compiled { sql: sql.into(), binds, out: vec![OutCol { name, ty }].into() })
 }

@@ -9,16 +9,10 @@ use crate::plan::{DeleteShape, InsertShape, UpdateShape};
 use crate::schema::{self, ModelSchema};
 
 fn returning(schema: &ModelSchema, cols: &[usize]) -> (ReturningClause, Vec<OutCol>) {
-    let names: Vec<Alias> = cols
-        .iter()
-        .map(|c| Alias::new(schema.columns[*c].name.as_str()))
-        .collect();
+    let names: Vec<Alias> = cols.iter().map(|c| Alias::new(schema.columns[*c].name.as_str())).collect();
     let out = cols
         .iter()
-        .map(|c| OutCol {
-            name: schema.columns[*c].name.clone(),
-            ty: Some(schema.columns[*c].ty),
-        })
+        .map(|c| OutCol { name: schema.columns[*c].name.clone(), ty: Some(schema.columns[*c].ty) })
         .collect();
     (Query::returning().columns(names), out)
 }
@@ -32,11 +26,7 @@ pub(crate) fn insert(d: Dialect, s: &InsertShape) -> Result<Compiled> {
         // Every column takes its default: only the primary key is generated.
         q.or_default_values();
     } else {
-        q.columns(
-            s.cols
-                .iter()
-                .map(|c| Alias::new(schema.columns[*c].name.as_str())),
-        );
+        q.columns(s.cols.iter().map(|c| Alias::new(schema.columns[*c].name.as_str())));
         for r in 0..s.rows {
             let row = (0..ncols).map(|i| marker(r * ncols + i, Transform::None));
             q.values(row).map_err(|e| Error::internal(e.to_string()))?;
@@ -49,11 +39,7 @@ pub(crate) fn insert(d: Dialect, s: &InsertShape) -> Result<Compiled> {
         out = o;
     }
     let (sql, binds) = render(d, &q)?;
-    Ok(Compiled {
-        sql: sql.into(),
-        binds,
-        out: out.into(),
-    })
+    Ok(Compiled { sql: sql.into(), binds, out: out.into() })
 }
 
 pub(crate) fn update(d: Dialect, s: &UpdateShape) -> Result<Compiled> {
@@ -61,20 +47,13 @@ pub(crate) fn update(d: Dialect, s: &UpdateShape) -> Result<Compiled> {
     let mut q = Query::update();
     q.table(Alias::new(schema.table.as_str()));
     for (c, slot) in &s.sets {
-        q.value(
-            Alias::new(schema.columns[*c].name.as_str()),
-            marker(*slot, Transform::None),
-        );
+        q.value(Alias::new(schema.columns[*c].name.as_str()), marker(*slot, Transform::None));
     }
     if let Some(f) = &s.filter {
         q.cond_where(condition(d, &schema, f));
     }
     let (sql, binds) = render(d, &q)?;
-    Ok(Compiled {
-        sql: sql.into(),
-        binds,
-        out: Columns::default(),
-    })
+    Ok(Compiled { sql: sql.into(), binds, out: Columns::default() })
 }
 
 pub(crate) fn delete(d: Dialect, s: &DeleteShape) -> Result<Compiled> {
@@ -85,9 +64,5 @@ pub(crate) fn delete(d: Dialect, s: &DeleteShape) -> Result<Compiled> {
         q.cond_where(condition(d, &schema, f));
     }
     let (sql, binds) = render(d, &q)?;
-    Ok(Compiled {
-        sql: sql.into(),
-        binds,
-        out: Columns::default(),
-    })
+    Ok(Compiled { sql: sql.into(), binds, out: Columns::default() })
 }

@@ -26,10 +26,7 @@ pub struct SqliteConfig {
 
 /// PRAGMAs applied to every connection unless the engine overrides them.
 pub fn default_pragmas(memory: bool) -> Vec<(String, String)> {
-    let mut p = vec![
-        ("foreign_keys".to_string(), "ON".to_string()),
-        ("busy_timeout".to_string(), "5000".to_string()),
-    ];
+    let mut p = vec![("foreign_keys".to_string(), "ON".to_string()), ("busy_timeout".to_string(), "5000".to_string())];
     if !memory {
         p.push(("journal_mode".into(), "WAL".into()));
         p.push(("synchronous".into(), "NORMAL".into()));
@@ -40,59 +37,86 @@ pub fn default_pragmas(memory: bool) -> Vec<(String, String)> {
 impl SqliteConfig {
     /// Parses `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite::memory:`.
     pub fn from_url(url: &str) -> Result<SqliteConfig> {
-        let rest = url
-            .strip_prefix("sqlite:")
-            .ok_or_else(|| Error::interface(format!("not a SQLite URL: {url:?}")))?;
+        let rest = url.strip_prefix("sqlite:").ok_or_else(|| Error::interface(format!("not a SQLite URL: {url:?}")))?;
         let path = match rest {
-            ":memory:" | "//:memory:" | "///:memory:" | "" | "//" => None,
-            r if r.starts_with("///") => Some(r[3..].to_string()),
-            r if r.starts_with("//") => {
+            ":memory:" | "///:memory:" => None,
+            r if r.starts_with("///") && r.len() > 3 => Some(r[3..].to_string()),
+            _ => {
                 return Err(Error::interface(format!(
-                "SQLite URL {url:?}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-            )))
+                    "SQLite URL {url:?}: use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite::memory:"
+                )))
             }
-            r => Some(r.to_string()),
         };
         if let Some(p) = &path {
             if p.is_empty() {
-                return Err(Error::interface(format!(
-                    "SQLite URL {url:?} names no file"
-                )));
+                return Err(Error::interface(format!("SQLite URL {url:?} names no file")));
             }
         }
         let memory = path.is_none();
-        Ok(SqliteConfig {
-            path,
-            pragmas: default_pragmas(memory),
-            pool_size: if memory { 1 } else { 4 },
-        })
+        Ok(SqliteConfig { path, pragmas: default_pragmas(memory), pool_size: if memory { 1 } else { 4 } })
     }
 
-    /// Sets a PRAGMA, replacing the default of the same name. Names and values are checked
-    /// because PRAGMA arguments cannot be bound.
+    /// Sets a PRAGMA, replacing the default of the same name. PRAGMA arguments cannot be
+    /// bound, and SQLite ignores unknown names and bad values silently, so both are checked
+    /// here against the PRAGMAs an engine may set.
     pub fn set_pragma(&mut self, name: &str, value: &str) -> Result<()> {
-        let ok_name =
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        let ok_value = !value.is_empty()
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok_name || !ok_value {
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim().to_ascii_lowercase();
+        let Some((_, rule)) = PRAGMAS.iter().find(|(n, _)| *n == name) else {
             return Err(Error::interface(format!(
-                "PRAGMA {name}={value:?} is not allowed: names and values may hold letters, digits, '_' and '-'"
+                "unknown or unsupported PRAGMA {name:?}; supported: {}",
+                PRAGMAS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             )));
+        };
+        let ok = match rule {
+            Rule::Int => value.parse::<i64>().is_ok(),
+            Rule::Bool => matches!(value.as_str(), "on" | "off" | "true" | "false" | "yes" | "no" | "1" | "0"),
+            Rule::OneOf(choices) => choices.contains(&value.as_str()),
+        };
+        if !ok {
+            let expected = match rule {
+                Rule::Int => "an integer".to_string(),
+                Rule::Bool => "on or off".to_string(),
+                Rule::OneOf(choices) => format!("one of {}", choices.join(", ")),
+            };
+            return Err(Error::interface(format!("PRAGMA {name}={value:?} is not valid; expected {expected}")));
         }
-        let name = name.to_ascii_lowercase();
         self.pragmas.retain(|(n, _)| *n != name);
-        self.pragmas.push((name, value.to_string()));
+        self.pragmas.push((name, value));
         Ok(())
     }
 }
 
+enum Rule {
+    Int,
+    Bool,
+    OneOf(&'static [&'static str]),
+}
+
+/// The PRAGMAs an engine may set. `case_sensitive_like` is left out on purpose: the
+/// lookups rely on LIKE's default rules.
+const PRAGMAS: &[(&str, Rule)] = &[
+    ("journal_mode", Rule::OneOf(&["delete", "truncate", "persist", "memory", "wal", "off"])),
+    ("synchronous", Rule::OneOf(&["off", "normal", "full", "extra", "0", "1", "2", "3"])),
+    ("foreign_keys", Rule::Bool),
+    ("busy_timeout", Rule::Int),
+    ("cache_size", Rule::Int),
+    ("temp_store", Rule::OneOf(&["default", "file", "memory", "0", "1", "2"])),
+    ("mmap_size", Rule::Int),
+    ("locking_mode", Rule::OneOf(&["normal", "exclusive"])),
+    ("auto_vacuum", Rule::OneOf(&["none", "full", "incremental", "0", "1", "2"])),
+    ("wal_autocheckpoint", Rule::Int),
+    ("journal_size_limit", Rule::Int),
+    ("page_size", Rule::Int),
+    ("recursive_triggers", Rule::Bool),
+    ("secure_delete", Rule::Bool),
+    ("cell_size_check", Rule::Bool),
+    ("application_id", Rule::Int),
+    ("user_version", Rule::Int),
+];
+
 pub fn open(cfg: &SqliteConfig) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     // An in-memory engine has exactly one connection (see `start`), so every session of the
     // engine shares one database.
     let conn = match &cfg.path {
@@ -101,30 +125,24 @@ pub fn open(cfg: &SqliteConfig) -> Result<Connection> {
     }
     .map_err(|e| {
         let mut err = Error::from(e);
-        err.message = format!(
-            "cannot open SQLite database {:?}: {}",
-            cfg.path.as_deref().unwrap_or(":memory:"),
-            err.message
-        );
+        err.message =
+            format!("cannot open SQLite database {:?}: {}", cfg.path.as_deref().unwrap_or(":memory:"), err.message);
         err
     })?;
     conn.set_prepared_statement_cache_capacity(256);
     for (name, value) in &cfg.pragmas {
         if name == "busy_timeout" {
-            let ms: u64 = value.parse().map_err(|_| {
-                Error::interface(format!(
-                    "PRAGMA busy_timeout={value:?}: expected milliseconds"
-                ))
-            })?;
+            let ms: u64 = value
+                .parse()
+                .map_err(|_| Error::interface(format!("PRAGMA busy_timeout={value:?}: expected milliseconds")))?;
             conn.busy_timeout(Duration::from_millis(ms))?;
             continue;
         }
         // PRAGMAs that report a value (journal_mode) return a row; ignore it.
-        conn.query_row(&format!("PRAGMA {name} = {value}"), [], |_| Ok(()))
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(()),
-                e => Err(Error::from(e)),
-            })?;
+        conn.query_row(&format!("PRAGMA {name} = {value}"), [], |_| Ok(())).or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(()),
+            e => Err(Error::from(e)),
+        })?;
     }
     Ok(conn)
 }
@@ -145,6 +163,7 @@ impl ToSql for Bound<'_> {
             Value::Time(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::time(t))),
             Value::DateTime(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::datetime(t))),
             Value::DateTimeTz(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::datetime_tz(t))),
+            Value::Decimal(d) => ToSqlOutput::Borrowed(ValueRef::Text(d.as_bytes())),
         })
     }
 }
@@ -177,19 +196,13 @@ fn decode(v: ValueRef<'_>, ty: Option<ColType>) -> Value {
             .and_then(text_format::parse_datetime_tz)
             .map(Value::DateTimeTz)
             .unwrap_or_else(|| dynamic(v)),
-        (ColType::Date, ValueRef::Text(t)) => std::str::from_utf8(t)
-            .ok()
-            .and_then(text_format::parse_date)
-            .map(Value::Date)
-            .unwrap_or_else(|| dynamic(v)),
-        (ColType::Time, ValueRef::Text(t)) => std::str::from_utf8(t)
-            .ok()
-            .and_then(text_format::parse_time)
-            .map(Value::Time)
-            .unwrap_or_else(|| dynamic(v)),
-        (ColType::Json, ValueRef::Text(t)) => serde_json::from_slice(t)
-            .map(Value::Json)
-            .unwrap_or_else(|_| dynamic(v)),
+        (ColType::Date, ValueRef::Text(t)) => {
+            std::str::from_utf8(t).ok().and_then(text_format::parse_date).map(Value::Date).unwrap_or_else(|| dynamic(v))
+        }
+        (ColType::Time, ValueRef::Text(t)) => {
+            std::str::from_utf8(t).ok().and_then(text_format::parse_time).map(Value::Time).unwrap_or_else(|| dynamic(v))
+        }
+        (ColType::Json, ValueRef::Text(t)) => serde_json::from_slice(t).map(Value::Json).unwrap_or_else(|_| dynamic(v)),
         _ => dynamic(v),
     }
 }
@@ -200,10 +213,7 @@ fn columns_of(stmt: &rusqlite::Statement<'_>, known: &Option<Columns>) -> Column
         _ => {
             let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
             let types = vec![None; names.len()];
-            Columns {
-                names: names.into(),
-                types: types.into(),
-            }
+            Columns { names: names.into(), types: types.into() }
         }
     }
 }
@@ -222,11 +232,7 @@ fn bind_all(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<()> 
     Ok(())
 }
 
-fn step_into(
-    stmt: &mut rusqlite::Statement<'_>,
-    types: &[Option<ColType>],
-    values: &mut Vec<Value>,
-) -> Result<()> {
+fn step_into(stmt: &mut rusqlite::Statement<'_>, types: &[Option<ColType>], values: &mut Vec<Value>) -> Result<()> {
     let width = types.len();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
@@ -237,48 +243,27 @@ fn step_into(
     Ok(())
 }
 
-fn query(
-    conn: &Connection,
-    sql: &str,
-    params: &[Value],
-    known: &Option<Columns>,
-) -> Result<RowSet> {
+fn query(conn: &Connection, sql: &str, params: &[Value], known: &Option<Columns>) -> Result<RowSet> {
     let mut stmt = conn.prepare_cached(sql)?;
     bind_all(&mut stmt, params)?;
     let columns = columns_of(&stmt, known);
     let mut values = Vec::new();
     step_into(&mut stmt, &columns.types, &mut values)?;
     let affected = if stmt.readonly() { 0 } else { conn.changes() };
-    Ok(RowSet {
-        columns,
-        values,
-        affected,
-    })
+    Ok(RowSet { columns, values, affected })
 }
 
 /// Runs `f` inside a transaction, or a savepoint if one is already open.
 fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let outer = conn.is_autocommit();
-    conn.execute_batch(if outer {
-        "BEGIN IMMEDIATE"
-    } else {
-        "SAVEPOINT ormkit_batch"
-    })?;
+    conn.execute_batch(if outer { "BEGIN IMMEDIATE" } else { "SAVEPOINT ormkit_batch" })?;
     match f() {
         Ok(v) => {
-            conn.execute_batch(if outer {
-                "COMMIT"
-            } else {
-                "RELEASE ormkit_batch"
-            })?;
+            conn.execute_batch(if outer { "COMMIT" } else { "RELEASE ormkit_batch" })?;
             Ok(v)
         }
         Err(e) => {
-            let undo = if outer {
-                "ROLLBACK"
-            } else {
-                "ROLLBACK TO ormkit_batch; RELEASE ormkit_batch"
-            };
+            let undo = if outer { "ROLLBACK" } else { "ROLLBACK TO ormkit_batch; RELEASE ormkit_batch" };
             let _ = conn.execute_batch(undo);
             Err(e)
         }
@@ -287,11 +272,7 @@ fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result
 
 pub fn run(conn: &Connection, req: Request) -> Result<RowSet> {
     match req {
-        Request::Query {
-            sql,
-            params,
-            columns,
-        } => query(conn, &sql, &params, &columns),
+        Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns),
         Request::Batch { groups, columns } => in_transaction(conn, || {
             let mut out = RowSet::default();
             for (sql, rows) in &groups {
@@ -338,19 +319,10 @@ pub struct SqlitePool {
 impl SqlitePool {
     /// Opens every connection (blocking; call it off the event loop) and starts the workers.
     pub fn start(cfg: &SqliteConfig) -> Result<SqlitePool> {
-        let size = if cfg.path.is_none() {
-            1
-        } else {
-            cfg.pool_size.max(1)
-        };
+        let size = if cfg.path.is_none() { 1 } else { cfg.pool_size.max(1) };
         let conns = (0..size).map(|_| open(cfg)).collect::<Result<Vec<_>>>()?;
         let inner = Arc::new(PoolInner {
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                closed: false,
-                alive: size,
-                on_exit: vec![],
-            }),
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false, alive: size, on_exit: vec![] }),
             ready: Condvar::new(),
         });
         for (i, conn) in conns.into_iter().enumerate() {
@@ -358,9 +330,7 @@ impl SqlitePool {
             std::thread::Builder::new()
                 .name(format!("ormkit-sqlite-{i}"))
                 .spawn(move || worker(inner, conn))
-                .map_err(|e| {
-                    Error::operational(format!("cannot start a SQLite worker thread: {e}"))
-                })?;
+                .map_err(|e| Error::operational(format!("cannot start a SQLite worker thread: {e}")))?;
         }
         Ok(SqlitePool { inner })
     }
@@ -368,10 +338,7 @@ impl SqlitePool {
     pub fn submit(&self, job: Job) -> Result<()> {
         let mut q = self.inner.queue.lock().unwrap();
         if q.closed {
-            return Err(Error::new(
-                Kind::Interface,
-                "the engine is disposed; create a new engine",
-            ));
+            return Err(Error::new(Kind::Interface, "the engine is disposed; create a new engine"));
         }
         q.jobs.push_back(job);
         drop(q);
@@ -435,24 +402,9 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            SqliteConfig::from_url("sqlite:///a/b.db")
-                .unwrap()
-                .path
-                .as_deref(),
-            Some("a/b.db")
-        );
-        assert_eq!(
-            SqliteConfig::from_url("sqlite:////tmp/x.db")
-                .unwrap()
-                .path
-                .as_deref(),
-            Some("/tmp/x.db")
-        );
-        assert_eq!(
-            SqliteConfig::from_url("sqlite::memory:").unwrap().path,
-            None
-        );
+        assert_eq!(SqliteConfig::from_url("sqlite:///a/b.db").unwrap().path.as_deref(), Some("a/b.db"));
+        assert_eq!(SqliteConfig::from_url("sqlite:////tmp/x.db").unwrap().path.as_deref(), Some("/tmp/x.db"));
+        assert_eq!(SqliteConfig::from_url("sqlite::memory:").unwrap().path, None);
         assert!(SqliteConfig::from_url("postgres://x").is_err());
     }
 
@@ -467,22 +419,12 @@ mod tests {
     fn batch_rolls_back_on_error() {
         let cfg = SqliteConfig::from_url("sqlite::memory:").unwrap();
         let conn = open(&cfg).unwrap();
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
-            .unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)").unwrap();
         let sql: Arc<str> = "INSERT INTO t (v) VALUES (?)".into();
         let rows = vec![vec![Value::Text("a".into())], vec![Value::Text("a".into())]];
-        let err = run(
-            &conn,
-            Request::Batch {
-                groups: vec![(sql, rows)],
-                columns: None,
-            },
-        )
-        .unwrap_err();
+        let err = run(&conn, Request::Batch { groups: vec![(sql, rows)], columns: None }).unwrap_err();
         assert_eq!(err.kind, Kind::Integrity);
-        let n: i64 = conn
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .unwrap();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
     }
 }

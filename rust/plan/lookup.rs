@@ -55,18 +55,11 @@ pub const LOOKUP_NAMES: &[(&str, LookupOp)] = &[
 ];
 
 fn lookup_op(name: &str) -> Option<LookupOp> {
-    LOOKUP_NAMES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, op)| *op)
+    LOOKUP_NAMES.iter().find(|(n, _)| *n == name).map(|(_, op)| *op)
 }
 
 fn lookup_list() -> String {
-    LOOKUP_NAMES
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    LOOKUP_NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 impl LookupOp {
@@ -161,11 +154,7 @@ impl Lookup {
             }
         };
         for k in &json_keys {
-            if k.is_empty()
-                || !k
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(Error::field(format!(
                     "{}.{}: JSON key {:?} in {:?} must be letters, digits, '_' or '-'",
                     schema.name, field, k, key
@@ -173,17 +162,9 @@ impl Lookup {
             }
         }
         if json_keys.len() > 32 {
-            return Err(Error::field(format!(
-                "{}.{}: JSON path {:?} is too deep",
-                schema.name, field, key
-            )));
+            return Err(Error::field(format!("{}.{}: JSON path {:?} is too deep", schema.name, field, key)));
         }
-        let lk = Lookup {
-            col,
-            json_keys,
-            op,
-            key: key.to_string(),
-        };
+        let lk = Lookup { col, json_keys, op, key: key.to_string() };
         let text_like = ty == ColType::Text || (ty == ColType::Json && !lk.json_keys.is_empty());
         if op.is_pattern() && !text_like {
             return Err(Error::field(format!(
@@ -227,24 +208,13 @@ impl Lookup {
     }
 
     /// Builds the condition leaf, storing path keys and operands as bound values.
-    pub fn leaf(
-        &self,
-        schema: &ModelSchema,
-        operands: Vec<Value>,
-        params: &mut Params,
-    ) -> Result<Cond> {
+    pub fn leaf(&self, schema: &ModelSchema, operands: Vec<Value>, params: &mut Params) -> Result<Cond> {
         let name = || format!("{}.{}", schema.name, schema.columns[self.col].name);
         let mut flag = None;
         if self.op == LookupOp::IsNull {
             match operands.as_slice() {
                 [Value::Bool(b)] => flag = Some(*b),
-                _ => {
-                    return Err(Error::value_type(format!(
-                        "{}: {} expects True or False",
-                        name(),
-                        self.key
-                    )))
-                }
+                _ => return Err(Error::value_type(format!("{}: {} expects True or False", name(), self.key))),
             }
         }
         // `field=None` and `field__ne=None` mean IS NULL / IS NOT NULL, as in Django.
@@ -287,9 +257,7 @@ impl Lookup {
                 match kind {
                     None => kind = Some(k),
                     Some(prev) if prev == k => {}
-                    Some(JsonKind::Int) | Some(JsonKind::Float)
-                        if matches!(k, JsonKind::Int | JsonKind::Float) =>
-                    {
+                    Some(JsonKind::Int) | Some(JsonKind::Float) if matches!(k, JsonKind::Int | JsonKind::Float) => {
                         kind = Some(JsonKind::Float)
                     }
                     Some(_) => {
@@ -305,23 +273,11 @@ impl Lookup {
         };
         let target = match kind {
             None => Target::Column(self.col),
-            Some(kind) => Target::Json {
-                col: self.col,
-                keys: self.json_keys.len() as u8,
-                kind,
-            },
+            Some(kind) => Target::Json { col: self.col, keys: self.json_keys.len() as u8, kind },
         };
-        let mut slots: Vec<u32> = self
-            .json_keys
-            .iter()
-            .map(|k| params.push(Value::Text(k.clone())))
-            .collect();
+        let mut slots: Vec<u32> = self.json_keys.iter().map(|k| params.push(Value::Text(k.clone()))).collect();
         if let Some(is_null) = flag {
-            return Ok(Cond::Leaf {
-                target,
-                op: Op::IsNull(is_null),
-                slots,
-            });
+            return Ok(Cond::Leaf { target, op: Op::IsNull(is_null), slots });
         }
         let n = operands.len() as u32;
         let op = match self.op {
@@ -346,11 +302,7 @@ impl Lookup {
             LookupOp::IsNull => unreachable!("handled above"),
         };
         if matches!(op, Op::Range) && n != 2 {
-            return Err(Error::value_type(format!(
-                "{}: {} expects a pair (low, high)",
-                name(),
-                self.key
-            )));
+            return Err(Error::value_type(format!("{}: {} expects a pair (low, high)", name(), self.key)));
         }
         slots.extend(operands.into_iter().map(|v| params.push(v)));
         Ok(Cond::Leaf { target, op, slots })

@@ -83,11 +83,7 @@ pub enum Cond {
     And(Vec<Cond>),
     Or(Vec<Cond>),
     Not(Box<Cond>),
-    Leaf {
-        target: Target,
-        op: Op,
-        slots: Vec<Slot>,
-    },
+    Leaf { target: Target, op: Op, slots: Vec<Slot> },
     Const(bool),
 }
 

@@ -3,27 +3,20 @@
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyDict,
-    PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTime, PyTimeAccess, PyTuple, PyTzInfoAccess,
+    PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyDict, PyFloat, PyInt,
+    PyList, PyMemoryView, PyString, PyTime, PyTimeAccess, PyTuple, PyTzInfoAccess,
 };
 
 use crate::value::{ColType, Value};
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
 /// Describes the value for an error message without dumping huge reprs.
 pub fn describe(obj: &Bound<'_, PyAny>) -> String {
     let r = obj.repr().map(|r| r.to_string()).unwrap_or_default();
-    let r = if r.chars().count() > 60 {
-        format!("{}...", r.chars().take(57).collect::<String>())
-    } else {
-        r
-    };
+    let r = if r.chars().count() > 60 { format!("{}...", r.chars().take(57).collect::<String>()) } else { r };
     format!("{} {}", type_name(obj), r)
 }
 
@@ -81,13 +74,15 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
                 return Err(expected());
             }
             if let Ok(f) = obj.cast::<PyFloat>() {
-                return Ok(Value::Float(f.value()));
+                let v = f.value();
+                if v.is_nan() {
+                    // SQLite would read NaN back as NULL; refuse it on every backend alike.
+                    return Err("NaN cannot be stored (SQLite reads it back as NULL); use None".to_string());
+                }
+                return Ok(Value::Float(v));
             }
             if obj.is_instance_of::<PyInt>() {
-                return obj
-                    .extract::<f64>()
-                    .map(Value::Float)
-                    .map_err(|_| expected());
+                return obj.extract::<f64>().map(Value::Float).map_err(|_| expected());
             }
             Err(expected())
         }
@@ -138,10 +133,7 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
         }
         ColType::Date => {
             if obj.is_instance_of::<PyDateTime>() {
-                return Err(format!(
-                    "expected a date, got a datetime {}; pass value.date()",
-                    describe(obj)
-                ));
+                return Err(format!("expected a date, got a datetime {}; pass value.date()", describe(obj)));
             }
             let d = obj.cast::<PyDate>().map_err(|_| expected())?;
             naive_date(d).map(Value::Date).ok_or_else(expected)
@@ -149,10 +141,7 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
         ColType::Time => {
             let t = obj.cast::<PyTime>().map_err(|_| expected())?;
             if t.get_tzinfo().is_some() {
-                return Err(format!(
-                    "expected a time without tzinfo, got {}",
-                    describe(obj)
-                ));
+                return Err(format!("expected a time without tzinfo, got {}", describe(obj)));
             }
             naive_time(t).map(Value::Time).ok_or_else(expected)
         }
@@ -183,12 +172,7 @@ pub fn to_json(obj: &Bound<'_, PyAny>, depth: usize) -> Result<serde_json::Value
     if let Ok(f) = obj.cast::<PyFloat>() {
         return serde_json::Number::from_f64(f.value())
             .map(J::Number)
-            .ok_or_else(|| {
-                format!(
-                    "{} (NaN or infinity) cannot be stored as JSON",
-                    describe(obj)
-                )
-            });
+            .ok_or_else(|| format!("{} (NaN or infinity) cannot be stored as JSON", describe(obj)));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(J::String(s.to_str().map_err(|e| e.to_string())?.to_owned()));
@@ -207,23 +191,12 @@ pub fn to_json(obj: &Bound<'_, PyAny>, depth: usize) -> Result<serde_json::Value
         return Ok(J::Object(m));
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        return l
-            .iter()
-            .map(|v| to_json(&v, depth + 1))
-            .collect::<Result<Vec<_>, _>>()
-            .map(J::Array);
+        return l.iter().map(|v| to_json(&v, depth + 1)).collect::<Result<Vec<_>, _>>().map(J::Array);
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return t
-            .iter()
-            .map(|v| to_json(&v, depth + 1))
-            .collect::<Result<Vec<_>, _>>()
-            .map(J::Array);
+        return t.iter().map(|v| to_json(&v, depth + 1)).collect::<Result<Vec<_>, _>>().map(J::Array);
     }
-    Err(format!(
-        "{} is not JSON-serializable (use dict, list, str, int, float, bool or None)",
-        describe(obj)
-    ))
+    Err(format!("{} is not JSON-serializable (use dict, list, str, int, float, bool or None)", describe(obj)))
 }
 
 /// Converts a raw-SQL parameter by its own Python type.
@@ -257,6 +230,8 @@ pub fn dynamic_value(obj: &Bound<'_, PyAny>) -> Result<Value, String> {
         ColType::Time
     } else if obj.is_instance_of::<PyDict>() || obj.is_instance_of::<PyList>() {
         ColType::Json
+    } else if obj.get_type().name().is_ok_and(|n| n == "Decimal") {
+        return Ok(Value::Decimal(obj.str().map_err(|e| e.to_string())?.to_string()));
     } else {
         return Err(format!(
             "cannot bind {}; use None, bool, int, float, str, bytes, datetime, date, time, dict or list",
@@ -282,10 +257,7 @@ pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound
         }
         J::String(s) => PyString::new(py, s).into_any(),
         J::Array(a) => {
-            let items = a
-                .iter()
-                .map(|x| json_to_py(py, x))
-                .collect::<PyResult<Vec<_>>>()?;
+            let items = a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any()
         }
         J::Object(m) => {
@@ -311,5 +283,9 @@ pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
         Value::Time(t) => t.into_pyobject(py)?.into_any(),
         Value::DateTime(t) => t.into_pyobject(py)?.into_any(),
         Value::DateTimeTz(t) => t.into_pyobject(py)?.into_any(),
+        Value::Decimal(d) => {
+            static DECIMAL: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
+            DECIMAL.import(py, "decimal", "Decimal")?.call1((d.as_str(),))?
+        }
     })
 }

@@ -12,8 +12,9 @@ use super::query::{lookup_cond, set_list};
 use super::result::RawResult;
 use crate::bridge::{self, Payload, Pending};
 use crate::compile::{self, ddl, Compiled, Dialect};
+use crate::driver::postgres::{self, PgConfig, PgPool};
 use crate::driver::sqlite::{self, SqliteConfig, SqlitePool};
-use crate::driver::Request;
+use crate::driver::{runtime, Request};
 use crate::errors::{Error, Kind};
 use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape};
 use crate::rows::RowSet;
@@ -22,6 +23,7 @@ use crate::value::Value;
 
 enum Backend {
     Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 #[pyclass(frozen, module = "ormkit._ormkit")]
@@ -55,23 +57,42 @@ impl EngineCore {
                     let handle = conn.get_interrupt_handle();
                     completer.on_cancel(Box::new(move || handle.interrupt()));
                     let result = sqlite::run(conn, req);
-                    completer.complete(
-                        result.map(|rows| {
-                            Box::new(move |py: Python<'_>| finish(py, rows)) as Payload
-                        }),
-                    );
+                    completer.complete(result.map(|rows| Box::new(move |py: Python<'_>| finish(py, rows)) as Payload));
                 }))?;
+            }
+            Backend::Postgres(pool) => {
+                let pool = pool.clone();
+                runtime().spawn(async move {
+                    let mut lease = match pool.acquire().await {
+                        Ok(l) => l,
+                        Err(e) => return completer.complete(Err(e)),
+                    };
+                    if completer.is_cancelled() {
+                        return;
+                    }
+                    // A cancelled query is cancelled server-side, and its connection is then
+                    // closed rather than reused: a late cancel request must never hit the
+                    // next query on that connection.
+                    let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let token = lease.conn().cancel_token();
+                    let (flag, cancel_pool) = (cancelled.clone(), pool.clone());
+                    completer.on_cancel(Box::new(move || {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        runtime().spawn(async move { cancel_pool.cancel(token).await });
+                    }));
+                    let result = postgres::run(lease.conn(), req).await;
+                    if cancelled.load(std::sync::atomic::Ordering::SeqCst) || lease.conn().is_closed() {
+                        lease.discard();
+                    }
+                    drop(lease);
+                    completer.complete(result.map(|rows| Box::new(move |py: Python<'_>| finish(py, rows)) as Payload));
+                });
             }
         }
         Ok(pending)
     }
 
-    pub fn run_compiled<F>(
-        &self,
-        compiled: &Compiled,
-        values: &[Value],
-        finish: F,
-    ) -> PyResult<Pending>
+    pub fn run_compiled<F>(&self, compiled: &Compiled, values: &[Value], finish: F) -> PyResult<Pending>
     where
         F: FnOnce(Python<'_>, RowSet) -> PyResult<Py<PyAny>> + Send + 'static,
     {
@@ -85,19 +106,12 @@ impl EngineCore {
 
     fn pk_filter(model: &ModelHandle, pk: Value, params: &mut Params) -> Cond {
         let slot = params.push(pk);
-        Cond::Leaf {
-            target: crate::plan::Target::Column(model.schema.pk),
-            op: crate::plan::Op::Eq,
-            slots: vec![slot],
-        }
+        Cond::Leaf { target: crate::plan::Target::Column(model.schema.pk), op: crate::plan::Op::Eq, slots: vec![slot] }
     }
 
     /// The columns an insert of `obj` sets and their values; a missing generated key is left
     /// to the database.
-    fn insert_values(
-        model: &ModelHandle,
-        obj: &Bound<'_, PyAny>,
-    ) -> PyResult<(Vec<usize>, Vec<Value>)> {
+    fn insert_values(model: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<(Vec<usize>, Vec<Value>)> {
         let vals = model.instance_values(obj)?;
         let mut cols = Vec::with_capacity(vals.len());
         let mut out = Vec::with_capacity(vals.len());
@@ -116,11 +130,7 @@ impl EngineCore {
     }
 }
 
-fn sqlite_config(
-    url: &str,
-    pragmas: Option<&Bound<'_, PyDict>>,
-    pool_size: Option<usize>,
-) -> PyResult<SqliteConfig> {
+fn sqlite_config(url: &str, pragmas: Option<&Bound<'_, PyDict>>, pool_size: Option<usize>) -> PyResult<SqliteConfig> {
     let mut cfg = SqliteConfig::from_url(url)?;
     if let Some(p) = pragmas {
         for (k, v) in p.iter() {
@@ -150,17 +160,14 @@ fn sqlite_config(
 impl EngineCore {
     /// Opens an engine for `url`; resolves to an `EngineCore`.
     #[staticmethod]
-    #[pyo3(signature = (url, pragmas=None, pool_size=None))]
+    #[pyo3(signature = (url, pragmas=None, pool_size=None, pool_timeout=None))]
     fn connect(
         url: String,
         pragmas: Option<&Bound<'_, PyDict>>,
         pool_size: Option<usize>,
+        pool_timeout: Option<f64>,
     ) -> PyResult<Pending> {
-        let scheme = url
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
         match scheme.as_str() {
             "sqlite" => {
                 let cfg = sqlite_config(&url, pragmas, pool_size)?;
@@ -177,8 +184,38 @@ impl EngineCore {
                     .map_err(|e| Error::operational(format!("cannot start a thread: {e}")))?;
                 Ok(pending)
             }
+            "postgresql" | "postgres" => {
+                if pragmas.is_some() {
+                    return Err(Error::interface("pragmas= applies to SQLite engines only").into());
+                }
+                let mut cfg = PgConfig::from_url(&url)?;
+                if let Some(n) = pool_size {
+                    if n == 0 {
+                        return Err(Error::interface("pool_size must be at least 1").into());
+                    }
+                    cfg.pool_size = n;
+                }
+                if let Some(t) = pool_timeout {
+                    if !(t > 0.0 && t.is_finite()) {
+                        return Err(Error::interface("pool_timeout must be a positive number of seconds").into());
+                    }
+                    cfg.pool_timeout = std::time::Duration::from_secs_f64(t);
+                }
+                let pool = PgPool::new(cfg);
+                let (pending, completer) = bridge::pending();
+                runtime().spawn(async move {
+                    // Connect once now, so a wrong URL fails at create_engine.
+                    let result = pool.acquire().await.map(|lease| {
+                        drop(lease);
+                        let core = EngineCore { backend: Backend::Postgres(pool), dialect: Dialect::Postgres, url };
+                        Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
+                    });
+                    completer.complete(result);
+                });
+                Ok(pending)
+            }
             _ => Err(Error::interface(format!(
-                "unsupported database URL {url:?}; use sqlite:///path.db, sqlite:////abs/path.db or sqlite::memory:"
+                "unsupported database URL {url:?}; use postgresql://user:password@host:port/dbname, sqlite:///path.db, sqlite:////abs/path.db or sqlite::memory:"
             ))
             .into()),
         }
@@ -204,10 +241,9 @@ impl EngineCore {
         if let Some(p) = params {
             if !p.is_none() {
                 if p.is_instance_of::<PyString>() || p.is_instance_of::<PyDict>() {
-                    return Err(Error::programming(
-                        "parameters must be a list or tuple of values, bound in order",
-                    )
-                    .into());
+                    return Err(
+                        Error::programming("parameters must be a list or tuple of values, bound in order").into()
+                    );
                 }
                 for (i, v) in p.try_iter()?.enumerate() {
                     let v = v?;
@@ -218,14 +254,12 @@ impl EngineCore {
                 }
             }
         }
-        let req = Request::Query {
-            sql: sql.into(),
-            params: values,
-            columns: None,
+        let sql = match self.dialect {
+            Dialect::Postgres => postgres::rewrite_qmarks(&sql),
+            Dialect::Sqlite => sql,
         };
-        self.submit(req, |py, rows| {
-            Ok(Py::new(py, RawResult { rows })?.into_any())
-        })
+        let req = Request::Query { sql: sql.into(), params: values, columns: None };
+        self.submit(req, |py, rows| Ok(Py::new(py, RawResult { rows })?.into_any()))
     }
 
     /// Creates the tables of every registered model (or of `models`), parents first.
@@ -258,25 +292,19 @@ impl EngineCore {
                     completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None()))));
                 }));
             }
+            Backend::Postgres(pool) => {
+                pool.close();
+                completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None()))));
+            }
         }
         Ok(pending)
     }
 
     /// Inserts one instance; resolves to the instance with its generated key set.
-    fn insert(
-        &self,
-        py: Python<'_>,
-        model: Py<ModelHandle>,
-        obj: Bound<'_, PyAny>,
-    ) -> PyResult<Pending> {
+    fn insert(&self, py: Python<'_>, model: Py<ModelHandle>, obj: Bound<'_, PyAny>) -> PyResult<Pending> {
         let m = model.get();
         let (cols, values) = Self::insert_values(m, &obj)?;
-        let stmt = Statement::Insert(InsertShape {
-            model: m.schema.id,
-            cols,
-            rows: 1,
-            returning: vec![m.schema.pk],
-        });
+        let stmt = Statement::Insert(InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![m.schema.pk] });
         let compiled = compile::compile(self.dialect, &stmt)?;
         let obj = obj.unbind();
         let model = model.clone_ref(py);
@@ -291,12 +319,7 @@ impl EngineCore {
     }
 
     /// Inserts many instances in one transaction; resolves to the list, keys filled in.
-    fn insert_all(
-        &self,
-        py: Python<'_>,
-        model: Py<ModelHandle>,
-        objs: Bound<'_, PyAny>,
-    ) -> PyResult<Pending> {
+    fn insert_all(&self, py: Python<'_>, model: Py<ModelHandle>, objs: Bound<'_, PyAny>) -> PyResult<Pending> {
         let m = model.get();
         let objs: Vec<Bound<'_, PyAny>> = objs.try_iter()?.collect::<PyResult<_>>()?;
         let mut groups: Vec<(Arc<str>, Vec<Vec<Value>>)> = Vec::new();
@@ -310,47 +333,30 @@ impl EngineCore {
                     rows: 1,
                     returning: vec![m.schema.pk],
                 });
-                groups.push((
-                    compile::compile(self.dialect, &stmt)?.sql.clone(),
-                    Vec::new(),
-                ));
+                groups.push((compile::compile(self.dialect, &stmt)?.sql.clone(), Vec::new()));
                 last_cols = Some(cols);
             }
             groups.last_mut().expect("pushed above").1.push(values);
         }
         let list = PyList::new(py, &objs)?.unbind();
         if objs.is_empty() {
-            return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| {
-                Ok(list.into_any())
-            }))));
+            return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
         }
         let model = model.clone_ref(py);
-        self.submit(
-            Request::Batch {
-                groups,
-                columns: None,
-            },
-            move |py, rows| {
-                let m = model.get();
-                let key = m.keys[m.schema.pk].bind(py);
-                let l = list.bind(py);
-                for (i, pk) in rows.values.iter().enumerate() {
-                    l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
-                }
-                Ok(list.into_any())
-            },
-        )
+        self.submit(Request::Batch { groups, columns: None }, move |py, rows| {
+            let m = model.get();
+            let key = m.keys[m.schema.pk].bind(py);
+            let l = list.bind(py);
+            for (i, pk) in rows.values.iter().enumerate() {
+                l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
+            }
+            Ok(list.into_any())
+        })
     }
 
     /// Fetches by primary key; resolves to the instance or None (or raises, with `required`).
     #[pyo3(signature = (model, pk, required=false))]
-    fn get(
-        &self,
-        py: Python<'_>,
-        model: Py<ModelHandle>,
-        pk: Bound<'_, PyAny>,
-        required: bool,
-    ) -> PyResult<Pending> {
+    fn get(&self, py: Python<'_>, model: Py<ModelHandle>, pk: Bound<'_, PyAny>, required: bool) -> PyResult<Pending> {
         let m = model.get();
         let pkv = m.value_for(m.schema.pk, &pk)?;
         let mut params = Params::default();
@@ -365,12 +371,7 @@ impl EngineCore {
                 if required {
                     return Err(Error::new(
                         Kind::NoResultFound,
-                        format!(
-                            "no {} with {}={}",
-                            m.schema.name,
-                            m.schema.pk_column().name,
-                            shown
-                        ),
+                        format!("no {} with {}={}", m.schema.name, m.schema.pk_column().name, shown),
                     )
                     .into());
                 }
@@ -394,11 +395,7 @@ impl EngineCore {
         let mut params = Params::default();
         let sets = set_list(py, m, values, &mut params)?;
         let filter = Some(Self::pk_filter(m, pkv, &mut params));
-        let stmt = Statement::Update(UpdateShape {
-            model: m.schema.id,
-            sets,
-            filter,
-        });
+        let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
         let updates: Vec<(Py<PyAny>, Py<PyAny>)> = match values {
             Some(v) => v.iter().map(|(k, v)| (k.unbind(), v.unbind())).collect(),
@@ -429,16 +426,10 @@ impl EngineCore {
         let pkv = m.pk_value(&obj)?;
         let mut params = Params::default();
         let filter = Some(Self::pk_filter(m, pkv, &mut params));
-        let stmt = Statement::Delete(DeleteShape {
-            model: m.schema.id,
-            filter,
-        });
+        let stmt = Statement::Delete(DeleteShape { model: m.schema.id, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
         self.run_compiled(&compiled, &params.values, |py, rows| {
-            Ok(pyo3::types::PyBool::new(py, rows.affected > 0)
-                .to_owned()
-                .into_any()
-                .unbind())
+            Ok(pyo3::types::PyBool::new(py, rows.affected > 0).to_owned().into_any().unbind())
         })
     }
 
@@ -458,17 +449,10 @@ impl EngineCore {
         if let Some(f) = filters {
             for (k, v) in f.iter() {
                 let key: String = k.extract()?;
-                filter = Some(Cond::and_opt(
-                    filter,
-                    lookup_cond(&m.schema, &key, &v, &mut params)?,
-                ));
+                filter = Some(Cond::and_opt(filter, lookup_cond(&m.schema, &key, &v, &mut params)?));
             }
         }
-        let stmt = Statement::Update(UpdateShape {
-            model: m.schema.id,
-            sets,
-            filter,
-        });
+        let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
         self.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())

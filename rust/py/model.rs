@@ -22,10 +22,7 @@ pub struct ModelHandle {
     pub keys: Vec<Py<PyString>>,
 }
 
-fn get_opt<'py, T: for<'a> FromPyObject<'a, 'py>>(
-    d: &Bound<'py, PyDict>,
-    key: &str,
-) -> PyResult<Option<T>> {
+fn get_opt<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
     match d.get_item(key)? {
         Some(v) if !v.is_none() => Ok(Some(v.extract().map_err(Into::into)?)),
         _ => Ok(None),
@@ -46,11 +43,8 @@ fn fk_action(model: &str, col: &str, what: &str, v: Option<String>) -> OResult<O
 fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema> {
     let name: String = get_opt(d, "name")?.unwrap_or_default();
     let ty_name: String = get_opt(d, "type")?.unwrap_or_default();
-    let ty = ColType::from_name(&ty_name).ok_or_else(|| {
-        Error::field(format!(
-            "{model}.{name}: unsupported column type {ty_name:?}"
-        ))
-    })?;
+    let ty = ColType::from_name(&ty_name)
+        .ok_or_else(|| Error::field(format!("{model}.{name}: unsupported column type {ty_name:?}")))?;
     let foreign_key = match d.get_item("foreign_key")? {
         Some(fk) if !fk.is_none() => {
             let fk = fk.cast_into::<PyDict>()?;
@@ -59,8 +53,8 @@ fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema
                 Some((t, c)) if schema::is_identifier(t) && schema::is_identifier(c) => (t.to_string(), c.to_string()),
                 _ => {
                     return Err(Error::field(format!(
-                        "{model}.{name}: ForeignKey({target:?}) must name \"table.column\", e.g. ForeignKey(\"users.id\")"
-                    ))
+                    "{model}.{name}: ForeignKey({target:?}) must name \"table.column\", e.g. ForeignKey(\"users.id\")"
+                ))
                     .into())
                 }
             };
@@ -90,11 +84,7 @@ fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema
 
 /// Registers a model class. `spec` holds `name`, `table`, `columns` and `relations`.
 #[pyfunction]
-pub fn register_model(
-    py: Python<'_>,
-    cls: Bound<'_, PyType>,
-    spec: Bound<'_, PyDict>,
-) -> PyResult<ModelHandle> {
+pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, PyDict>) -> PyResult<ModelHandle> {
     let name: String = get_opt(&spec, "name")?.unwrap_or_default();
     let table: String = get_opt(&spec, "table")?.unwrap_or_default();
     let mut columns = Vec::new();
@@ -118,16 +108,8 @@ pub fn register_model(
         }
     }
     let schema = schema::register(ModelSchema::new(name, table, columns, relations)?)?;
-    let keys = schema
-        .columns
-        .iter()
-        .map(|c| PyString::intern(py, &c.name).unbind())
-        .collect();
-    Ok(ModelHandle {
-        schema,
-        cls: cls.unbind(),
-        keys,
-    })
+    let keys = schema.columns.iter().map(|c| PyString::intern(py, &c.name).unbind()).collect();
+    Ok(ModelHandle { schema, cls: cls.unbind(), keys })
 }
 
 impl ModelHandle {
@@ -151,18 +133,10 @@ impl ModelHandle {
     }
 
     /// The instance's value for every column, from its `__dict__`.
-    pub fn instance_values<'py>(
-        &self,
-        obj: &Bound<'py, PyAny>,
-    ) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
+    pub fn instance_values<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
         self.check_instance(obj)?;
-        let dict = obj
-            .getattr(pyo3::intern!(obj.py(), "__dict__"))?
-            .cast_into::<PyDict>()?;
-        self.keys
-            .iter()
-            .map(|k| dict.get_item(k.bind(obj.py())))
-            .collect()
+        let dict = obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?;
+        self.keys.iter().map(|k| dict.get_item(k.bind(obj.py()))).collect()
     }
 
     pub fn check_instance(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -183,22 +157,14 @@ impl ModelHandle {
             Some(v) if !v.is_none() => self.value_for(pk, v),
             _ => Err(Error::new(
                 crate::errors::Kind::Interface,
-                format!(
-                    "{} instance has no {} yet; insert it first",
-                    self.schema.name,
-                    self.schema.pk_column().name
-                ),
+                format!("{} instance has no {} yet; insert it first", self.schema.name, self.schema.pk_column().name),
             )
             .into()),
         }
     }
 
     /// Allocates an instance without calling `__init__` and fills its `__dict__`.
-    pub fn new_instance<'py>(
-        &self,
-        py: Python<'py>,
-        values: &[Value],
-    ) -> PyResult<Bound<'py, PyAny>> {
+    pub fn new_instance<'py>(&self, py: Python<'py>, values: &[Value]) -> PyResult<Bound<'py, PyAny>> {
         let cls = self.cls.bind(py);
         // SAFETY: `cls` is a heap type deriving from `object` (all models derive from Base);
         // tp_alloc returns a new reference or NULL with an exception set.
@@ -209,10 +175,7 @@ impl ModelHandle {
         };
         // SAFETY: `obj` is a live object whose type has a `__dict__`; the call returns a new reference.
         let dict = unsafe {
-            Bound::from_owned_ptr_or_err(
-                py,
-                ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
-            )?
+            Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
         };
         let dict = dict.cast_into::<PyDict>()?;
         for (k, v) in self.keys.iter().zip(values) {

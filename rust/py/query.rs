@@ -13,8 +13,8 @@ use crate::compile::{self, Compiled};
 use crate::errors::{Error, Kind};
 use crate::plan::lookup::{Arity, Expect, Lookup};
 use crate::plan::{
-    AggFn, Cond, DeleteShape, OrderItem, Params, ProjItem, Projection, SelectShape, Statement,
-    Target, UpdateShape, Wrap,
+    AggFn, Cond, DeleteShape, OrderItem, Params, ProjItem, Projection, SelectShape, Statement, Target, UpdateShape,
+    Wrap,
 };
 use crate::rows::RowSet;
 use crate::schema::ModelSchema;
@@ -31,64 +31,42 @@ pub struct QueryCore {
 }
 
 /// Converts one operand for a lookup.
-fn operand(
-    schema: &ModelSchema,
-    lk: &Lookup,
-    expect: Expect,
-    obj: &Bound<'_, PyAny>,
-) -> PyResult<Value> {
+fn operand(schema: &ModelSchema, lk: &Lookup, expect: Expect, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     let field = &schema.columns[lk.col].name;
-    let fail = |m: String| -> PyErr {
-        Error::value_type(format!("{}.{}: {} {m}", schema.name, field, lk.key)).into()
-    };
+    let fail = |m: String| -> PyErr { Error::value_type(format!("{}.{}: {} {m}", schema.name, field, lk.key)).into() };
     match expect {
         Expect::Column(ty) => convert::to_value(obj, ty).map_err(fail),
         Expect::Text => {
             if obj.is_instance_of::<PyString>() {
                 convert::to_value(obj, ColType::Text).map_err(fail)
             } else {
-                Err(fail(format!(
-                    "expects a str, got {}",
-                    convert::describe(obj)
-                )))
+                Err(fail(format!("expects a str, got {}", convert::describe(obj))))
             }
         }
         Expect::Flag => match obj.cast::<pyo3::types::PyBool>() {
             Ok(b) => Ok(Value::Bool(b.is_true())),
-            Err(_) => Err(fail(format!(
-                "expects True or False, got {}",
-                convert::describe(obj)
-            ))),
+            Err(_) => Err(fail(format!("expects True or False, got {}", convert::describe(obj)))),
         },
         Expect::JsonScalar => match convert::to_json(obj, 0).map_err(&fail)? {
             serde_json::Value::Null => Ok(Value::Null),
             serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
             serde_json::Value::String(s) => Ok(Value::Text(s)),
-            serde_json::Value::Number(n) => Ok(n
-                .as_i64()
-                .map(Value::Int)
-                .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)))),
-            _ => Err(fail(
-                "compares JSON values with str, int, float, bool or None only".to_string(),
-            )),
+            serde_json::Value::Number(n) => {
+                Ok(n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))))
+            }
+            _ => Err(fail("compares JSON values with str, int, float, bool or None only".to_string())),
         },
     }
 }
 
 /// Builds the condition for one `key=value` pair.
-pub fn lookup_cond(
-    schema: &ModelSchema,
-    key: &str,
-    value: &Bound<'_, PyAny>,
-    params: &mut Params,
-) -> PyResult<Cond> {
+pub fn lookup_cond(schema: &ModelSchema, key: &str, value: &Bound<'_, PyAny>, params: &mut Params) -> PyResult<Cond> {
     let lk = Lookup::parse(schema, key)?;
     let (expect, arity) = lk.expect(schema);
     let operands = match arity {
         Arity::One => vec![operand(schema, &lk, expect, value)?],
         Arity::List | Arity::Pair => {
-            if value.is_instance_of::<PyString>() || value.is_instance_of::<pyo3::types::PyBytes>()
-            {
+            if value.is_instance_of::<PyString>() || value.is_instance_of::<pyo3::types::PyBytes>() {
                 return Err(Error::value_type(format!(
                     "{}.{}: {} expects a list or tuple of values, got {}",
                     schema.name,
@@ -107,18 +85,13 @@ pub fn lookup_cond(
                     convert::describe(value)
                 ))
             })?;
-            iter.map(|v| operand(schema, &lk, expect, &v?))
-                .collect::<PyResult<Vec<_>>>()?
+            iter.map(|v| operand(schema, &lk, expect, &v?)).collect::<PyResult<Vec<_>>>()?
         }
     };
     Ok(lk.leaf(schema, operands, params)?)
 }
 
-fn kwargs_cond(
-    schema: &ModelSchema,
-    kwargs: Option<&Bound<'_, PyDict>>,
-    params: &mut Params,
-) -> PyResult<Vec<Cond>> {
+fn kwargs_cond(schema: &ModelSchema, kwargs: Option<&Bound<'_, PyDict>>, params: &mut Params) -> PyResult<Vec<Cond>> {
     let mut out = Vec::new();
     if let Some(kw) = kwargs {
         for (k, v) in kw.iter() {
@@ -130,12 +103,7 @@ fn kwargs_cond(
 }
 
 /// Converts a `Q` object (children, connector, negated) into a condition tree.
-pub fn q_cond(
-    schema: &ModelSchema,
-    q: &Bound<'_, PyAny>,
-    params: &mut Params,
-    depth: usize,
-) -> PyResult<Cond> {
+pub fn q_cond(schema: &ModelSchema, q: &Bound<'_, PyAny>, params: &mut Params, depth: usize) -> PyResult<Cond> {
     let py = q.py();
     if depth > 512 {
         return Err(Error::field("Q tree nested too deeply").into());
@@ -168,19 +136,23 @@ pub fn q_cond(
 }
 
 fn agg_spec(schema: &ModelSchema, s: &str) -> Option<(AggFn, Option<usize>, String)> {
-    let mut parts = s.splitn(2, "__");
-    let f = AggFn::parse(parts.next()?)?;
-    match parts.next() {
-        None if f == AggFn::Count => Some((f, None, String::new())),
-        None => None,
-        Some(rest) => {
-            let (col, tail) = match rest.split_once("__") {
-                Some((c, t)) => (c, t.to_string()),
-                None => (rest, String::new()),
-            };
-            schema.column_index(col).map(|c| (f, Some(c), tail))
-        }
+    let (name, rest) = match s.split_once("__") {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let f = AggFn::parse(name)?;
+    let Some(rest) = rest else {
+        return (f == AggFn::Count).then(|| (f, None, String::new()));
+    };
+    let (first, tail) = match rest.split_once("__") {
+        Some((a, b)) => (a, b.to_string()),
+        None => (rest, String::new()),
+    };
+    if let Some(c) = schema.column_index(first) {
+        return Some((f, Some(c), tail));
     }
+    // `count__gt`: COUNT(*) followed directly by a lookup.
+    (f == AggFn::Count).then(|| (f, None, rest.to_string()))
 }
 
 fn field_list_error(schema: &ModelSchema, name: &str, what: &str) -> PyErr {
@@ -196,13 +168,7 @@ fn field_list_error(schema: &ModelSchema, name: &str, what: &str) -> PyErr {
 impl QueryCore {
     pub fn new(model: Py<ModelHandle>, schema: Arc<ModelSchema>) -> Self {
         let shape = SelectShape::new(schema.id);
-        QueryCore {
-            model,
-            schema,
-            shape,
-            params: Params::default(),
-            compiled: Default::default(),
-        }
+        QueryCore { model, schema, shape, params: Params::default(), compiled: Default::default() }
     }
 
     fn derive(
@@ -223,9 +189,7 @@ impl QueryCore {
     }
 
     fn column(&self, name: &str, what: &str) -> PyResult<usize> {
-        self.schema
-            .column_index(name)
-            .ok_or_else(|| field_list_error(&self.schema, name, what))
+        self.schema.column_index(name).ok_or_else(|| field_list_error(&self.schema, name, what))
     }
 
     fn model_compiled(&self, engine: &EngineCore) -> PyResult<Arc<Compiled>> {
@@ -240,13 +204,7 @@ impl QueryCore {
     }
 
     /// Runs a derived select and hands its rows to `finish` on the event loop's thread.
-    fn run_select<F>(
-        &self,
-        engine: &EngineCore,
-        shape: SelectShape,
-        params: Params,
-        finish: F,
-    ) -> PyResult<Pending>
+    fn run_select<F>(&self, engine: &EngineCore, shape: SelectShape, params: Params, finish: F) -> PyResult<Pending>
     where
         F: FnOnce(Python<'_>, RowSet) -> PyResult<Py<PyAny>> + Send + 'static,
     {
@@ -254,10 +212,19 @@ impl QueryCore {
         engine.run_compiled(&compiled, &params.values, finish)
     }
 
+    /// The query capped at `n` rows; a smaller limit of the user's own stays.
     fn with_limit(&self, n: i64) -> (SelectShape, Params) {
         let mut shape = self.shape.clone();
         let mut params = self.params.clone();
-        shape.limit = Some(params.push(Value::Int(n)));
+        match shape.limit {
+            Some(slot) => {
+                let v = &mut params.values[slot as usize];
+                if matches!(v, Value::Int(cur) if *cur > n) {
+                    *v = Value::Int(n);
+                }
+            }
+            None => shape.limit = Some(params.push(Value::Int(n))),
+        }
         (shape, params)
     }
 
@@ -269,10 +236,7 @@ impl QueryCore {
         {
             return Err(Error::new(
                 Kind::NotSupported,
-                format!(
-                    "{}: {what}() cannot be combined with limit, offset, distinct or group_by",
-                    self.schema.name
-                ),
+                format!("{}: {what}() cannot be combined with limit, offset, distinct or group_by", self.schema.name),
             )
             .into());
         }
@@ -318,11 +282,7 @@ impl QueryCore {
             if conds.is_empty() {
                 return Ok(());
             }
-            let c = if conds.len() == 1 {
-                conds.pop().unwrap()
-            } else {
-                Cond::And(conds)
-            };
+            let c = if conds.len() == 1 { conds.pop().unwrap() } else { Cond::And(conds) };
             shape.filter = Some(Cond::and_opt(shape.filter.take(), Cond::Not(Box::new(c))));
             Ok(())
         })
@@ -361,11 +321,9 @@ impl QueryCore {
 
     fn limit(&self, py: Python<'_>, n: i64) -> PyResult<QueryCore> {
         if n < 0 {
-            return Err(Error::value_type(format!(
-                "{}: limit() needs a non-negative int, got {n}",
-                self.schema.name
-            ))
-            .into());
+            return Err(
+                Error::value_type(format!("{}: limit() needs a non-negative int, got {n}", self.schema.name)).into()
+            );
         }
         self.derive(py, |shape, params| {
             shape.limit = Some(params.push(Value::Int(n)));
@@ -375,11 +333,9 @@ impl QueryCore {
 
     fn offset(&self, py: Python<'_>, n: i64) -> PyResult<QueryCore> {
         if n < 0 {
-            return Err(Error::value_type(format!(
-                "{}: offset() needs a non-negative int, got {n}",
-                self.schema.name
-            ))
-            .into());
+            return Err(
+                Error::value_type(format!("{}: offset() needs a non-negative int, got {n}", self.schema.name)).into()
+            );
         }
         self.derive(py, |shape, params| {
             shape.offset = Some(params.push(Value::Int(n)));
@@ -470,10 +426,7 @@ impl QueryCore {
     fn first(&self, engine: &EngineCore, py: Python<'_>) -> PyResult<Pending> {
         let (mut shape, params) = self.with_limit(1);
         if shape.order.is_empty() {
-            shape.order.push(OrderItem {
-                col: self.schema.pk,
-                desc: false,
-            });
+            shape.order.push(OrderItem { col: self.schema.pk, desc: false });
         }
         let model = self.model.clone_ref(py);
         self.run_select(engine, shape, params, move |py, rows| {
@@ -491,9 +444,7 @@ impl QueryCore {
         let name = self.schema.name.clone();
         self.run_select(engine, shape, params, move |py, rows| match rows.len() {
             0 if allow_none => Ok(py.None()),
-            0 => {
-                Err(Error::new(Kind::NoResultFound, format!("no {name} matched the query")).into())
-            }
+            0 => Err(Error::new(Kind::NoResultFound, format!("no {name} matched the query")).into()),
             1 => Ok(model.get().new_instance(py, rows.row(0))?.unbind()),
             _ => Err(Error::new(
                 Kind::MultipleResultsFound,
@@ -506,18 +457,13 @@ impl QueryCore {
     fn count(&self, engine: &EngineCore) -> PyResult<Pending> {
         let mut shape = self.shape.clone();
         shape.order.clear();
-        let wrapped = shape.limit.is_some()
-            || shape.offset.is_some()
-            || shape.distinct
-            || !shape.group_by.is_empty();
+        let wrapped = shape.limit.is_some() || shape.offset.is_some() || shape.distinct || !shape.group_by.is_empty();
         if wrapped {
             if !shape.distinct && shape.group_by.is_empty() {
                 shape.projection = Projection::Items(vec![]);
             } else if let Projection::Model = shape.projection {
                 if !shape.group_by.is_empty() {
-                    shape.projection = Projection::Items(
-                        shape.group_by.iter().map(|c| ProjItem::Col(*c)).collect(),
-                    );
+                    shape.projection = Projection::Items(shape.group_by.iter().map(|c| ProjItem::Col(*c)).collect());
                 }
             }
             shape.wrap = Some(Wrap::Count);
@@ -536,15 +482,11 @@ impl QueryCore {
     }
 
     fn aggregate(&self, engine: &EngineCore, func: &str, field: &str) -> PyResult<Pending> {
-        let f = AggFn::parse(func)
-            .ok_or_else(|| Error::field(format!("unknown aggregate {func:?}")))?;
+        let f = AggFn::parse(func).ok_or_else(|| Error::field(format!("unknown aggregate {func:?}")))?;
         let col = self.column(field, &format!("{func}()"))?;
         let ty = self.schema.columns[col].ty;
         if matches!(f, AggFn::Sum | AggFn::Avg)
-            && !matches!(
-                ty,
-                ColType::Integer | ColType::BigInteger | ColType::Float | ColType::Bool
-            )
+            && !matches!(ty, ColType::Integer | ColType::BigInteger | ColType::Float | ColType::Bool)
         {
             return Err(Error::field(format!(
                 "{}.{}: {func}() needs a numeric field, but {field} is {}",
@@ -562,11 +504,12 @@ impl QueryCore {
             .into());
         }
         let mut shape = self.shape.clone();
-        shape.order.clear();
         if shape.limit.is_some() || shape.offset.is_some() || shape.distinct {
+            // The ordering decides which rows a limit keeps, so it stays in the subquery.
             shape.projection = Projection::Items(vec![ProjItem::Col(col)]);
             shape.wrap = Some(Wrap::Agg(f, col));
         } else {
+            shape.order.clear();
             shape.projection = Projection::Items(vec![ProjItem::Agg(f, Some(col))]);
         }
         self.run_select(engine, shape, self.params.clone(), |py, rows| {
@@ -585,19 +528,13 @@ impl QueryCore {
         shape.projection = Projection::Items(vec![]);
         shape.order.clear();
         self.run_select(engine, shape, params, |py, rows| {
-            Ok(pyo3::types::PyBool::new(py, !rows.is_empty())
-                .to_owned()
-                .into_any()
-                .unbind())
+            Ok(pyo3::types::PyBool::new(py, !rows.is_empty()).to_owned().into_any().unbind())
         })
     }
 
     fn delete(&self, engine: &EngineCore) -> PyResult<Pending> {
         self.check_plain("delete")?;
-        let stmt = Statement::Delete(DeleteShape {
-            model: self.schema.id,
-            filter: self.shape.filter.clone(),
-        });
+        let stmt = Statement::Delete(DeleteShape { model: self.schema.id, filter: self.shape.filter.clone() });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
         engine.run_compiled(&compiled, &self.params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
@@ -605,20 +542,11 @@ impl QueryCore {
     }
 
     #[pyo3(signature = (engine, **kwargs))]
-    fn update(
-        &self,
-        engine: &EngineCore,
-        py: Python<'_>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Pending> {
+    fn update(&self, engine: &EngineCore, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Pending> {
         self.check_plain("update")?;
         let mut params = self.params.clone();
         let sets = set_list(py, self.model.get(), kwargs, &mut params)?;
-        let stmt = Statement::Update(UpdateShape {
-            model: self.schema.id,
-            sets,
-            filter: self.shape.filter.clone(),
-        });
+        let stmt = Statement::Update(UpdateShape { model: self.schema.id, sets, filter: self.shape.filter.clone() });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
         engine.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
@@ -635,9 +563,7 @@ impl QueryCore {
         for f in &fields {
             if let Some(c) = self.schema.column_index(f) {
                 items.push(ProjItem::Col(c));
-            } else if let Some((func, col, tail)) =
-                agg_spec(&self.schema, f).filter(|(_, _, t)| t.is_empty())
-            {
+            } else if let Some((func, col, tail)) = agg_spec(&self.schema, f).filter(|(_, _, t)| t.is_empty()) {
                 let _ = tail;
                 items.push(ProjItem::Agg(func, col));
             } else {
@@ -652,11 +578,9 @@ impl QueryCore {
         }
         let flat = mode == "flat";
         if flat && items.len() != 1 {
-            return Err(Error::field(format!(
-                "{}: values_list(flat=True) needs exactly one field",
-                self.schema.name
-            ))
-            .into());
+            return Err(
+                Error::field(format!("{}: values_list(flat=True) needs exactly one field", self.schema.name)).into()
+            );
         }
         let mut shape = self.shape.clone();
         shape.projection = Projection::Items(items);
@@ -682,9 +606,7 @@ impl QueryCore {
             "postgresql" | "postgres" => compile::Dialect::Postgres,
             _ => return Err(Error::interface(format!("unknown dialect {dialect:?}")).into()),
         };
-        Ok(compile::compile(d, &Statement::Select(self.shape.clone()))?
-            .sql
-            .to_string())
+        Ok(compile::compile(d, &Statement::Select(self.shape.clone()))?.sql.to_string())
     }
 }
 
@@ -700,20 +622,13 @@ pub fn set_list(
     if let Some(kw) = kwargs {
         for (k, v) in kw.iter() {
             let key = k.cast::<PyString>()?.to_str()?.to_owned();
-            let col = model
-                .schema
-                .column_index(&key)
-                .ok_or_else(|| field_list_error(&model.schema, &key, "update"))?;
+            let col = model.schema.column_index(&key).ok_or_else(|| field_list_error(&model.schema, &key, "update"))?;
             let val = model.value_for(col, &v)?;
             sets.push((col, params.push(val)));
         }
     }
     if sets.is_empty() {
-        return Err(Error::field(format!(
-            "{}: update needs at least one field=value",
-            model.schema.name
-        ))
-        .into());
+        return Err(Error::field(format!("{}: update needs at least one field=value", model.schema.name)).into());
     }
     Ok(sets)
 }

@@ -17,10 +17,7 @@ pub fn tuples<'py>(py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList
         return Ok(list);
     }
     for chunk in rows.values.chunks(w) {
-        let items = chunk
-            .iter()
-            .map(|v| to_py(py, v))
-            .collect::<PyResult<Vec<_>>>()?;
+        let items = chunk.iter().map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
         list.append(PyTuple::new(py, items)?)?;
     }
     Ok(list)
@@ -32,12 +29,7 @@ pub fn dicts<'py>(py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>
     if w == 0 {
         return Ok(list);
     }
-    let keys: Vec<Bound<'py, PyString>> = rows
-        .columns
-        .names
-        .iter()
-        .map(|n| PyString::intern(py, n))
-        .collect();
+    let keys: Vec<Bound<'py, PyString>> = rows.columns.names.iter().map(|n| PyString::intern(py, n)).collect();
     for chunk in rows.values.chunks(w) {
         let d = PyDict::new(py);
         for (k, v) in keys.iter().zip(chunk) {
@@ -77,14 +69,8 @@ impl RawResult {
             return Ok(list);
         }
         for chunk in self.rows.values.chunks(w) {
-            let values = chunk
-                .iter()
-                .map(|v| to_py(py, v).map(|b| b.unbind()))
-                .collect::<PyResult<Vec<_>>>()?;
-            list.append(Row {
-                names: names.clone(),
-                values,
-            })?;
+            let values = chunk.iter().map(|v| to_py(py, v).map(|b| b.unbind())).collect::<PyResult<Vec<_>>>()?;
+            list.append(Row { names: names.clone(), values })?;
         }
         Ok(list)
     }
@@ -93,16 +79,8 @@ impl RawResult {
         if self.rows.is_empty() {
             return Ok(None);
         }
-        let values = self
-            .rows
-            .row(0)
-            .iter()
-            .map(|v| to_py(py, v).map(|b| b.unbind()))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(Some(Row {
-            names: self.rows.columns.names.clone(),
-            values,
-        }))
+        let values = self.rows.row(0).iter().map(|v| to_py(py, v).map(|b| b.unbind())).collect::<PyResult<Vec<_>>>()?;
+        Ok(Some(Row { names: self.rows.columns.names.clone(), values }))
     }
 
     fn tuples<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -114,17 +92,10 @@ impl RawResult {
     }
 
     /// The values of one column, by name or position.
-    fn column<'py>(
-        &self,
-        py: Python<'py>,
-        key: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn column<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let idx = if let Ok(i) = key.extract::<usize>() {
             if i >= self.rows.width() {
-                return Err(PyIndexError::new_err(format!(
-                    "the result has {} columns",
-                    self.rows.width()
-                )));
+                return Err(PyIndexError::new_err(format!("the result has {} columns", self.rows.width())));
             }
             i
         } else {
@@ -170,11 +141,7 @@ impl RawResult {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "<Result {} rows x {} columns>",
-            self.rows.len(),
-            self.rows.width()
-        )
+        format!("<Result {} rows x {} columns>", self.rows.len(), self.rows.width())
     }
 }
 
@@ -205,20 +172,16 @@ impl Row {
         let name: String = key.extract()?;
         match self.index(&name) {
             Some(i) => Ok(self.values[i].clone_ref(py)),
-            None => Err(PyKeyError::new_err(format!(
-                "no column {name:?}; columns are: {}",
-                self.names.join(", ")
-            ))),
+            None => Err(PyKeyError::new_err(format!("no column {name:?}; columns are: {}", self.names.join(", ")))),
         }
     }
 
     fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
         match self.index(name) {
             Some(i) => Ok(self.values[i].clone_ref(py)),
-            None => Err(PyAttributeError::new_err(format!(
-                "no column {name:?}; columns are: {}",
-                self.names.join(", ")
-            ))),
+            None => {
+                Err(PyAttributeError::new_err(format!("no column {name:?}; columns are: {}", self.names.join(", "))))
+            }
         }
     }
 
@@ -227,11 +190,7 @@ impl Row {
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(
-            PyTuple::new(py, self.values.iter().map(|v| v.clone_ref(py)))?
-                .try_iter()?
-                .into_any(),
-        )
+        Ok(PyTuple::new(py, self.values.iter().map(|v| v.clone_ref(py)))?.try_iter()?.into_any())
     }
 
     fn __contains__(&self, name: &str) -> bool {

@@ -1,0 +1,919 @@
+//! PostgreSQL through tokio-postgres: URL parsing, TLS, the connection pool with its
+//! per-connection statement cache, binding by the server's parameter types, and row decoding.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use futures_util::{pin_mut, TryStreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::Request;
+use crate::compile::Columns;
+use crate::errors::{Error, Kind, Result};
+use crate::rows::RowSet;
+use crate::value::{text_format, Value};
+
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    pub config: tokio_postgres::Config,
+    pub display: String,
+    pub pool_size: usize,
+    pub pool_timeout: Duration,
+}
+
+fn percent_decode(s: &str, what: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => return Err(Error::interface(format!("bad percent-encoding in the {what} of the URL"))),
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| Error::interface(format!("the {what} of the URL is not UTF-8")))
+}
+
+impl PgConfig {
+    /// Parses `postgresql://user:password@host:port/dbname?sslmode=...&application_name=...`.
+    pub fn from_url(url: &str) -> Result<PgConfig> {
+        let rest = url
+            .strip_prefix("postgresql://")
+            .or_else(|| url.strip_prefix("postgres://"))
+            .ok_or_else(|| Error::interface(format!("not a PostgreSQL URL: {url:?}")))?;
+        let (main, query) = match rest.split_once('?') {
+            Some((m, q)) => (m, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match main.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (main, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let mut config = tokio_postgres::Config::new();
+        let mut user = None;
+        if let Some(ui) = userinfo {
+            let (u, p) = match ui.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (ui, None),
+            };
+            if !u.is_empty() {
+                user = Some(percent_decode(u, "user name")?);
+            }
+            if let Some(p) = p {
+                config.password(percent_decode(p, "password")?);
+            }
+        }
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, rest) = h.split_once(']').ok_or_else(|| Error::interface("unclosed [ in the URL host"))?;
+            (h.to_string(), rest.strip_prefix(':').map(|p| p.to_string()))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.to_string())),
+                None => (hostport.to_string(), None),
+            }
+        };
+        let host = if host.is_empty() { "localhost".to_string() } else { percent_decode(&host, "host")? };
+        let port: u16 = match port {
+            Some(p) if !p.is_empty() => {
+                p.parse().map_err(|_| Error::interface(format!("bad port {p:?} in the URL")))?
+            }
+            _ => 5432,
+        };
+        config.host(&host).port(port);
+        let user = user.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "postgres".to_string());
+        config.user(&user);
+        let dbname = if path.is_empty() { user.clone() } else { percent_decode(path, "database name")? };
+        config.dbname(&dbname);
+        config.ssl_mode(SslMode::Prefer);
+        config.connect_timeout(Duration::from_secs(10));
+        config.application_name("ormkit");
+        if let Some(q) = query {
+            for pair in q.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let v = percent_decode(v, k)?;
+                match k {
+                    "sslmode" => {
+                        config.ssl_mode(match v.as_str() {
+                            "disable" => SslMode::Disable,
+                            "prefer" | "allow" => SslMode::Prefer,
+                            "require" => SslMode::Require,
+                            _ => {
+                                return Err(Error::interface(format!(
+                                    "sslmode={v:?} is not supported; use disable, prefer or require"
+                                )))
+                            }
+                        });
+                    }
+                    "application_name" => {
+                        config.application_name(&v);
+                    }
+                    "connect_timeout" => {
+                        let secs: f64 = v.parse().map_err(|_| {
+                            Error::interface(format!("connect_timeout={v:?} is not a number of seconds"))
+                        })?;
+                        config.connect_timeout(Duration::from_secs_f64(secs.max(0.001)));
+                    }
+                    "options" => {
+                        config.options(&v);
+                    }
+                    _ => {
+                        return Err(Error::interface(format!(
+                        "unknown URL parameter {k:?}; supported: sslmode, application_name, connect_timeout, options"
+                    )))
+                    }
+                }
+            }
+        }
+        Ok(PgConfig {
+            config,
+            display: format!("{host}:{port}/{dbname}"),
+            pool_size: 10,
+            pool_timeout: Duration::from_secs(30),
+        })
+    }
+}
+
+mod tls {
+    //! `sslmode=require` means "encrypted", as in libpq: the server certificate is not
+    //! checked against a CA, so any certificate is accepted.
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    pub fn connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    }
+}
+
+/// Past this many statements a connection's cache starts over.
+const STATEMENT_CACHE: usize = 256;
+
+pub struct PgConn {
+    client: Client,
+    statements: HashMap<Arc<str>, Statement>,
+}
+
+impl PgConn {
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    pub fn cancel_token(&self) -> tokio_postgres::CancelToken {
+        self.client.cancel_token()
+    }
+
+    async fn prepare(&mut self, sql: &Arc<str>) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let stmt = self.client.prepare(sql).await.map_err(Error::from)?;
+        if self.statements.len() >= STATEMENT_CACHE {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.clone(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+struct PoolInner {
+    cfg: PgConfig,
+    idle: Mutex<Vec<PgConn>>,
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Clone)]
+pub struct PgPool {
+    inner: Arc<PoolInner>,
+}
+
+/// A connection borrowed from the pool; it goes back on drop unless discarded.
+pub struct Lease {
+    conn: Option<PgConn>,
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<PoolInner>,
+}
+
+impl Lease {
+    pub fn conn(&mut self) -> &mut PgConn {
+        self.conn.as_mut().expect("lease holds a connection until dropped")
+    }
+
+    /// Closes the connection instead of returning it (its protocol state is unknown).
+    pub fn discard(&mut self) {
+        self.conn = None;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if !c.is_closed() && !self.pool.permits.is_closed() {
+                self.pool.idle.lock().unwrap().push(c);
+            }
+        }
+    }
+}
+
+impl PgPool {
+    pub fn new(cfg: PgConfig) -> PgPool {
+        let permits = Arc::new(Semaphore::new(cfg.pool_size.max(1)));
+        PgPool { inner: Arc::new(PoolInner { cfg, idle: Mutex::new(Vec::new()), permits }) }
+    }
+
+    pub fn config(&self) -> &PgConfig {
+        &self.inner.cfg
+    }
+
+    async fn connect(&self) -> Result<PgConn> {
+        let cfg = &self.inner.cfg;
+        let map = |e: tokio_postgres::Error| {
+            let mut err = Error::from(e);
+            err.kind = if err.kind == Kind::Database { Kind::Operational } else { err.kind };
+            err.message = format!("cannot connect to PostgreSQL at {}: {}", cfg.display, err.message);
+            err
+        };
+        let client = if cfg.config.get_ssl_mode() == SslMode::Disable {
+            let (client, conn) = cfg.config.connect(NoTls).await.map_err(map)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            client
+        } else {
+            let (client, conn) = cfg.config.connect(tls::connector()).await.map_err(map)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            client
+        };
+        Ok(PgConn { client, statements: HashMap::new() })
+    }
+
+    /// Waits (at most the pool timeout) for a connection; a broken idle one is replaced.
+    pub async fn acquire(&self) -> Result<Lease> {
+        let timeout = self.inner.cfg.pool_timeout;
+        let permit = match tokio::time::timeout(timeout, self.inner.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(Error::interface("the engine is disposed; create a new engine")),
+            Err(_) => {
+                return Err(Error::new(
+                    Kind::PoolTimeout,
+                    format!(
+                        "no PostgreSQL connection became free within {:.1}s (pool_size={}); raise pool_size or pool_timeout, or hold connections for less time",
+                        timeout.as_secs_f64(),
+                        self.inner.cfg.pool_size
+                    ),
+                ))
+            }
+        };
+        loop {
+            let idle = self.inner.idle.lock().unwrap().pop();
+            match idle {
+                Some(c) if c.is_closed() => continue,
+                Some(c) => return Ok(Lease { conn: Some(c), _permit: permit, pool: self.inner.clone() }),
+                None => break,
+            }
+        }
+        let conn = self.connect().await?;
+        Ok(Lease { conn: Some(conn), _permit: permit, pool: self.inner.clone() })
+    }
+
+    pub fn close(&self) {
+        self.inner.permits.close();
+        self.inner.idle.lock().unwrap().clear();
+    }
+
+    /// Sends a cancel request for whatever `token`'s connection is running.
+    pub async fn cancel(&self, token: tokio_postgres::CancelToken) {
+        if self.inner.cfg.config.get_ssl_mode() == SslMode::Disable {
+            let _ = token.cancel_query(NoTls).await;
+        } else {
+            let _ = token.cancel_query(tls::connector()).await;
+        }
+    }
+}
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+fn mismatch(v: &Value, ty: &Type) -> BoxError {
+    let what = match v {
+        Value::Null => "None",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Text(_) => "str",
+        Value::Bytes(_) => "bytes",
+        Value::Json(_) => "JSON",
+        Value::Date(_) => "date",
+        Value::Time(_) => "time",
+        Value::DateTime(_) => "datetime",
+        Value::DateTimeTz(_) => "aware datetime",
+        Value::Decimal(_) => "Decimal",
+    };
+    format!("cannot send a {what} value to a parameter of type {ty}").into()
+}
+
+/// Binds a value in the type the server expects for its parameter, so an int goes to an
+/// INTEGER column as int4 and to a BIGINT column as int8.
+#[derive(Debug)]
+struct Param<'a>(&'a Value);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, BoxError> {
+        let v = self.0;
+        match (v, ty) {
+            (Value::Null, _) => Ok(IsNull::Yes),
+            (Value::Bool(b), &Type::BOOL) => b.to_sql(ty, out),
+            (Value::Bool(b), &Type::INT2 | &Type::INT4 | &Type::INT8) => Param(&Value::Int(*b as i64)).to_sql(ty, out),
+            (Value::Int(i), &Type::INT2) => {
+                i16::try_from(*i).map_err(|_| format!("{i} is out of range for smallint"))?.to_sql(ty, out)
+            }
+            (Value::Int(i), &Type::INT4) => i32::try_from(*i)
+                .map_err(|_| format!("{i} is out of range for integer (declare the column BigInteger)"))?
+                .to_sql(ty, out),
+            (Value::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (Value::Int(i), &Type::OID) => {
+                u32::try_from(*i).map_err(|_| format!("{i} is out of range for oid"))?.to_sql(ty, out)
+            }
+            (Value::Int(i), &Type::FLOAT4) => (*i as f32).to_sql(ty, out),
+            (Value::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
+            (Value::Int(i), &Type::NUMERIC) => numeric::encode(&i.to_string(), out),
+            (Value::Float(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
+            (Value::Float(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (Value::Float(f), &Type::NUMERIC) => numeric::encode(&format!("{f}"), out),
+            (Value::Decimal(d), &Type::NUMERIC) => numeric::encode(d, out),
+            (Value::Decimal(d), &Type::FLOAT8) => d.parse::<f64>()?.to_sql(ty, out),
+            (Value::Text(s), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::UNKNOWN) => {
+                s.as_str().to_sql(&Type::TEXT, out)
+            }
+            (Value::Text(s), &Type::CHAR) => s.as_str().to_sql(&Type::TEXT, out),
+            (Value::Text(s), &Type::JSON) => {
+                out.put_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            (Value::Text(s), &Type::JSONB) => {
+                out.put_u8(1);
+                out.put_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            (Value::Text(s), &Type::NUMERIC) => numeric::encode(s, out),
+            (Value::Text(s), &Type::DATE) => text_format::parse_date(s).ok_or_else(|| mismatch(v, ty))?.to_sql(ty, out),
+            (Value::Text(s), &Type::TIME) => text_format::parse_time(s).ok_or_else(|| mismatch(v, ty))?.to_sql(ty, out),
+            (Value::Text(s), &Type::TIMESTAMP) => {
+                text_format::parse_datetime(s).ok_or_else(|| mismatch(v, ty))?.to_sql(ty, out)
+            }
+            (Value::Text(s), &Type::TIMESTAMPTZ) => {
+                text_format::parse_datetime_tz(s).ok_or_else(|| mismatch(v, ty))?.with_timezone(&Utc).to_sql(ty, out)
+            }
+            (Value::Bytes(b), &Type::BYTEA) => b.as_slice().to_sql(ty, out),
+            (Value::Json(j), &Type::JSONB) => {
+                out.put_u8(1);
+                serde_json::to_writer(out.writer(), j)?;
+                Ok(IsNull::No)
+            }
+            (Value::Json(j), &Type::JSON | &Type::TEXT | &Type::VARCHAR | &Type::UNKNOWN) => {
+                serde_json::to_writer(out.writer(), j)?;
+                Ok(IsNull::No)
+            }
+            (Value::Date(d), &Type::DATE) => d.to_sql(ty, out),
+            (Value::Time(t), &Type::TIME) => t.to_sql(ty, out),
+            (Value::DateTime(t), &Type::TIMESTAMP) => t.to_sql(ty, out),
+            // A naive datetime sent to an aware column is taken as UTC, as PostgreSQL does
+            // with its default TimeZone=UTC.
+            (Value::DateTime(t), &Type::TIMESTAMPTZ) => t.and_utc().to_sql(ty, out),
+            (Value::DateTimeTz(t), &Type::TIMESTAMPTZ) => t.with_timezone(&Utc).to_sql(ty, out),
+            (Value::DateTimeTz(t), &Type::TIMESTAMP) => t.naive_utc().to_sql(ty, out),
+            (Value::Text(s), _) if matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_)) => {
+                out.put_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            _ => Err(mismatch(v, ty)),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Decodes any supported column type into a [`Value`].
+struct Cell(Value);
+
+impl<'a> FromSql<'a> for Cell {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> std::result::Result<Self, BoxError> {
+        let v = match *ty {
+            Type::BOOL => Value::Bool(bool::from_sql(ty, raw)?),
+            Type::INT2 => Value::Int(i16::from_sql(ty, raw)? as i64),
+            Type::INT4 => Value::Int(i32::from_sql(ty, raw)? as i64),
+            Type::INT8 => Value::Int(i64::from_sql(ty, raw)?),
+            Type::OID => Value::Int(u32::from_sql(ty, raw)? as i64),
+            Type::FLOAT4 => Value::Float(f32::from_sql(ty, raw)? as f64),
+            Type::FLOAT8 => Value::Float(f64::from_sql(ty, raw)?),
+            Type::NUMERIC => Value::Decimal(numeric::decode(raw)?),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::CHAR => {
+                Value::Text(String::from_utf8_lossy(raw).into_owned())
+            }
+            Type::BYTEA => Value::Bytes(raw.to_vec()),
+            Type::TIMESTAMP => Value::DateTime(NaiveDateTime::from_sql(ty, raw)?),
+            Type::TIMESTAMPTZ => Value::DateTimeTz(DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset()),
+            Type::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
+            Type::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
+            Type::JSON | Type::JSONB => Value::Json(serde_json::Value::from_sql(ty, raw)?),
+            Type::UUID if raw.len() == 16 => {
+                let h: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                Value::Text(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+            }
+            _ if matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_)) => {
+                Value::Text(String::from_utf8_lossy(raw).into_owned())
+            }
+            _ => {
+                return Err(format!("OrmKit cannot read columns of type {ty} yet; cast it in SQL (e.g. ::text)").into())
+            }
+        };
+        Ok(Cell(v))
+    }
+
+    fn from_sql_null(_: &Type) -> std::result::Result<Self, BoxError> {
+        Ok(Cell(Value::Null))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+mod numeric {
+    //! NUMERIC in PostgreSQL's binary form (base-10000 digits) to and from decimal text.
+    use super::BoxError;
+    use bytes::{BufMut, BytesMut};
+    use tokio_postgres::types::IsNull;
+
+    pub fn decode(raw: &[u8]) -> Result<String, BoxError> {
+        if raw.len() < 8 {
+            return Err("truncated numeric".into());
+        }
+        let rd = |i: usize| u16::from_be_bytes([raw[i], raw[i + 1]]);
+        let ndigits = rd(0) as usize;
+        let weight = rd(2) as i16 as i32;
+        let sign = rd(4);
+        let dscale = rd(6) as usize;
+        if sign == 0xC000 {
+            return Ok("NaN".into());
+        }
+        if raw.len() < 8 + 2 * ndigits {
+            return Err("truncated numeric".into());
+        }
+        let digit = |i: i32| -> u16 {
+            if i >= 0 && (i as usize) < ndigits {
+                rd(8 + 2 * i as usize)
+            } else {
+                0
+            }
+        };
+        let mut s = String::new();
+        if sign == 0x4000 {
+            s.push('-');
+        }
+        if weight < 0 {
+            s.push('0');
+        } else {
+            for i in 0..=weight {
+                if i == 0 {
+                    s.push_str(&digit(i).to_string());
+                } else {
+                    s.push_str(&format!("{:04}", digit(i)));
+                }
+            }
+        }
+        if dscale > 0 {
+            let mut frac = String::new();
+            let mut i = weight + 1;
+            while frac.len() < dscale {
+                frac.push_str(&format!("{:04}", digit(i)));
+                i += 1;
+            }
+            frac.truncate(dscale);
+            s.push('.');
+            s.push_str(&frac);
+        }
+        Ok(s)
+    }
+
+    pub fn encode(text: &str, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        let t = text.trim();
+        let bad = || -> BoxError { format!("{text:?} is not a decimal number").into() };
+        if t.eq_ignore_ascii_case("nan") {
+            out.put_u16(0);
+            out.put_i16(0);
+            out.put_u16(0xC000);
+            out.put_u16(0);
+            return Ok(IsNull::No);
+        }
+        let (neg, t) = match t.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, t.strip_prefix('+').unwrap_or(t)),
+        };
+        // Exponent notation (from floats such as 1e-07) is expanded first.
+        let (mantissa, exp) = match t.split_once(['e', 'E']) {
+            Some((m, e)) => (m, e.parse::<i32>().map_err(|_| bad())?),
+            None => (t, 0),
+        };
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(bad());
+        }
+        if !int_part.chars().chain(frac_part.chars()).all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let mut digits: String = format!("{int_part}{frac_part}");
+        let mut point = int_part.len() as i32 + exp;
+        if point < 0 {
+            digits = "0".repeat((-point) as usize) + &digits;
+            point = 0;
+        }
+        while (digits.len() as i32) < point {
+            digits.push('0');
+        }
+        let (ip, fp) = digits.split_at(point as usize);
+        let dscale = fp.len();
+        let ip = ip.trim_start_matches('0');
+        let pad_left = (4 - ip.len() % 4) % 4;
+        let ip = format!("{}{}", "0".repeat(pad_left), ip);
+        let pad_right = (4 - fp.len() % 4) % 4;
+        let fp = format!("{}{}", fp, "0".repeat(pad_right));
+        let mut groups: Vec<i16> = Vec::new();
+        for chunk in ip.as_bytes().chunks(4).chain(fp.as_bytes().chunks(4)) {
+            groups.push(std::str::from_utf8(chunk).unwrap().parse().unwrap());
+        }
+        let mut weight = (ip.len() / 4) as i32 - 1;
+        while groups.first() == Some(&0) {
+            groups.remove(0);
+            weight -= 1;
+        }
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        if groups.is_empty() {
+            weight = 0;
+        }
+        out.put_u16(groups.len() as u16);
+        out.put_i16(weight as i16);
+        out.put_u16(if neg && !groups.is_empty() { 0x4000 } else { 0 });
+        out.put_u16(dscale as u16);
+        for g in groups {
+            out.put_i16(g);
+        }
+        Ok(IsNull::No)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn round(s: &str) -> String {
+            let mut b = BytesMut::new();
+            encode(s, &mut b).unwrap();
+            decode(&b).unwrap()
+        }
+
+        #[test]
+        fn numeric_round_trips() {
+            for (i, o) in [
+                ("0", "0"),
+                ("1", "1"),
+                ("-12345.678", "-12345.678"),
+                ("10000", "10000"),
+                ("0.0001", "0.0001"),
+                ("123456789012345678901234567890.5", "123456789012345678901234567890.5"),
+                ("1e-07", "0.0000001"),
+                ("2.50", "2.50"),
+            ] {
+                assert_eq!(round(i), o, "{i}");
+            }
+            assert!(encode("abc", &mut BytesMut::new()).is_err());
+        }
+    }
+}
+
+fn columns_of(stmt: &Statement, known: &Option<Columns>) -> Columns {
+    match known {
+        Some(c) if c.names.len() == stmt.columns().len() => c.clone(),
+        _ => {
+            let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
+            let types = vec![None; names.len()];
+            Columns { names: names.into(), types: types.into() }
+        }
+    }
+}
+
+fn check_arity(stmt: &Statement, params: &[Value]) -> Result<()> {
+    if stmt.params().len() != params.len() {
+        return Err(Error::programming(format!(
+            "the statement has {} placeholder(s) but {} parameter(s) were given",
+            stmt.params().len(),
+            params.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn query(conn: &mut PgConn, sql: &Arc<str>, params: &[Value], known: &Option<Columns>) -> Result<RowSet> {
+    let stmt = conn.prepare(sql).await?;
+    check_arity(&stmt, params)?;
+    let columns = columns_of(&stmt, known);
+    let width = columns.names.len();
+    let stream = conn.client.query_raw(&stmt, params.iter().map(Param)).await?;
+    pin_mut!(stream);
+    let mut values = Vec::new();
+    while let Some(row) = stream.try_next().await? {
+        for i in 0..width {
+            values.push(row.try_get::<_, Cell>(i)?.0);
+        }
+    }
+    let affected = stream.rows_affected().unwrap_or(0);
+    Ok(RowSet { columns, values, affected })
+}
+
+/// Rows per pipelined burst in a batch: enough to fill the socket, bounded in memory.
+const PIPELINE: usize = 1000;
+
+async fn batch(conn: &mut PgConn, groups: &[(Arc<str>, Vec<Vec<Value>>)], known: &Option<Columns>) -> Result<RowSet> {
+    let mut out = RowSet::default();
+    for (sql, rows) in groups {
+        let stmt = conn.prepare(sql).await?;
+        out.columns = columns_of(&stmt, known);
+        let width = out.columns.names.len();
+        for chunk in rows.chunks(PIPELINE) {
+            for r in chunk {
+                check_arity(&stmt, r)?;
+            }
+            let client = &conn.client;
+            let stmt = &stmt;
+            // Polled together, these queries go out pipelined in one stream of messages.
+            let results = futures_util::future::try_join_all(chunk.iter().map(|r| async move {
+                let params: Vec<Param<'_>> = r.iter().map(Param).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                client.query(stmt, &refs).await
+            }))
+            .await?;
+            for rows in results {
+                out.affected += 1;
+                for row in rows {
+                    for i in 0..width {
+                        out.values.push(row.try_get::<_, Cell>(i)?.0);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `f` in a transaction (or a savepoint inside one).
+async fn transaction<'c, F, Fut>(conn: &'c mut PgConn, in_tx: bool, f: F) -> Result<RowSet>
+where
+    F: FnOnce(&'c mut PgConn) -> Fut,
+    Fut: std::future::Future<Output = (Result<RowSet>, &'c mut PgConn)>,
+{
+    let (begin, commit, undo) = if in_tx {
+        (
+            "SAVEPOINT ormkit_batch",
+            "RELEASE SAVEPOINT ormkit_batch",
+            "ROLLBACK TO SAVEPOINT ormkit_batch; RELEASE SAVEPOINT ormkit_batch",
+        )
+    } else {
+        ("BEGIN", "COMMIT", "ROLLBACK")
+    };
+    conn.client.batch_execute(begin).await?;
+    let (result, conn) = f(conn).await;
+    match result {
+        Ok(rows) => {
+            conn.client.batch_execute(commit).await?;
+            Ok(rows)
+        }
+        Err(e) => {
+            let _ = conn.client.batch_execute(undo).await;
+            Err(e)
+        }
+    }
+}
+
+pub async fn run(conn: &mut PgConn, req: Request) -> Result<RowSet> {
+    match req {
+        Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns).await,
+        Request::Batch { groups, columns } => {
+            transaction(conn, false, |c| async move {
+                let r = batch(c, &groups, &columns).await;
+                (r, c)
+            })
+            .await
+        }
+        Request::Script { statements } => {
+            transaction(conn, false, |c| async move {
+                for s in &statements {
+                    if let Err(e) = c.client.batch_execute(s).await {
+                        return (Err(e.into()), c);
+                    }
+                }
+                (Ok(RowSet::default()), c)
+            })
+            .await
+        }
+    }
+}
+
+/// Rewrites `?` placeholders to `$1, $2, ...` outside string literals, quoted identifiers,
+/// dollar-quoted strings and comments. SQL that already uses `$n` is left alone (so the
+/// JSONB `?` operators stay usable there).
+pub fn rewrite_qmarks(sql: &str) -> String {
+    let b = sql.as_bytes();
+    let has_dollar_n = b.windows(2).any(|w| w[0] == b'$' && w[1].is_ascii_digit());
+    if has_dollar_n || !sql.contains('?') {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' => {
+                let end = b[i + 1..].iter().position(|&x| x == c).map(|p| i + 1 + p).unwrap_or(b.len() - 1);
+                out.push_str(&sql[i..=end]);
+                i = end + 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let end = b[i..].iter().position(|&x| x == b'\n').map(|p| i + p).unwrap_or(b.len());
+                out.push_str(&sql[i..end]);
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = sql[i + 2..].find("*/").map(|p| i + 2 + p + 2).unwrap_or(b.len());
+                out.push_str(&sql[i..end]);
+                i = end;
+            }
+            b'$' => {
+                // A dollar-quote tag: $$ or $tag$ ... $tag$.
+                let tag_end =
+                    b[i + 1..].iter().position(|&x| !(x.is_ascii_alphanumeric() || x == b'_')).map(|p| i + 1 + p);
+                match tag_end {
+                    Some(te) if b[te] == b'$' => {
+                        let tag = &sql[i..=te];
+                        let end = sql[te + 1..].find(tag).map(|p| te + 1 + p + tag.len()).unwrap_or(b.len());
+                        out.push_str(&sql[i..end]);
+                        i = end;
+                    }
+                    _ => {
+                        out.push('$');
+                        i += 1;
+                    }
+                }
+            }
+            b'?' => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+                i += 1;
+            }
+            _ => {
+                let ch = sql[i..].chars().next().unwrap();
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            let kind = match &code[..2] {
+                "23" => Kind::Integrity,
+                "42" | "26" | "34" | "3D" | "3F" | "25" => Kind::Programming,
+                "22" => Kind::Data,
+                "08" | "53" | "54" | "55" | "57" | "58" | "40" | "HV" | "F0" => Kind::Operational,
+                "0A" => Kind::NotSupported,
+                "XX" => Kind::Internal,
+                _ => Kind::Database,
+            };
+            let mut msg = db.message().to_string();
+            if let Some(d) = db.detail() {
+                msg.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                msg.push_str(&format!("; hint: {h}"));
+            }
+            return Error::new(kind, msg).with_code(code);
+        }
+        if e.is_closed() {
+            return Error::operational("the PostgreSQL connection was closed");
+        }
+        let mut msg = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        // Errors raised while binding (our `Param`) are about the values.
+        let kind = if msg.starts_with("error serializing parameter") { Kind::Data } else { Kind::Operational };
+        Error::new(kind, msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c =
+            PgConfig::from_url("postgresql://u%40x:p%3Aw@db.example:6543/my%20db?sslmode=require&application_name=app")
+                .unwrap();
+        assert_eq!(c.config.get_user(), Some("u@x"));
+        assert_eq!(c.config.get_password(), Some(&b"p:w"[..]));
+        assert_eq!(c.config.get_dbname(), Some("my db"));
+        assert_eq!(c.config.get_ports(), &[6543]);
+        assert_eq!(c.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(c.config.get_application_name(), Some("app"));
+        let c = PgConfig::from_url("postgres://localhost/mydb").unwrap();
+        assert_eq!(c.config.get_ports(), &[5432]);
+        assert!(PgConfig::from_url("postgresql://h/db?sslmode=verify-full").is_err());
+        assert!(PgConfig::from_url("postgresql://h/db?bogus=1").is_err());
+    }
+
+    #[test]
+    fn qmark_rewrite() {
+        assert_eq!(rewrite_qmarks("SELECT * FROM t WHERE a > ? AND b = ?"), "SELECT * FROM t WHERE a > $1 AND b = $2");
+        assert_eq!(rewrite_qmarks("SELECT '?', \"?\", ? -- ?\n, ?"), "SELECT '?', \"?\", $1 -- ?\n, $2");
+        assert_eq!(rewrite_qmarks("SELECT $$ ? $$, ?"), "SELECT $$ ? $$, $1");
+        assert_eq!(rewrite_qmarks("SELECT d ? 'k' FROM t WHERE id = $1"), "SELECT d ? 'k' FROM t WHERE id = $1");
+    }
+}
