@@ -116,7 +116,7 @@ def to_q(node: Any) -> Q:
 def src(node: Any) -> str:
     """Python source that rebuilds the node, for failure messages."""
     if isinstance(node, QNode):
-        return "Q(" + ", ".join([src(a) for a in node.args] + [lf.src() for lf in node.leaves]) + ")"
+        return "Q(" + ", ".join([*(src(a) for a in node.args), *(lf.src() for lf in node.leaves)]) + ")"
     if isinstance(node, And):
         return f"({src(node.a)} & {src(node.b)})"
     if isinstance(node, Or):
@@ -129,7 +129,7 @@ def src(node: Any) -> str:
 def steps_src(steps: tuple) -> str:
     out = "session.query(PRow)"
     for st_ in steps:
-        parts = [src(a) for a in st_.args] + [lf.src() for lf in st_.leaves]
+        parts = [*(src(a) for a in st_.args), *(lf.src() for lf in st_.leaves)]
         out += f".{st_.kind}({', '.join(parts)})"
     return out
 
@@ -263,8 +263,7 @@ def eval_leaf(leaf: Leaf, row: dict, dialect: str) -> bool | None:
 def eval_node(node: Any, row: dict, dialect: str) -> bool | None:
     if isinstance(node, QNode):
         return and3(
-            [eval_node(a, row, dialect) for a in node.args]
-            + [eval_leaf(lf, row, dialect) for lf in node.leaves]
+            [*(eval_node(a, row, dialect) for a in node.args), *(eval_leaf(lf, row, dialect) for lf in node.leaves)]
         )
     if isinstance(node, And):
         return and3([eval_node(node.a, row, dialect), eval_node(node.b, row, dialect)])
@@ -279,8 +278,7 @@ def eval_steps(steps: tuple, row: dict, dialect: str) -> bool | None:
     results = []
     for st_ in steps:
         cond = and3(
-            [eval_node(a, row, dialect) for a in st_.args]
-            + [eval_leaf(lf, row, dialect) for lf in st_.leaves]
+            [*(eval_node(a, row, dialect) for a in st_.args), *(eval_leaf(lf, row, dialect) for lf in st_.leaves)]
         )
         results.append(cond if st_.kind == "filter" else not3(cond))
     return and3(results)
@@ -408,15 +406,8 @@ def steps_strategy(dialect: str) -> st.SearchStrategy[tuple]:
     return mostly(step.map(lambda s: (s,)), st.tuples(step, step))
 
 
-row_strategy = (
-    st.fixed_dictionaries(
-        {
-            "n": nullable(small_ints),
-            "s": nullable(row_text),
-            "flag": nullable(bools),
-            "k": small_ints,
-        }
-    )
+row_strategy = st.fixed_dictionaries(
+    {"n": nullable(small_ints), "s": nullable(row_text), "flag": nullable(bools), "k": small_ints}
 )
 # 0-15 rows; the size is drawn explicitly because st.lists favours very short lists
 rows_strategy = st.integers(0, 15).flatmap(
@@ -498,15 +489,15 @@ async def _check(session: AsyncSession, *steps: Step) -> list[int]:
     return sorted(by_k[o.id] for o in got)  # results named by k, independent of ids
 
 
-def F(*args: Any, **kw: Any) -> Step:
+def flt(*args: Any, **kw: Any) -> Step:
     return Step("filter", args, tuple(Leaf(*_split(k), v) for k, v in kw.items()))
 
 
-def X(*args: Any, **kw: Any) -> Step:
+def exc(*args: Any, **kw: Any) -> Step:
     return Step("exclude", args, tuple(Leaf(*_split(k), v) for k, v in kw.items()))
 
 
-def QN(*args: Any, **kw: Any) -> QNode:
+def qn(*args: Any, **kw: Any) -> QNode:
     return QNode(args, tuple(Leaf(*_split(k), v) for k, v in kw.items()))
 
 
@@ -517,58 +508,58 @@ def _split(key: str) -> tuple[str, str]:
 
 async def test_not_over_null_is_unknown(session):
     # NOT (n > 1): rows with n NULL stay out, rows with n <= 1 are in
-    assert await _check(session, F(Not(QN(n__gt=1)))) == [1]
+    assert await _check(session, flt(Not(qn(n__gt=1)))) == [1]
     # exclude is NOT (...) as well
-    assert await _check(session, X(n__gt=1)) == [1]
+    assert await _check(session, exc(n__gt=1)) == [1]
     # NOT (flag = True) does not return NULL flags
-    assert await _check(session, F(Not(QN(flag=True)))) == [3, 6]
+    assert await _check(session, flt(Not(qn(flag=True)))) == [3, 6]
     # but an OR with a TRUE branch rescues the unknown
-    assert await _check(session, F(Or(Not(QN(n__gt=1)), QN(n__isnull=True)))) == [1, 2, 5]
+    assert await _check(session, flt(Or(Not(qn(n__gt=1)), qn(n__isnull=True)))) == [1, 2, 5]
 
 
 async def test_not_in_with_null_in_list(session):
     # n NOT IN (1, NULL) is never TRUE
-    assert await _check(session, F(n__notin=[1, None])) == []
-    assert await _check(session, F(Not(QN(n__in=[1, None])))) == []
+    assert await _check(session, flt(n__notin=[1, None])) == []
+    assert await _check(session, flt(Not(qn(n__in=[1, None])))) == []
     # n IN (1, NULL) is TRUE only for n = 1
-    assert await _check(session, F(n__in=[1, None])) == [1]
-    assert await _check(session, F(n__in=[None])) == []
+    assert await _check(session, flt(n__in=[1, None])) == [1]
+    assert await _check(session, flt(n__in=[None])) == []
 
 
 async def test_empty_in_and_not_in_lists(session):
-    assert await _check(session, F(n__in=[])) == []
+    assert await _check(session, flt(n__in=[])) == []
     # NOT IN () is TRUE for every row, NULL included
-    assert await _check(session, F(n__notin=[])) == [1, 2, 3, 4, 5, 6]
-    assert await _check(session, F(s__notin=[])) == [1, 2, 3, 4, 5, 6]
+    assert await _check(session, flt(n__notin=[])) == [1, 2, 3, 4, 5, 6]
+    assert await _check(session, flt(s__notin=[])) == [1, 2, 3, 4, 5, 6]
     # NOT (x IN ()) is TRUE too
-    assert await _check(session, F(Not(QN(n__in=[])))) == [1, 2, 3, 4, 5, 6]
-    assert await _check(session, X(n__notin=[])) == []
+    assert await _check(session, flt(Not(qn(n__in=[])))) == [1, 2, 3, 4, 5, 6]
+    assert await _check(session, exc(n__notin=[])) == []
 
 
 async def test_contains_takes_wildcards_literally(session):
-    assert await _check(session, F(s__contains="%")) == [3]
-    assert await _check(session, F(s__contains="_")) == [4]
-    assert await _check(session, F(s__contains="*")) == [5]
-    assert await _check(session, F(s__contains="?[")) == [5]
-    assert await _check(session, F(s__startswith="a%")) == [3]
-    assert await _check(session, F(s__endswith="[z]")) == [5]
-    assert await _check(session, F(s__icontains="_c")) == [4]
-    assert await _check(session, F(s__iexact="a_c")) == [4]
+    assert await _check(session, flt(s__contains="%")) == [3]
+    assert await _check(session, flt(s__contains="_")) == [4]
+    assert await _check(session, flt(s__contains="*")) == [5]
+    assert await _check(session, flt(s__contains="?[")) == [5]
+    assert await _check(session, flt(s__startswith="a%")) == [3]
+    assert await _check(session, flt(s__endswith="[z]")) == [5]
+    assert await _check(session, flt(s__icontains="_c")) == [4]
+    assert await _check(session, flt(s__iexact="a_c")) == [4]
     # case-sensitive on every backend
-    assert await _check(session, F(s__contains="A")) == [4]
-    assert await _check(session, F(s__contains="")) == [1, 3, 4, 5, 6]
+    assert await _check(session, flt(s__contains="A")) == [4]
+    assert await _check(session, flt(s__contains="")) == [1, 3, 4, 5, 6]
 
 
 async def test_like_patterns(session):
     # like: _ and % are wildcards; case rule depends on the backend
-    got = await _check(session, F(s__like="a_c"))
+    got = await _check(session, flt(s__like="a_c"))
     assert got == ([1, 3, 4] if session.engine.dialect == "sqlite" else [1, 3])
-    assert await _check(session, F(s__ilike="a_c")) == [1, 3, 4]
-    assert await _check(session, F(s__like="%")) == [1, 3, 4, 5, 6]
+    assert await _check(session, flt(s__ilike="a_c")) == [1, 3, 4]
+    assert await _check(session, flt(s__like="%")) == [1, 3, 4, 5, 6]
 
 
 async def test_none_means_is_null(session):
-    assert await _check(session, F(n=None)) == [2, 5]
-    assert await _check(session, F(n__ne=None)) == [1, 3, 4, 6]
-    assert await _check(session, F(flag__ne=True)) == [3, 6]
-    assert await _check(session, F(n__range=(2, 3))) == [3, 4, 6]
+    assert await _check(session, flt(n=None)) == [2, 5]
+    assert await _check(session, flt(n__ne=None)) == [1, 3, 4, 6]
+    assert await _check(session, flt(flag__ne=True)) == [3, 6]
+    assert await _check(session, flt(n__range=(2, 3))) == [3, 4, 6]

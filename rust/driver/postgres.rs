@@ -293,8 +293,10 @@ impl PgPool {
     async fn connect(&self) -> Result<PgConn> {
         let cfg = &self.inner.cfg;
         let map = |e: tokio_postgres::Error| {
+            // Whatever the server said (no such database, bad password), the engine could
+            // not connect: that is an operational failure, as in PEP 249 drivers.
             let mut err = Error::from(e);
-            err.kind = if err.kind == Kind::Database { Kind::Operational } else { err.kind };
+            err.kind = Kind::Operational;
             err.message = format!("cannot connect to PostgreSQL at {}: {}", cfg.display, err.message);
             err
         };
@@ -469,6 +471,7 @@ struct Cell(Value);
 impl<'a> FromSql<'a> for Cell {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> std::result::Result<Self, BoxError> {
         let v = match *ty {
+            Type::VOID => Value::Null,
             Type::BOOL => Value::Bool(bool::from_sql(ty, raw)?),
             Type::INT2 => Value::Int(i16::from_sql(ty, raw)? as i64),
             Type::INT4 => Value::Int(i32::from_sql(ty, raw)? as i64),

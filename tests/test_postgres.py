@@ -1,0 +1,185 @@
+"""PostgreSQL-only behaviour: URLs, TLS, the pool and its failure modes, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from ormkit import (
+    AsyncSession,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PoolTimeout,
+    ProgrammingError,
+    create_engine,
+)
+from tests.conftest import IN_CI, PG_UP, PG_URL, new_schema_name, pg_url_for_schema
+from tests.models import User
+
+pytestmark = pytest.mark.skipif(
+    not PG_UP and not IN_CI, reason=f"!!! PostgreSQL is not reachable at {PG_URL}: these tests did NOT run"
+)
+
+
+@pytest.fixture
+async def pg():
+    """An engine on a fresh schema, with the shared models' tables."""
+    schema = new_schema_name()
+    engine = await create_engine(pg_url_for_schema(schema), pool_size=3, pool_timeout=2)
+    await engine.execute(f"CREATE SCHEMA {schema}")
+    await engine.create_all()
+    yield engine
+    admin = await create_engine(PG_URL)
+    await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    await admin.dispose()
+    await engine.dispose()
+
+
+async def _backend_pid(engine) -> int:
+    return (await engine.execute("SELECT pg_backend_pid()")).scalar()
+
+
+async def test_url_forms_and_application_name():
+    for url in (PG_URL, PG_URL.replace("postgresql://", "postgres://")):
+        engine = await create_engine(url + ("&" if "?" in url else "?") + "application_name=ormkit_tests")
+        name = (await engine.execute("SELECT current_setting('application_name')")).scalar()
+        assert name == "ormkit_tests"
+        await engine.dispose()
+
+
+async def test_percent_encoded_credentials():
+    admin = await create_engine(PG_URL)
+    await admin.execute("DROP ROLE IF EXISTS \"ormkit user@x\"")
+    await admin.execute("CREATE ROLE \"ormkit user@x\" LOGIN PASSWORD 'p@ss:w/rd'")
+    try:
+        host = PG_URL.split("@", 1)[1]
+        url = f"postgresql://ormkit%20user%40x:p%40ss%3Aw%2Frd@{host}"
+        engine = await create_engine(url)
+        assert (await engine.execute("SELECT current_user")).scalar() == "ormkit user@x"
+        await engine.dispose()
+    finally:
+        await admin.execute("DROP ROLE IF EXISTS \"ormkit user@x\"")
+        await admin.dispose()
+
+
+async def test_sslmode_require_encrypts_and_disable_does_not():
+    async def ssl_in_use(mode: str) -> bool:
+        engine = await create_engine(PG_URL + ("&" if "?" in PG_URL else "?") + f"sslmode={mode}")
+        try:
+            return (await engine.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")).scalar()
+        finally:
+            await engine.dispose()
+
+    assert await ssl_in_use("require") is True
+    assert await ssl_in_use("disable") is False
+
+
+async def test_bad_url_and_unreachable_server_fail_clearly():
+    with pytest.raises(InterfaceError, match="sslmode"):
+        await create_engine(PG_URL + "?sslmode=verify-full")
+    with pytest.raises(OperationalError, match="cannot connect"):
+        await create_engine("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2")
+    with pytest.raises(OperationalError):
+        await create_engine(PG_URL.rsplit("/", 1)[0] + "/ormkit_no_such_database")
+
+
+async def test_pool_timeout_raises_instead_of_hanging():
+    engine = await create_engine(PG_URL, pool_size=2, pool_timeout=0.5)
+    busy = [asyncio.ensure_future(engine.execute("SELECT pg_sleep(1.5)")) for _ in range(2)]
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout, match="pool_size=2"):
+        await engine.execute("SELECT 1")
+    assert time.monotonic() - started < 1.2
+    await asyncio.gather(*busy)
+    assert (await engine.execute("SELECT 1")).scalar() == 1
+    await engine.dispose()
+
+
+async def test_terminated_connection_is_replaced(pg):
+    session = AsyncSession(pg)
+    await session.insert(User(name="a", email="a@x"))
+    pid = await _backend_pid(pg)
+    admin = await create_engine(PG_URL)
+    # Terminate every connection of the pool, idle ones included.
+    for _ in range(3):
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ormkit' AND pid <> pg_backend_pid() AND datname = current_database() AND pid = ?", [pid])
+    await admin.dispose()
+    await asyncio.sleep(0.2)
+    # The broken connection is noticed and replaced; queries go on.
+    for _ in range(5):
+        try:
+            assert await session.query(User).count() == 1
+            break
+        except OperationalError:
+            continue
+    assert await session.query(User).count() == 1
+    assert await _backend_pid(pg) != pid
+
+
+async def test_cancelled_long_query_is_cancelled_server_side(pg):
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(pg.execute("SELECT pg_sleep(30)"), timeout=0.3)
+    started = time.monotonic()
+    # The same engine answers right away; the sleeping backend was cancelled, not waited for.
+    assert (await pg.execute("SELECT 41 + 1")).scalar() == 42
+    admin = await create_engine(PG_URL)
+    for _ in range(50):
+        sleeping = (
+            await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
+        ).scalar()
+        if sleeping == 0:
+            break
+        await asyncio.sleep(0.1)
+    await admin.dispose()
+    assert sleeping == 0
+    assert time.monotonic() - started < 5
+
+
+async def test_cancelled_task_leaves_the_pool_usable(pg):
+    task = asyncio.ensure_future(pg.execute("SELECT pg_sleep(30)"))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    results = await asyncio.gather(*[pg.execute("SELECT ?::int", [i]) for i in range(10)])
+    assert [r.scalar() for r in results] == list(range(10))
+
+
+async def test_unique_violation_is_integrity_error_by_sqlstate(pg):
+    session = AsyncSession(pg)
+    await session.insert(User(name="a", email="dup@x"))
+    with pytest.raises(IntegrityError, match="duplicate key"):
+        await session.insert(User(name="b", email="dup@x"))
+    with pytest.raises(IntegrityError):
+        await pg.execute("INSERT INTO t_posts (title, author_id) VALUES ('x', 999)")
+    with pytest.raises(ProgrammingError):
+        await pg.execute("SELECT * FROM no_such_table")
+    assert await session.query(User).count() == 1
+
+
+async def test_int_binds_to_integer_and_bigint_columns(pg):
+    await pg.execute("CREATE TABLE nums (a integer, b bigint, c smallint, d double precision, e numeric)")
+    await pg.execute("INSERT INTO nums VALUES (?, ?, ?, ?, ?)", [1, 2**40, 3, 4, 5])
+    row = (await pg.execute("SELECT a, b, c, d, e FROM nums")).first()
+    from decimal import Decimal
+
+    assert tuple(row) == (1, 2**40, 3, 4.0, Decimal(5))
+    with pytest.raises(Exception, match="out of range"):
+        await pg.execute("INSERT INTO nums (a) VALUES (?)", [2**40])
+
+
+async def test_qmark_and_dollar_placeholders(pg):
+    assert (await pg.execute("SELECT ?::text || '?'", ["a"])).scalar() == "a?"
+    assert (await pg.execute("SELECT $1::int + $2::int", [1, 2])).scalar() == 3
+
+
+async def test_insert_all_of_ten_thousand_rows_is_one_batch(pg):
+    session = AsyncSession(pg)
+    users = await session.insert_all([User(name=f"u{i}", email=f"u{i}@x") for i in range(10_000)])
+    assert len({u.id for u in users}) == 10_000
+    assert [u.id for u in users] == sorted(u.id for u in users)
+    assert await session.query(User).count() == 10_000
