@@ -32,6 +32,7 @@ from ormkit.model import (
     mapped_column,
     relationship,
 )
+from ormkit.loading import joinedload, noload, selectinload
 from ormkit.q import Q
 from ormkit.query import Query
 from ormkit.session import AsyncSession
@@ -66,6 +67,9 @@ __all__ = [
     "RelationNotLoaded",
     "ValueTypeError",
     "create_engine",
+    "joinedload",
     "mapped_column",
+    "noload",
     "relationship",
+    "selectinload",
 ]

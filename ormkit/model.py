@@ -155,7 +155,7 @@ def mapped_column(
 class Relationship:
     """What ``relationship()`` returns; the related class comes from the annotation."""
 
-    __slots__ = ("back_populates", "lazy", "uselist", "secondary", "target", "name", "owner")
+    __slots__ = ("back_populates", "lazy", "uselist", "secondary", "foreign_keys", "target", "name", "owner")
 
     def __init__(
         self,
@@ -163,6 +163,7 @@ class Relationship:
         lazy: str = "select",
         uselist: bool | None = None,
         secondary: Any = None,
+        foreign_keys: str | None = None,
     ) -> None:
         if lazy not in ("select", "selectin", "joined", "noload", "raise"):
             raise ValueError(
@@ -172,6 +173,7 @@ class Relationship:
         self.lazy = lazy
         self.uselist = uselist
         self.secondary = secondary
+        self.foreign_keys = foreign_keys
         self.target: str | None = None
         self.name: str = ""
         self.owner: str = ""
@@ -180,8 +182,8 @@ class Relationship:
         if obj is None:
             return self
         raise RelationNotLoaded(
-            f"{self.owner}.{self.name} is not loaded; load it with "
-            f'.options(selectinload("{self.name}")) on the query'
+            f"{self.owner}.{self.name} is not loaded, and reading it never runs a query; load it with "
+            f'.options(selectinload("{self.name}")) on the query, or await session.load(obj, "{self.name}")'
         )
 
 
@@ -190,9 +192,21 @@ def relationship(
     lazy: str = "select",
     uselist: bool | None = None,
     secondary: Any = None,
+    foreign_keys: str | None = None,
 ) -> Any:
-    """Declares a relationship to another model (loading options come with the query)."""
-    return Relationship(back_populates=back_populates, lazy=lazy, uselist=uselist, secondary=secondary)
+    """Declares a relationship to another model.
+
+    The join columns come from ``ForeignKey`` columns: the model holding the key is the
+    many side. ``secondary`` names the association table (or model) of a many-to-many.
+    ``uselist=False`` on a one-to-many makes it one-to-one. ``foreign_keys`` names the key
+    column when several link the two models. ``lazy`` is the default loading: ``"select"``
+    and ``"raise"`` (load only on request: reading an unloaded relationship raises
+    ``RelationNotLoaded``), ``"selectin"`` / ``"joined"`` (loaded with every query of the
+    model), ``"noload"`` (always empty).
+    """
+    return Relationship(
+        back_populates=back_populates, lazy=lazy, uselist=uselist, secondary=secondary, foreign_keys=foreign_keys
+    )
 
 
 class Column:
@@ -407,6 +421,7 @@ def _register(cls: type[Base]) -> None:
             "lazy": r.lazy,
             "uselist": r.uselist,
             "secondary": r.secondary if isinstance(r.secondary, str) else getattr(r.secondary, "__tablename__", None),
+            "foreign_keys": r.foreign_keys,
         }
         for r in relations.values()
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ormkit import _ormkit
+from ormkit.loading import paths_of
 
 if TYPE_CHECKING:
     from ormkit.session import AsyncSession
@@ -60,6 +61,10 @@ class Query(Generic[M]):
 
     def group_by(self, *fields: str) -> Query[M]:
         return self._new(self._q.group_by(*fields))
+
+    def options(self, *options: Any) -> Query[M]:
+        """Relationship loading: ``options(selectinload("posts"), joinedload("author"))``."""
+        return self._new(self._q.options(paths_of(options)))
 
     def having(self, **lookups: Any) -> Query[M]:
         """Aggregate lookups: ``having(count__gt=1)``, ``having(sum__amount__gte=100)``."""

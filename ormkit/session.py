@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from ormkit.engine import Engine
+from ormkit.exceptions import FieldError
+from ormkit.loading import paths_of
 from ormkit.query import Query, _handle
 
 M = TypeVar("M")
@@ -61,6 +63,39 @@ class AsyncSession:
     def bulk_update(self, model: type, values: dict[str, Any], **filters: Any) -> Any:
         """``UPDATE model SET values WHERE filters``; awaits to the number of rows changed."""
         return self._core.bulk_update(_handle(model), values, **filters)
+
+    async def load(self, instance: Any, *relations: Any) -> Any:
+        """Loads relationships of an instance (or a list of instances of one model) that a
+        query did not load: ``await session.load(user, "posts")``. Returns the instance."""
+        items = list(instance) if isinstance(instance, (list, tuple)) else [instance]
+        if not items:
+            return instance
+        if not relations:
+            raise TypeError("load() needs at least one relationship name")
+        model = type(items[0])
+        await self._core.load_relations(_handle(model), items, paths_of(relations))
+        return instance
+
+    async def refresh(self, instance: Any, attribute_names: Any = None) -> Any:
+        """Reloads the instance's columns from the database, and the named relationships."""
+        model = type(instance)
+        handle = _handle(model)
+        pk = instance.__dict__.get(handle.pk_name)
+        fresh = await self._core.get(handle, pk, True)
+        names = list(attribute_names) if attribute_names is not None else list(model.__ormkit_fields__)
+        relations = [n for n in names if n in model.__ormkit_relations__]
+        for name in names:
+            if name in model.__ormkit_relations__:
+                continue
+            if name not in model.__ormkit_fields__:
+                raise FieldError(f"{model.__name__} has no field or relationship {name!r}")
+            instance.__dict__[name] = fresh.__dict__[name]
+        if attribute_names is None:
+            for name in model.__ormkit_fields__:
+                instance.__dict__[name] = fresh.__dict__[name]
+        if relations:
+            await self.load(instance, *relations)
+        return instance
 
     def query(self, model: type[M]) -> Query[M]:
         return Query(model, self)

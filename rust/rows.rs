@@ -34,3 +34,45 @@ impl RowSet {
         self.columns.names.iter().position(|c| c == name)
     }
 }
+
+/// A hashable form of a key value, for grouping rows by key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Other(String),
+}
+
+impl Key {
+    /// `None` for NULL: a NULL key matches nothing.
+    pub fn of(v: &Value) -> Option<Key> {
+        Some(match v {
+            Value::Null => return None,
+            Value::Int(i) => Key::Int(*i),
+            Value::Bool(b) => Key::Int(*b as i64),
+            Value::Text(s) => Key::Text(s.clone()),
+            Value::Bytes(b) => Key::Bytes(b.clone()),
+            other => Key::Other(format!("{other:?}")),
+        })
+    }
+}
+
+/// The distinct non-NULL values of column `col`, in first-seen order.
+pub fn distinct_keys(rows: &RowSet, col: usize) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let w = rows.width();
+    if w == 0 {
+        return out;
+    }
+    for row in rows.values.chunks(w) {
+        let v = &row[col];
+        if let Some(k) = Key::of(v) {
+            if seen.insert(k) {
+                out.push(v.clone());
+            }
+        }
+    }
+    out
+}

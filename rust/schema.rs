@@ -55,11 +55,48 @@ pub struct ColumnSchema {
 #[derive(Clone, Debug)]
 pub struct RelationSchema {
     pub name: String,
+    /// The related class's name, as written in the annotation.
     pub target: String,
     pub back_populates: Option<String>,
     pub lazy: String,
     pub uselist: Option<bool>,
+    /// The association table of a many-to-many relation (a registered model's table).
     pub secondary: Option<String>,
+    /// The foreign-key column to use when several could link the two models.
+    pub foreign_key: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelKind {
+    ManyToOne,
+    OneToMany,
+    ManyToMany,
+}
+
+/// The association table of a many-to-many relation.
+#[derive(Clone, Debug)]
+pub struct Secondary {
+    pub model: Arc<ModelSchema>,
+    /// Its column referencing the owner, and its column referencing the target.
+    pub owner_fk: usize,
+    pub target_fk: usize,
+}
+
+/// A relation with its join columns worked out.
+#[derive(Clone, Debug)]
+pub struct ResolvedRel {
+    pub name: String,
+    pub kind: RelKind,
+    pub uselist: bool,
+    pub target: Arc<ModelSchema>,
+    /// Many-to-one: the owner's foreign key. Otherwise: the owner column it is referenced by.
+    pub local_col: usize,
+    /// Many-to-one: the referenced target column. One-to-many: the target's foreign key.
+    /// Many-to-many: the target column the association table references.
+    pub remote_col: usize,
+    pub secondary: Option<Secondary>,
+    pub back_populates: Option<String>,
+    pub lazy: String,
 }
 
 #[derive(Debug)]
@@ -72,6 +109,7 @@ pub struct ModelSchema {
     pub pk: usize,
     pub relations: Vec<RelationSchema>,
     by_name: HashMap<String, usize>,
+    resolved: OnceLock<Arc<Vec<ResolvedRel>>>,
 }
 
 impl ModelSchema {
@@ -110,7 +148,7 @@ impl ModelSchema {
             )))
             }
         };
-        Ok(ModelSchema { id: 0, name, table, columns, pk, relations, by_name })
+        Ok(ModelSchema { id: 0, name, table, columns, pk, relations, by_name, resolved: OnceLock::new() })
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -136,6 +174,141 @@ impl ModelSchema {
     pub fn column_names(&self) -> Vec<&str> {
         self.columns.iter().map(|c| c.name.as_str()).collect()
     }
+
+    pub fn relation_index(&self, name: &str) -> Option<usize> {
+        self.relations.iter().position(|r| r.name == name)
+    }
+
+    /// The relations with their join columns. Worked out on first use, when every model
+    /// a relation names should exist; a missing or ambiguous link is an error naming both
+    /// models.
+    pub fn resolved_relations(&self) -> Result<Arc<Vec<ResolvedRel>>> {
+        if let Some(r) = self.resolved.get() {
+            return Ok(r.clone());
+        }
+        let rels = Arc::new(self.relations.iter().map(|r| resolve(self, r)).collect::<Result<Vec<_>>>()?);
+        let _ = self.resolved.set(rels.clone());
+        Ok(rels)
+    }
+
+    pub fn require_relation(&self, name: &str) -> Result<usize> {
+        self.relation_index(name).ok_or_else(|| {
+            let names: Vec<&str> = self.relations.iter().map(|r| r.name.as_str()).collect();
+            Error::field(format!(
+                "{} has no relationship {:?}; its relationships are: {}",
+                self.name,
+                name,
+                if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
+            ))
+        })
+    }
+}
+
+fn resolve(owner: &ModelSchema, r: &RelationSchema) -> Result<ResolvedRel> {
+    let who = format!("relationship {}.{}", owner.name, r.name);
+    let target = by_name(&r.target).ok_or_else(|| {
+        Error::field(format!("{who}: no model named {:?} is defined (is its module imported?)", r.target))
+    })?;
+    let fk_to = |m: &ModelSchema, table: &str| -> Vec<usize> {
+        m.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.foreign_key.as_ref().is_some_and(|f| f.table == table))
+            .filter(|(_, c)| r.foreign_key.as_ref().is_none_or(|k| *k == c.name))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let referenced = |m: &ModelSchema, via: &ColumnSchema| -> Result<usize> {
+        let fk = via.foreign_key.as_ref().expect("filtered on foreign keys");
+        m.column_index(&fk.column).ok_or_else(|| {
+            Error::field(format!(
+                "{who}: ForeignKey(\"{}.{}\") names a column {} does not have",
+                fk.table, fk.column, m.name
+            ))
+        })
+    };
+    let base = |kind, uselist, local_col, remote_col, secondary| ResolvedRel {
+        name: r.name.clone(),
+        kind,
+        uselist,
+        target: target.clone(),
+        local_col,
+        remote_col,
+        secondary,
+        back_populates: r.back_populates.clone(),
+        lazy: r.lazy.clone(),
+    };
+    if let Some(sec) = &r.secondary {
+        let s = by_table(sec).ok_or_else(|| {
+            Error::field(format!(
+                "{who}: secondary={sec:?} is not the table of any model; declare the association table as a model"
+            ))
+        })?;
+        let owner_fks = fk_to(&s, &owner.table);
+        let target_fks = fk_to(&s, &target.table);
+        let (o, t) = match (owner_fks.as_slice(), target_fks.as_slice()) {
+            ([o], [t]) if o != t => (*o, *t),
+            _ => {
+                return Err(Error::field(format!(
+                    "{who}: association table {sec:?} needs exactly one ForeignKey to {:?} ({}) and one to {:?} ({})",
+                    owner.table, owner.name, target.table, target.name
+                )))
+            }
+        };
+        let local = referenced(owner, &s.columns[o])?;
+        let remote = referenced(&target, &s.columns[t])?;
+        let secondary = Secondary { model: s, owner_fk: o, target_fk: t };
+        return Ok(base(RelKind::ManyToMany, r.uselist.unwrap_or(true), local, remote, Some(secondary)));
+    }
+    let on_owner = fk_to(owner, &target.table);
+    let on_target = if target.table == owner.table { on_owner.clone() } else { fk_to(&target, &owner.table) };
+    let wants_list = r.uselist == Some(true);
+    let self_ref = target.table == owner.table;
+    let kind = match (on_owner.len(), on_target.len()) {
+        (0, 0) => {
+            return Err(Error::field(format!(
+                "{who}: no ForeignKey links {} and {}; add ForeignKey(\"{}.{}\") to one of them, or pass secondary=\"<association table>\"",
+                owner.name,
+                target.name,
+                owner.table,
+                owner.pk_column().name
+            )))
+        }
+        (1, _) if self_ref => {
+            if wants_list {
+                RelKind::OneToMany
+            } else {
+                RelKind::ManyToOne
+            }
+        }
+        (1, 0) => RelKind::ManyToOne,
+        (0, 1) => RelKind::OneToMany,
+        (1, 1) if wants_list => RelKind::OneToMany,
+        (1, 1) => RelKind::ManyToOne,
+        _ => {
+            return Err(Error::field(format!(
+                "{who}: several foreign keys link {} and {}; choose one with relationship(foreign_keys=\"<column>\")",
+                owner.name, target.name
+            )))
+        }
+    };
+    match kind {
+        RelKind::ManyToOne => {
+            if wants_list {
+                return Err(Error::field(format!(
+                    "{who}: {} holds the foreign key, so each {} has one {}; annotate it Mapped[{}] (not a list)",
+                    owner.name, owner.name, target.name, target.name
+                )));
+            }
+            let fk = on_owner[0];
+            Ok(base(RelKind::ManyToOne, false, fk, referenced(&target, &owner.columns[fk])?, None))
+        }
+        _ => {
+            let fk = on_target[0];
+            let local = referenced(owner, &target.columns[fk])?;
+            Ok(base(RelKind::OneToMany, r.uselist.unwrap_or(true), local, fk, None))
+        }
+    }
 }
 
 pub fn is_identifier(s: &str) -> bool {
@@ -150,11 +323,12 @@ pub fn is_identifier(s: &str) -> bool {
 struct Registry {
     models: Vec<Arc<ModelSchema>>,
     by_table: HashMap<String, u32>,
+    by_name: HashMap<String, u32>,
 }
 
 fn registry() -> &'static RwLock<Registry> {
     static REG: OnceLock<RwLock<Registry>> = OnceLock::new();
-    REG.get_or_init(|| RwLock::new(Registry { models: Vec::new(), by_table: HashMap::new() }))
+    REG.get_or_init(|| RwLock::new(Registry { models: Vec::new(), by_table: HashMap::new(), by_name: HashMap::new() }))
 }
 
 /// Registers a model. A table name may be registered again (a module reloaded, a test
@@ -165,6 +339,7 @@ pub fn register(mut schema: ModelSchema) -> Result<Arc<ModelSchema>> {
     schema.id = reg.models.len() as u32;
     let schema = Arc::new(schema);
     reg.by_table.insert(schema.table.clone(), schema.id);
+    reg.by_name.insert(schema.name.clone(), schema.id);
     reg.models.push(schema.clone());
     Ok(schema)
 }
@@ -191,6 +366,12 @@ fn check_foreign_keys(schema: &ModelSchema, reg: &Registry) -> Result<()> {
 
 pub fn get(id: u32) -> Arc<ModelSchema> {
     registry().read().unwrap().models[id as usize].clone()
+}
+
+/// The newest model registered under a class name.
+pub fn by_name(name: &str) -> Option<Arc<ModelSchema>> {
+    let reg = registry().read().unwrap();
+    reg.by_name.get(name).map(|id| reg.models[*id as usize].clone())
 }
 
 pub fn by_table(table: &str) -> Option<Arc<ModelSchema>> {

@@ -73,6 +73,8 @@ pub enum Value {
     DateTimeTz(DateTime<FixedOffset>),
     /// An exact decimal, as text (PostgreSQL NUMERIC, Python `Decimal`).
     Decimal(String),
+    /// A list bound as one parameter: a JSON array on SQLite, an array on PostgreSQL.
+    List(Vec<Value>),
 }
 
 impl Value {

@@ -7,6 +7,7 @@
 
 mod cond;
 pub mod ddl;
+pub mod load;
 mod select;
 mod write;
 
@@ -144,7 +145,11 @@ pub struct Compiled {
 impl Compiled {
     /// The bound values for one execution, in placeholder order.
     pub fn params(&self, values: &[Value]) -> Vec<Value> {
-        self.binds
+        Self::params_of(&self.binds, values)
+    }
+
+    pub fn params_of(binds: &[Bind], values: &[Value]) -> Vec<Value> {
+        binds
             .iter()
             .map(|b| match b.transform {
                 Transform::NoLimit => Value::Int(-1),

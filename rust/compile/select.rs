@@ -37,7 +37,7 @@ fn agg_name(f: AggFn, c: Option<usize>, schema: &ModelSchema) -> String {
     }
 }
 
-fn build(d: Dialect, schema: &ModelSchema, s: &SelectShape, out: &mut Vec<OutCol>) -> SelectStatement {
+pub(crate) fn build(d: Dialect, schema: &ModelSchema, s: &SelectShape, out: &mut Vec<OutCol>) -> SelectStatement {
     let mut q = Query::select();
     q.from(Alias::new(schema.table.as_str()));
     match &s.projection {

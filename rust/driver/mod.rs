@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::compile::Columns;
 use crate::rows::RowSet;
+
 use crate::value::Value;
 
 /// One unit of work for a connection.
@@ -20,9 +21,66 @@ pub enum Request {
     Batch { groups: Vec<(Arc<str>, Vec<Vec<Value>>)>, columns: Option<Columns> },
     /// Run statements in order inside one transaction (DDL).
     Script { statements: Vec<String> },
+    /// Run a query and the queries loading its relations, each keyed by rows of an earlier
+    /// one (see `compile::load`).
+    Load { units: Vec<LoadUnit> },
 }
 
-pub type Response = RowSet;
+/// One statement of a relation load.
+#[derive(Debug)]
+pub struct LoadUnit {
+    pub sql: Arc<str>,
+    pub params: Vec<Value>,
+    pub columns: Columns,
+    /// `(unit, column)`: bind the distinct values of that column of that earlier unit's rows
+    /// as this unit's first parameter. No keys, no query.
+    pub source: Option<(usize, usize)>,
+    /// Rows already at hand (loading relations of existing instances): not queried.
+    pub given: Option<RowSet>,
+}
+
+#[derive(Debug)]
+pub enum Response {
+    Rows(RowSet),
+    Units(Vec<RowSet>),
+}
+
+impl Response {
+    pub fn rows(self) -> RowSet {
+        match self {
+            Response::Rows(r) => r,
+            Response::Units(mut u) => u.drain(..).next().unwrap_or_default(),
+        }
+    }
+
+    pub fn units(self) -> Vec<RowSet> {
+        match self {
+            Response::Rows(r) => vec![r],
+            Response::Units(u) => u,
+        }
+    }
+}
+
+/// The parameters a unit binds, with its key list filled in from the earlier units' rows;
+/// `None` when there are no keys, so nothing to load.
+pub(crate) fn unit_params_ref(
+    source: &Option<(usize, usize)>,
+    params: &[Value],
+    done: &[RowSet],
+) -> Option<Vec<Value>> {
+    match source {
+        None => Some(params.to_vec()),
+        Some((parent, col)) => {
+            let keys = crate::rows::distinct_keys(&done[*parent], *col);
+            if keys.is_empty() {
+                return None;
+            }
+            let mut params = params.to_vec();
+            params[0] = Value::List(keys);
+            Some(params)
+        }
+    }
+}
 
 /// The one tokio runtime, created on first use. Two workers: PostgreSQL I/O is light, and
 /// the machine's other core belongs to Python.

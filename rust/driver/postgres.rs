@@ -14,7 +14,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::Request;
+use super::{Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
 use crate::rows::RowSet;
@@ -376,6 +376,7 @@ fn mismatch(v: &Value, ty: &Type) -> BoxError {
         Value::DateTime(_) => "datetime",
         Value::DateTimeTz(_) => "aware datetime",
         Value::Decimal(_) => "Decimal",
+        Value::List(_) => "list",
     };
     format!("cannot send a {what} value to a parameter of type {ty}").into()
 }
@@ -450,6 +451,9 @@ impl ToSql for Param<'_> {
             (Value::DateTime(t), &Type::TIMESTAMPTZ) => t.and_utc().to_sql(ty, out),
             (Value::DateTimeTz(t), &Type::TIMESTAMPTZ) => t.with_timezone(&Utc).to_sql(ty, out),
             (Value::DateTimeTz(t), &Type::TIMESTAMP) => t.naive_utc().to_sql(ty, out),
+            (Value::List(items), _) if matches!(ty.kind(), tokio_postgres::types::Kind::Array(_)) => {
+                items.iter().map(Param).collect::<Vec<_>>().to_sql(ty, out)
+            }
             (Value::Text(s), _) if matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_)) => {
                 out.put_slice(s.as_bytes());
                 Ok(IsNull::No)
@@ -768,7 +772,23 @@ where
     }
 }
 
-pub async fn run(conn: &mut PgConn, req: Request) -> Result<RowSet> {
+pub async fn run(conn: &mut PgConn, req: Request) -> Result<Response> {
+    if let Request::Load { units } = req {
+        let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
+        for unit in units {
+            let rows = match (unit.given, super::unit_params_ref(&unit.source, &unit.params, &done)) {
+                (Some(given), _) => given,
+                (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone())).await?,
+                (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
+            };
+            done.push(rows);
+        }
+        return Ok(Response::Units(done));
+    }
+    run_one(conn, req).await.map(Response::Rows)
+}
+
+async fn run_one(conn: &mut PgConn, req: Request) -> Result<RowSet> {
     match req {
         Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns).await,
         Request::Batch { groups, columns } => {
@@ -789,6 +809,7 @@ pub async fn run(conn: &mut PgConn, req: Request) -> Result<RowSet> {
             })
             .await
         }
+        Request::Load { .. } => unreachable!("handled by run"),
     }
 }
 

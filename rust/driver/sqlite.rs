@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::Request;
+use super::{Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
 use crate::rows::RowSet;
@@ -164,8 +164,24 @@ impl ToSql for Bound<'_> {
             Value::DateTime(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::datetime(t))),
             Value::DateTimeTz(t) => ToSqlOutput::Owned(SqlValue::Text(text_format::datetime_tz(t))),
             Value::Decimal(d) => ToSqlOutput::Borrowed(ValueRef::Text(d.as_bytes())),
+            Value::List(items) => ToSqlOutput::Owned(SqlValue::Text(json_list(items))),
         })
     }
+}
+
+/// A key list as the JSON array `json_each` reads.
+fn json_list(items: &[Value]) -> String {
+    let arr: Vec<serde_json::Value> = items
+        .iter()
+        .map(|v| match v {
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Bool(b) => serde_json::Value::from(*b as i64),
+            Value::Float(f) => serde_json::Value::from(*f),
+            Value::Text(s) => serde_json::Value::from(s.as_str()),
+            other => serde_json::Value::from(format!("{other:?}")),
+        })
+        .collect();
+    serde_json::Value::Array(arr).to_string()
 }
 
 fn dynamic(v: ValueRef<'_>) -> Value {
@@ -270,7 +286,25 @@ fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result
     }
 }
 
-pub fn run(conn: &Connection, req: Request) -> Result<RowSet> {
+pub fn run(conn: &Connection, req: Request) -> Result<Response> {
+    match req {
+        Request::Load { units } => {
+            let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
+            for unit in units {
+                let rows = match (unit.given, super::unit_params_ref(&unit.source, &unit.params, &done)) {
+                    (Some(given), _) => given,
+                    (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone()))?,
+                    (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
+                };
+                done.push(rows);
+            }
+            Ok(Response::Units(done))
+        }
+        other => run_one(conn, other).map(Response::Rows),
+    }
+}
+
+fn run_one(conn: &Connection, req: Request) -> Result<RowSet> {
     match req {
         Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns),
         Request::Batch { groups, columns } => in_transaction(conn, || {
@@ -293,6 +327,7 @@ pub fn run(conn: &Connection, req: Request) -> Result<RowSet> {
             }
             Ok(RowSet::default())
         }),
+        Request::Load { .. } => unreachable!("handled by run"),
     }
 }
 
@@ -422,7 +457,7 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)").unwrap();
         let sql: Arc<str> = "INSERT INTO t (v) VALUES (?)".into();
         let rows = vec![vec![Value::Text("a".into())], vec![Value::Text("a".into())]];
-        let err = run(&conn, Request::Batch { groups: vec![(sql, rows)], columns: None }).unwrap_err();
+        let err = run_one(&conn, Request::Batch { groups: vec![(sql, rows)], columns: None }).unwrap_err();
         assert_eq!(err.kind, Kind::Integrity);
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);

@@ -4,6 +4,7 @@
 //! list of bound values the shape's slots refer to. Two queries that differ only in their
 //! values share a shape, so the compiler caches SQL by shape.
 
+pub mod load;
 pub mod lookup;
 
 use crate::value::Value;
@@ -119,6 +120,8 @@ pub struct SelectShape {
     pub having: Option<Cond>,
     /// Wrap the select and compute this over its rows (count of a limited or grouped query).
     pub wrap: Option<Wrap>,
+    /// Relations loaded with the rows (model selects only).
+    pub loads: Vec<load::LoadNode>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -140,6 +143,7 @@ impl SelectShape {
             group_by: Vec::new(),
             having: None,
             wrap: None,
+            loads: Vec::new(),
         }
     }
 }

@@ -283,6 +283,9 @@ pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
         Value::Time(t) => t.into_pyobject(py)?.into_any(),
         Value::DateTime(t) => t.into_pyobject(py)?.into_any(),
         Value::DateTimeTz(t) => t.into_pyobject(py)?.into_any(),
+        Value::List(items) => {
+            PyList::new(py, items.iter().map(|v| to_py(py, v)).collect::<PyResult<Vec<_>>>()?)?.into_any()
+        }
         Value::Decimal(d) => {
             static DECIMAL: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
             DECIMAL.import(py, "decimal", "Decimal")?.call1((d.as_str(),))?

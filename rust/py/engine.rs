@@ -7,15 +7,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::convert;
+use super::load::{run_for_instances, run_models};
 use super::model::ModelHandle;
-use super::query::{lookup_cond, set_list};
+use super::query::{lookup_cond, parse_path, set_list};
 use super::result::RawResult;
 use crate::bridge::{self, Payload, Pending};
 use crate::compile::{self, ddl, Compiled, Dialect};
 use crate::driver::postgres::{self, PgConfig, PgPool};
 use crate::driver::sqlite::{self, SqliteConfig, SqlitePool};
-use crate::driver::{runtime, Request};
+use crate::driver::{runtime, Request, Response};
 use crate::errors::{Error, Kind};
+use crate::plan::load;
 use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape};
 use crate::rows::RowSet;
 use crate::schema;
@@ -46,6 +48,14 @@ impl EngineCore {
     pub fn submit<F>(&self, req: Request, finish: F) -> PyResult<Pending>
     where
         F: FnOnce(Python<'_>, RowSet) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        self.submit_response(req, move |py, r| finish(py, r.rows()))
+    }
+
+    /// Like `submit`, for requests answering with several result sets.
+    pub fn submit_response<F>(&self, req: Request, finish: F) -> PyResult<Pending>
+    where
+        F: FnOnce(Python<'_>, Response) -> PyResult<Py<PyAny>> + Send + 'static,
     {
         let (pending, completer) = bridge::pending();
         match &self.backend {
@@ -362,23 +372,61 @@ impl EngineCore {
         let mut params = Params::default();
         let mut shape = SelectShape::new(m.schema.id);
         shape.filter = Some(Self::pk_filter(m, pkv, &mut params));
-        let compiled = compile::compile(self.dialect, &Statement::Select(shape))?;
+        shape.loads = load::defaults(&m.schema)?;
         let model = model.clone_ref(py);
         let shown = pk.repr()?.to_string();
-        self.run_compiled(&compiled, &params.values, move |py, rows| {
-            let m = model.get();
-            if rows.is_empty() {
-                if required {
-                    return Err(Error::new(
-                        Kind::NoResultFound,
-                        format!("no {} with {}={}", m.schema.name, m.schema.pk_column().name, shown),
-                    )
-                    .into());
+        run_models(
+            py,
+            self,
+            &shape,
+            &params,
+            None,
+            Box::new(move |py, list| {
+                let m = model.get();
+                if list.is_empty() {
+                    if required {
+                        return Err(Error::new(
+                            Kind::NoResultFound,
+                            format!("no {} with {}={}", m.schema.name, m.schema.pk_column().name, shown),
+                        )
+                        .into());
+                    }
+                    return Ok(py.None());
                 }
-                return Ok(py.None());
+                Ok(list.get_item(0)?.unbind())
+            }),
+        )
+    }
+
+    /// Loads relations (paths of `(relation, strategy)`) of instances already at hand, and
+    /// attaches them; resolves to the list of instances.
+    fn load_relations(
+        &self,
+        model: Py<ModelHandle>,
+        instances: Vec<Bound<'_, PyAny>>,
+        paths: Vec<Vec<(String, String)>>,
+    ) -> PyResult<Pending> {
+        let m = model.get();
+        let mut shape = SelectShape::new(m.schema.id);
+        for path in paths {
+            load::add_path(&mut shape.loads, &m.schema, &parse_path(path)?)?;
+        }
+        let mut values = Vec::with_capacity(instances.len() * m.keys.len());
+        for obj in &instances {
+            for (i, v) in m.instance_values(obj)?.into_iter().enumerate() {
+                let ty = m.schema.columns[i].ty;
+                values.push(v.and_then(|v| convert::to_value(&v, ty).ok()).unwrap_or(Value::Null));
             }
-            Ok(m.new_instance(py, rows.row(0))?.unbind())
-        })
+        }
+        let names: Vec<String> = m.schema.columns.iter().map(|c| c.name.clone()).collect();
+        let types: Vec<Option<crate::value::ColType>> = m.schema.columns.iter().map(|c| Some(c.ty)).collect();
+        let given = RowSet {
+            columns: crate::compile::Columns { names: names.into(), types: types.into() },
+            values,
+            affected: 0,
+        };
+        let objs = instances.into_iter().map(|o| o.unbind()).collect();
+        run_for_instances(self, &shape, objs, given)
     }
 
     /// Updates columns of one instance by primary key and sets them on the instance.

@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod engine;
+pub mod load;
 pub mod model;
 pub mod query;
 pub mod result;
@@ -10,9 +11,8 @@ use pyo3::prelude::*;
 
 /// A new query over `model`.
 #[pyfunction]
-fn new_query(py: Python<'_>, model: Py<model::ModelHandle>) -> query::QueryCore {
+fn new_query(model: Py<model::ModelHandle>) -> PyResult<query::QueryCore> {
     let schema = model.get().schema.clone();
-    let _ = py;
     query::QueryCore::new(model, schema)
 }
 

@@ -82,9 +82,21 @@ fn column_from_spec(model: &str, d: &Bound<'_, PyDict>) -> PyResult<ColumnSchema
     })
 }
 
+/// Every registered model's handle, by schema id, for building related instances.
+static HANDLES: std::sync::Mutex<Vec<Option<Py<ModelHandle>>>> = std::sync::Mutex::new(Vec::new());
+
+pub fn handle_for(py: Python<'_>, id: u32) -> PyResult<Py<ModelHandle>> {
+    HANDLES
+        .lock()
+        .unwrap()
+        .get(id as usize)
+        .and_then(|h| h.as_ref().map(|h| h.clone_ref(py)))
+        .ok_or_else(|| Error::internal(format!("model {id} has no Python class")).into())
+}
+
 /// Registers a model class. `spec` holds `name`, `table`, `columns` and `relations`.
 #[pyfunction]
-pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, PyDict>) -> PyResult<ModelHandle> {
+pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, PyDict>) -> PyResult<Py<ModelHandle>> {
     let name: String = get_opt(&spec, "name")?.unwrap_or_default();
     let table: String = get_opt(&spec, "table")?.unwrap_or_default();
     let mut columns = Vec::new();
@@ -104,12 +116,20 @@ pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, Py
                 lazy: get_opt(&r, "lazy")?.unwrap_or_else(|| "select".to_string()),
                 uselist: get_opt(&r, "uselist")?,
                 secondary: get_opt(&r, "secondary")?,
+                foreign_key: get_opt(&r, "foreign_keys")?,
             });
         }
     }
     let schema = schema::register(ModelSchema::new(name, table, columns, relations)?)?;
     let keys = schema.columns.iter().map(|c| PyString::intern(py, &c.name).unbind()).collect();
-    Ok(ModelHandle { schema, cls: cls.unbind(), keys })
+    let id = schema.id as usize;
+    let handle = Py::new(py, ModelHandle { schema, cls: cls.unbind(), keys })?;
+    let mut handles = HANDLES.lock().unwrap();
+    if handles.len() <= id {
+        handles.resize_with(id + 1, || None);
+    }
+    handles[id] = Some(handle.clone_ref(py));
+    Ok(handle)
 }
 
 impl ModelHandle {

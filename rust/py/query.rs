@@ -7,10 +7,12 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::convert;
 use super::engine::EngineCore;
+use super::load::run_models;
 use super::model::ModelHandle;
 use crate::bridge::Pending;
 use crate::compile::{self, Compiled};
 use crate::errors::{Error, Kind};
+use crate::plan::load;
 use crate::plan::lookup::{Arity, Expect, Lookup};
 use crate::plan::{
     AggFn, Cond, DeleteShape, OrderItem, Params, ProjItem, Projection, SelectShape, Statement, Target, UpdateShape,
@@ -166,9 +168,10 @@ fn field_list_error(schema: &ModelSchema, name: &str, what: &str) -> PyErr {
 }
 
 impl QueryCore {
-    pub fn new(model: Py<ModelHandle>, schema: Arc<ModelSchema>) -> Self {
-        let shape = SelectShape::new(schema.id);
-        QueryCore { model, schema, shape, params: Params::default(), compiled: Default::default() }
+    pub fn new(model: Py<ModelHandle>, schema: Arc<ModelSchema>) -> PyResult<Self> {
+        let mut shape = SelectShape::new(schema.id);
+        shape.loads = load::defaults(&schema)?;
+        Ok(QueryCore { model, schema, shape, params: Params::default(), compiled: Default::default() })
     }
 
     fn derive(
@@ -415,12 +418,20 @@ impl QueryCore {
         })
     }
 
-    fn all(&self, engine: &EngineCore, py: Python<'_>) -> PyResult<Pending> {
-        let compiled = self.model_compiled(engine)?;
-        let model = self.model.clone_ref(py);
-        engine.run_compiled(&compiled, &self.params.values, move |py, rows| {
-            Ok(model.get().instances(py, &rows)?.into_any().unbind())
+    /// Load options: each path is a list of `(relation, strategy)` from this model down.
+    fn options(&self, py: Python<'_>, paths: Vec<Vec<(String, String)>>) -> PyResult<QueryCore> {
+        let schema = self.schema.clone();
+        self.derive(py, |shape, _| {
+            for path in paths {
+                load::add_path(&mut shape.loads, &schema, &parse_path(path)?)?;
+            }
+            Ok(())
         })
+    }
+
+    fn all(&self, engine: &EngineCore, py: Python<'_>) -> PyResult<Pending> {
+        let plain = if self.shape.loads.is_empty() { Some(self.model_compiled(engine)?) } else { None };
+        run_models(py, engine, &self.shape, &self.params, plain, Box::new(|_, list| Ok(list.into_any().unbind())))
     }
 
     fn first(&self, engine: &EngineCore, py: Python<'_>) -> PyResult<Pending> {
@@ -428,30 +439,37 @@ impl QueryCore {
         if shape.order.is_empty() {
             shape.order.push(OrderItem { col: self.schema.pk, desc: false });
         }
-        let model = self.model.clone_ref(py);
-        self.run_select(engine, shape, params, move |py, rows| {
-            if rows.is_empty() {
-                return Ok(py.None());
-            }
-            Ok(model.get().new_instance(py, rows.row(0))?.unbind())
-        })
+        run_models(
+            py,
+            engine,
+            &shape,
+            &params,
+            None,
+            Box::new(|py, list| Ok(if list.is_empty() { py.None() } else { list.get_item(0)?.unbind() })),
+        )
     }
 
     #[pyo3(signature = (engine, allow_none=false))]
     fn one(&self, engine: &EngineCore, py: Python<'_>, allow_none: bool) -> PyResult<Pending> {
         let (shape, params) = self.with_limit(2);
-        let model = self.model.clone_ref(py);
         let name = self.schema.name.clone();
-        self.run_select(engine, shape, params, move |py, rows| match rows.len() {
-            0 if allow_none => Ok(py.None()),
-            0 => Err(Error::new(Kind::NoResultFound, format!("no {name} matched the query")).into()),
-            1 => Ok(model.get().new_instance(py, rows.row(0))?.unbind()),
-            _ => Err(Error::new(
-                Kind::MultipleResultsFound,
-                format!("more than one {name} matched the query; use first() or add filters"),
-            )
-            .into()),
-        })
+        run_models(
+            py,
+            engine,
+            &shape,
+            &params,
+            None,
+            Box::new(move |py, list| match list.len() {
+                0 if allow_none => Ok(py.None()),
+                0 => Err(Error::new(Kind::NoResultFound, format!("no {name} matched the query")).into()),
+                1 => Ok(list.get_item(0)?.unbind()),
+                _ => Err(Error::new(
+                    Kind::MultipleResultsFound,
+                    format!("more than one {name} matched the query; use first() or add filters"),
+                )
+                .into()),
+            }),
+        )
     }
 
     fn count(&self, engine: &EngineCore) -> PyResult<Pending> {
@@ -608,6 +626,17 @@ impl QueryCore {
         };
         Ok(compile::compile(d, &Statement::Select(self.shape.clone()))?.sql.to_string())
     }
+}
+
+/// A load path from Python: `(relation, strategy)` per level.
+pub fn parse_path(path: Vec<(String, String)>) -> PyResult<Vec<(String, load::Strategy)>> {
+    path.into_iter()
+        .map(|(name, strategy)| {
+            load::Strategy::parse(&strategy)
+                .map(|s| (name, s))
+                .ok_or_else(|| Error::field(format!("unknown loading strategy {strategy:?}")).into())
+        })
+        .collect()
 }
 
 /// `field=value` pairs for UPDATE, checked against the model.

@@ -1,0 +1,201 @@
+//! Model queries with relation loading: running the units of a compiled load and attaching
+//! the related instances to their parents, in one pass over the rows.
+
+use std::collections::{HashMap, HashSet};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::engine::EngineCore;
+use super::model::handle_for;
+use crate::bridge::Pending;
+use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
+use crate::compile::{self, Compiled};
+use crate::driver::{LoadUnit, Request};
+use crate::plan::Statement;
+use crate::plan::{Params, SelectShape};
+use crate::rows::{Key, RowSet};
+use crate::value::Value;
+
+pub type Finish = Box<dyn FnOnce(Python<'_>, Bound<'_, PyList>) -> PyResult<Py<PyAny>> + Send>;
+
+/// Runs a model select (with its loads) and hands the root instances to `finish`.
+/// `plain` is the select already compiled for queries without loads.
+pub fn run_models(
+    py: Python<'_>,
+    engine: &EngineCore,
+    shape: &SelectShape,
+    params: &Params,
+    plain: Option<std::sync::Arc<Compiled>>,
+    finish: Finish,
+) -> PyResult<Pending> {
+    let py_model = handle_for(py, shape.model)?;
+    if shape.loads.is_empty() {
+        let compiled = match plain {
+            Some(c) => c,
+            None => compile::compile(engine.dialect(), &Statement::Select(shape.clone()))?,
+        };
+        return engine.run_compiled(&compiled, &params.values, move |py, rows| {
+            let list = py_model.get().instances(py, &rows)?;
+            finish(py, list)
+        });
+    }
+    let load = compile_load(engine.dialect(), shape)?;
+    let units = units_for(&load, Some(&params.values), None);
+    engine.submit_response(Request::Load { units }, move |py, response| {
+        let list = assemble(py, &load, response.units(), None)?;
+        finish(py, list)
+    })
+}
+
+/// Loads relations of instances already at hand: the root unit is their own rows.
+pub fn run_for_instances(
+    engine: &EngineCore,
+    shape: &SelectShape,
+    instances: Vec<Py<PyAny>>,
+    given: RowSet,
+) -> PyResult<Pending> {
+    let load = compile_load(engine.dialect(), shape)?;
+    let units = units_for(&load, None, Some(given));
+    engine.submit_response(Request::Load { units }, move |py, response| {
+        let list = assemble(py, &load, response.units(), Some(&instances))?;
+        Ok(list.into_any().unbind())
+    })
+}
+
+fn units_for(load: &CompiledLoad, root_values: Option<&[Value]>, given: Option<RowSet>) -> Vec<LoadUnit> {
+    let mut given = given;
+    load.units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let params = match (i, root_values) {
+                (0, Some(values)) => Compiled::params_of(&u.binds, values),
+                (0, None) => vec![],
+                // Keyed units bind the key list as their only parameter (filled in by the driver).
+                _ => u.binds.iter().map(|_| Value::Null).collect(),
+            };
+            LoadUnit {
+                sql: u.sql.clone(),
+                params,
+                columns: u.columns.clone(),
+                source: u.source,
+                given: if i == 0 { given.take() } else { None },
+            }
+        })
+        .collect()
+}
+
+fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    Ok(obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?)
+}
+
+/// Builds every unit's instances (one object per row identity) and links them.
+fn assemble<'py>(
+    py: Python<'py>,
+    load: &CompiledLoad,
+    units: Vec<RowSet>,
+    given: Option<&Vec<Py<PyAny>>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut identity: HashMap<(u32, Key), Bound<'py, PyAny>> = HashMap::new();
+    // objects[unit][seg][row]
+    let mut objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = Vec::with_capacity(units.len());
+    for (u, rows) in units.iter().enumerate() {
+        let cu = &load.units[u];
+        let mut per_seg = Vec::with_capacity(cu.segs.len());
+        for (s, seg) in cu.segs.iter().enumerate() {
+            let handle = handle_for(py, seg.model)?;
+            let h = handle.get();
+            let width = h.keys.len();
+            let pk = h.schema.pk;
+            let mut col = Vec::with_capacity(rows.len());
+            for r in 0..rows.len() {
+                let row = &rows.row(r)[seg.offset..seg.offset + width];
+                let Some(key) = Key::of(&row[pk]) else {
+                    col.push(None);
+                    continue;
+                };
+                let obj = match identity.get(&(seg.model, key.clone())) {
+                    Some(o) => o.clone(),
+                    None => {
+                        let o = match (u, s, given) {
+                            (0, 0, Some(g)) => g[r].bind(py).clone(),
+                            _ => h.new_instance(py, row)?,
+                        };
+                        identity.insert((seg.model, key), o.clone());
+                        o
+                    }
+                };
+                col.push(Some(obj));
+            }
+            per_seg.push(col);
+        }
+        objects.push(per_seg);
+    }
+    let distinct = |objs: &Vec<Option<Bound<'py, PyAny>>>| -> Vec<(usize, Bound<'py, PyAny>)> {
+        let mut seen = HashSet::new();
+        objs.iter()
+            .enumerate()
+            .filter_map(|(r, o)| o.as_ref().filter(|o| seen.insert(o.as_ptr() as usize)).map(|o| (r, o.clone())))
+            .collect()
+    };
+    for e in &load.edges {
+        let parents = distinct(&objects[e.parent.0][e.parent.1]);
+        let name = pyo3::types::PyString::intern(py, &e.name);
+        let back = e.back.as_ref().map(|b| pyo3::types::PyString::intern(py, b));
+        let attach = |parent: &Bound<'py, PyAny>, children: Vec<Bound<'py, PyAny>>| -> PyResult<()> {
+            let pd = dict_of(parent)?;
+            if let Some(b) = &back {
+                for c in &children {
+                    dict_of(c)?.set_item(b, parent)?;
+                }
+            }
+            if e.uselist {
+                pd.set_item(&name, PyList::new(py, children)?)
+            } else {
+                pd.set_item(&name, children.into_iter().next().map(|c| c.unbind()).unwrap_or_else(|| py.None()))
+            }
+        };
+        match e.kind {
+            EdgeKind::NoLoad => {
+                for (_, p) in parents {
+                    attach(&p, vec![])?;
+                }
+            }
+            EdgeKind::Joined => {
+                let children_col = &objects[e.child.0][e.child.1];
+                let parent_col = &objects[e.parent.0][e.parent.1];
+                let mut grouped: HashMap<usize, (Vec<Bound<'py, PyAny>>, HashSet<usize>)> = HashMap::new();
+                for (p, c) in parent_col.iter().zip(children_col) {
+                    let (Some(p), Some(c)) = (p, c) else { continue };
+                    let entry = grouped.entry(p.as_ptr() as usize).or_default();
+                    if entry.1.insert(c.as_ptr() as usize) {
+                        entry.0.push(c.clone());
+                    }
+                }
+                for (_, p) in parents {
+                    let children = grouped.remove(&(p.as_ptr() as usize)).map(|g| g.0).unwrap_or_default();
+                    attach(&p, children)?;
+                }
+            }
+            EdgeKind::Selectin => {
+                let child_rows = &units[e.child.0];
+                let children_col = &objects[e.child.0][e.child.1];
+                let mut by_key: HashMap<Key, Vec<Bound<'py, PyAny>>> = HashMap::new();
+                for (r, c) in children_col.iter().enumerate() {
+                    let (Some(c), Some(k)) = (c, Key::of(&child_rows.row(r)[e.child_match])) else { continue };
+                    by_key.entry(k).or_default().push(c.clone());
+                }
+                let parent_rows = &units[e.parent.0];
+                for (r, p) in parents {
+                    let children = Key::of(&parent_rows.row(r)[e.parent_key])
+                        .and_then(|k| by_key.get(&k).cloned())
+                        .unwrap_or_default();
+                    attach(&p, children)?;
+                }
+            }
+        }
+    }
+    let roots = objects.first().and_then(|u| u.first()).map(distinct).unwrap_or_default();
+    PyList::new(py, roots.into_iter().map(|(_, o)| o))
+}
