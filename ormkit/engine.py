@@ -39,6 +39,16 @@ class Engine:
         """Drops the tables of every model (or of the given models), children first."""
         return self._core.drop_all([m.__ormkit__ for m in models] if models else None)
 
+    def query_log(self) -> Any:
+        """Records every statement this engine runs inside the ``with`` block::
+
+            with engine.query_log() as log:
+                await session.query(User).options(selectinload("posts")).all()
+            assert len(log) == 2
+            log.statements  # the SQL, in order; log.entries: (sql, ms, rows)
+        """
+        return self._core.query_log()
+
     def dispose(self) -> Any:
         """Closes every connection once queued work is done."""
         return self._core.dispose()

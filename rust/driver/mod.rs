@@ -95,3 +95,52 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
             .expect("cannot start the tokio runtime")
     })
 }
+
+/// One executed statement, as the query log shows it.
+#[derive(Clone, Debug)]
+pub struct LoggedQuery {
+    pub sql: Arc<str>,
+    pub micros: u64,
+    /// Rows returned, or for a batch the number of times the statement ran.
+    pub rows: u64,
+}
+
+/// Receives every statement an engine runs while a query log is open. Cheap when none is.
+#[derive(Default)]
+pub struct Observer {
+    active: std::sync::atomic::AtomicUsize,
+    logs: std::sync::Mutex<Vec<(u64, Arc<std::sync::Mutex<Vec<LoggedQuery>>>)>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Observer {
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    pub fn record(&self, sql: &Arc<str>, started: std::time::Instant, rows: u64) {
+        if !self.is_active() {
+            return;
+        }
+        let entry = LoggedQuery { sql: sql.clone(), micros: started.elapsed().as_micros() as u64, rows };
+        for (_, log) in self.logs.lock().unwrap().iter() {
+            log.lock().unwrap().push(entry.clone());
+        }
+    }
+
+    pub fn open(&self, log: Arc<std::sync::Mutex<Vec<LoggedQuery>>>) -> u64 {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.logs.lock().unwrap().push((id, log));
+        self.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        id
+    }
+
+    pub fn close(&self, id: u64) {
+        let mut logs = self.logs.lock().unwrap();
+        let before = logs.len();
+        logs.retain(|(i, _)| *i != id);
+        if logs.len() < before {
+            self.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}

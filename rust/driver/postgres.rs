@@ -14,7 +14,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{Request, Response};
+use super::{Observer, Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
 use crate::rows::RowSet;
@@ -691,7 +691,14 @@ fn check_arity(stmt: &Statement, params: &[Value]) -> Result<()> {
     Ok(())
 }
 
-async fn query(conn: &mut PgConn, sql: &Arc<str>, params: &[Value], known: &Option<Columns>) -> Result<RowSet> {
+async fn query(
+    conn: &mut PgConn,
+    sql: &Arc<str>,
+    params: &[Value],
+    known: &Option<Columns>,
+    obs: &Observer,
+) -> Result<RowSet> {
+    let started = std::time::Instant::now();
     let stmt = conn.prepare(sql).await?;
     check_arity(&stmt, params)?;
     let columns = columns_of(&stmt, known);
@@ -705,15 +712,23 @@ async fn query(conn: &mut PgConn, sql: &Arc<str>, params: &[Value], known: &Opti
         }
     }
     let affected = stream.rows_affected().unwrap_or(0);
-    Ok(RowSet { columns, values, affected })
+    let rows = RowSet { columns, values, affected };
+    obs.record(sql, started, rows.len() as u64);
+    Ok(rows)
 }
 
 /// Rows per pipelined burst in a batch: enough to fill the socket, bounded in memory.
 const PIPELINE: usize = 1000;
 
-async fn batch(conn: &mut PgConn, groups: &[(Arc<str>, Vec<Vec<Value>>)], known: &Option<Columns>) -> Result<RowSet> {
+async fn batch(
+    conn: &mut PgConn,
+    groups: &[(Arc<str>, Vec<Vec<Value>>)],
+    known: &Option<Columns>,
+    obs: &Observer,
+) -> Result<RowSet> {
     let mut out = RowSet::default();
     for (sql, rows) in groups {
+        let started = std::time::Instant::now();
         let stmt = conn.prepare(sql).await?;
         out.columns = columns_of(&stmt, known);
         let width = out.columns.names.len();
@@ -739,6 +754,7 @@ async fn batch(conn: &mut PgConn, groups: &[(Arc<str>, Vec<Vec<Value>>)], known:
                 }
             }
         }
+        obs.record(sql, started, rows.len() as u64);
     }
     Ok(out)
 }
@@ -772,28 +788,28 @@ where
     }
 }
 
-pub async fn run(conn: &mut PgConn, req: Request) -> Result<Response> {
+pub async fn run(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
     if let Request::Load { units } = req {
         let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
         for unit in units {
             let rows = match (unit.given, super::unit_params_ref(&unit.source, &unit.params, &done)) {
                 (Some(given), _) => given,
-                (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone())).await?,
+                (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone()), obs).await?,
                 (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
             };
             done.push(rows);
         }
         return Ok(Response::Units(done));
     }
-    run_one(conn, req).await.map(Response::Rows)
+    run_one(conn, req, obs).await.map(Response::Rows)
 }
 
-async fn run_one(conn: &mut PgConn, req: Request) -> Result<RowSet> {
+async fn run_one(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<RowSet> {
     match req {
-        Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns).await,
+        Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns, obs).await,
         Request::Batch { groups, columns } => {
             transaction(conn, false, |c| async move {
-                let r = batch(c, &groups, &columns).await;
+                let r = batch(c, &groups, &columns, obs).await;
                 (r, c)
             })
             .await
@@ -801,9 +817,11 @@ async fn run_one(conn: &mut PgConn, req: Request) -> Result<RowSet> {
         Request::Script { statements } => {
             transaction(conn, false, |c| async move {
                 for s in &statements {
+                    let started = std::time::Instant::now();
                     if let Err(e) = c.client.batch_execute(s).await {
                         return (Err(e.into()), c);
                     }
+                    obs.record(&Arc::from(s.as_str()), started, 0);
                 }
                 (Ok(RowSet::default()), c)
             })

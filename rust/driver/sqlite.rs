@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::{Request, Response};
+use super::{Observer, Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
 use crate::rows::RowSet;
@@ -259,14 +259,23 @@ fn step_into(stmt: &mut rusqlite::Statement<'_>, types: &[Option<ColType>], valu
     Ok(())
 }
 
-fn query(conn: &Connection, sql: &str, params: &[Value], known: &Option<Columns>) -> Result<RowSet> {
+fn query(
+    conn: &Connection,
+    sql: &Arc<str>,
+    params: &[Value],
+    known: &Option<Columns>,
+    obs: &Observer,
+) -> Result<RowSet> {
+    let started = std::time::Instant::now();
     let mut stmt = conn.prepare_cached(sql)?;
     bind_all(&mut stmt, params)?;
     let columns = columns_of(&stmt, known);
     let mut values = Vec::new();
     step_into(&mut stmt, &columns.types, &mut values)?;
     let affected = if stmt.readonly() { 0 } else { conn.changes() };
-    Ok(RowSet { columns, values, affected })
+    let rows = RowSet { columns, values, affected };
+    obs.record(sql, started, rows.len() as u64);
+    Ok(rows)
 }
 
 /// Runs `f` inside a transaction, or a savepoint if one is already open.
@@ -286,30 +295,31 @@ fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result
     }
 }
 
-pub fn run(conn: &Connection, req: Request) -> Result<Response> {
+pub fn run(conn: &Connection, req: Request, obs: &Observer) -> Result<Response> {
     match req {
         Request::Load { units } => {
             let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
             for unit in units {
                 let rows = match (unit.given, super::unit_params_ref(&unit.source, &unit.params, &done)) {
                     (Some(given), _) => given,
-                    (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone()))?,
+                    (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone()), obs)?,
                     (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
                 };
                 done.push(rows);
             }
             Ok(Response::Units(done))
         }
-        other => run_one(conn, other).map(Response::Rows),
+        other => run_one(conn, other, obs).map(Response::Rows),
     }
 }
 
-fn run_one(conn: &Connection, req: Request) -> Result<RowSet> {
+fn run_one(conn: &Connection, req: Request, obs: &Observer) -> Result<RowSet> {
     match req {
-        Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns),
+        Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns, obs),
         Request::Batch { groups, columns } => in_transaction(conn, || {
             let mut out = RowSet::default();
             for (sql, rows) in &groups {
+                let started = std::time::Instant::now();
                 let mut stmt = conn.prepare_cached(sql)?;
                 out.columns = columns_of(&stmt, &columns);
                 out.values.reserve(rows.len() * out.columns.types.len());
@@ -318,12 +328,15 @@ fn run_one(conn: &Connection, req: Request) -> Result<RowSet> {
                     step_into(&mut stmt, &out.columns.types, &mut out.values)?;
                     out.affected += conn.changes();
                 }
+                obs.record(sql, started, rows.len() as u64);
             }
             Ok(out)
         }),
         Request::Script { statements } => in_transaction(conn, || {
             for s in &statements {
+                let started = std::time::Instant::now();
                 conn.execute_batch(s)?;
+                obs.record(&Arc::from(s.as_str()), started, 0);
             }
             Ok(RowSet::default())
         }),
@@ -457,7 +470,8 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)").unwrap();
         let sql: Arc<str> = "INSERT INTO t (v) VALUES (?)".into();
         let rows = vec![vec![Value::Text("a".into())], vec![Value::Text("a".into())]];
-        let err = run_one(&conn, Request::Batch { groups: vec![(sql, rows)], columns: None }).unwrap_err();
+        let err = run_one(&conn, Request::Batch { groups: vec![(sql, rows)], columns: None }, &Observer::default())
+            .unwrap_err();
         assert_eq!(err.kind, Kind::Integrity);
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);

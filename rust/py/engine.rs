@@ -15,7 +15,7 @@ use crate::bridge::{self, Payload, Pending};
 use crate::compile::{self, ddl, Compiled, Dialect};
 use crate::driver::postgres::{self, PgConfig, PgPool};
 use crate::driver::sqlite::{self, SqliteConfig, SqlitePool};
-use crate::driver::{runtime, Request, Response};
+use crate::driver::{runtime, LoggedQuery, Observer, Request, Response};
 use crate::errors::{Error, Kind};
 use crate::plan::load;
 use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape};
@@ -33,6 +33,7 @@ pub struct EngineCore {
     backend: Backend,
     dialect: Dialect,
     url: String,
+    observer: Arc<Observer>,
 }
 
 fn finish_none(py: Python<'_>, _rows: RowSet) -> PyResult<Py<PyAny>> {
@@ -58,6 +59,7 @@ impl EngineCore {
         F: FnOnce(Python<'_>, Response) -> PyResult<Py<PyAny>> + Send + 'static,
     {
         let (pending, completer) = bridge::pending();
+        let obs = self.observer.clone();
         match &self.backend {
             Backend::Sqlite(pool) => {
                 pool.submit(Box::new(move |conn| {
@@ -66,7 +68,7 @@ impl EngineCore {
                     }
                     let handle = conn.get_interrupt_handle();
                     completer.on_cancel(Box::new(move || handle.interrupt()));
-                    let result = sqlite::run(conn, req);
+                    let result = sqlite::run(conn, req, &obs);
                     completer.complete(result.map(|rows| Box::new(move |py: Python<'_>| finish(py, rows)) as Payload));
                 }))?;
             }
@@ -90,7 +92,7 @@ impl EngineCore {
                         flag.store(true, std::sync::atomic::Ordering::SeqCst);
                         runtime().spawn(async move { cancel_pool.cancel(token).await });
                     }));
-                    let result = postgres::run(lease.conn(), req).await;
+                    let result = postgres::run(lease.conn(), req, &obs).await;
                     if cancelled.load(std::sync::atomic::Ordering::SeqCst) || lease.conn().is_closed() {
                         lease.discard();
                     }
@@ -186,7 +188,7 @@ impl EngineCore {
                     .name("ormkit-connect".into())
                     .spawn(move || {
                         let result = SqlitePool::start(&cfg).map(|pool| {
-                            let core = EngineCore { backend: Backend::Sqlite(pool), dialect: Dialect::Sqlite, url };
+                            let core = EngineCore { backend: Backend::Sqlite(pool), dialect: Dialect::Sqlite, url, observer: Default::default() };
                             Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                         });
                         completer.complete(result);
@@ -217,7 +219,7 @@ impl EngineCore {
                     // Connect once now, so a wrong URL fails at create_engine.
                     let result = pool.acquire().await.map(|lease| {
                         drop(lease);
-                        let core = EngineCore { backend: Backend::Postgres(pool), dialect: Dialect::Postgres, url };
+                        let core = EngineCore { backend: Backend::Postgres(pool), dialect: Dialect::Postgres, url, observer: Default::default() };
                         Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                     });
                     completer.complete(result);
@@ -507,7 +509,65 @@ impl EngineCore {
         })
     }
 
+    /// A log of every statement this engine runs while it is open (see `QueryLog`).
+    fn query_log(&self) -> QueryLog {
+        QueryLog { observer: self.observer.clone(), entries: Default::default(), id: std::sync::Mutex::new(None) }
+    }
+
     fn __repr__(&self) -> String {
         format!("<EngineCore {}>", self.url)
+    }
+}
+
+/// The statements an engine ran, recorded between `__enter__` and `__exit__`:
+/// `with engine.query_log() as log: ...; len(log)`.
+#[pyclass(module = "ormkit._ormkit")]
+pub struct QueryLog {
+    observer: Arc<Observer>,
+    entries: Arc<std::sync::Mutex<Vec<LoggedQuery>>>,
+    id: std::sync::Mutex<Option<u64>>,
+}
+
+#[pymethods]
+impl QueryLog {
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        let mut id = slf.id.lock().unwrap();
+        if id.is_none() {
+            *id = Some(slf.observer.open(slf.entries.clone()));
+        }
+        drop(id);
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        if let Some(id) = self.id.lock().unwrap().take() {
+            self.observer.close(id);
+        }
+        false
+    }
+
+    fn __len__(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+
+    /// The SQL of every statement, in order.
+    #[getter]
+    fn statements(&self) -> Vec<String> {
+        self.entries.lock().unwrap().iter().map(|e| e.sql.to_string()).collect()
+    }
+
+    /// `(sql, milliseconds, rows)` per statement; for a batch, rows is how often it ran.
+    #[getter]
+    fn entries(&self) -> Vec<(String, f64, u64)> {
+        self.entries.lock().unwrap().iter().map(|e| (e.sql.to_string(), e.micros as f64 / 1000.0, e.rows)).collect()
+    }
+
+    fn clear(&self) {
+        self.entries.lock().unwrap().clear();
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<QueryLog {} statements>", self.__len__())
     }
 }

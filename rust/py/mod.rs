@@ -19,6 +19,7 @@ fn new_query(model: Py<model::ModelHandle>) -> PyResult<query::QueryCore> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<engine::EngineCore>()?;
+    m.add_class::<engine::QueryLog>()?;
     m.add_class::<model::ModelHandle>()?;
     m.add_class::<query::QueryCore>()?;
     m.add_class::<result::RawResult>()?;
