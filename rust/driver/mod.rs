@@ -105,11 +105,14 @@ pub struct LoggedQuery {
     pub rows: u64,
 }
 
+/// The entries of one open query log.
+pub type LogBuffer = Arc<std::sync::Mutex<Vec<LoggedQuery>>>;
+
 /// Receives every statement an engine runs while a query log is open. Cheap when none is.
 #[derive(Default)]
 pub struct Observer {
     active: std::sync::atomic::AtomicUsize,
-    logs: std::sync::Mutex<Vec<(u64, Arc<std::sync::Mutex<Vec<LoggedQuery>>>)>>,
+    logs: std::sync::Mutex<Vec<(u64, LogBuffer)>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -128,7 +131,7 @@ impl Observer {
         }
     }
 
-    pub fn open(&self, log: Arc<std::sync::Mutex<Vec<LoggedQuery>>>) -> u64 {
+    pub fn open(&self, log: LogBuffer) -> u64 {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.logs.lock().unwrap().push((id, log));
         self.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
