@@ -24,6 +24,33 @@ pub enum Request {
     /// Run a query and the queries loading its relations, each keyed by rows of an earlier
     /// one (see `compile::load`).
     Load { units: Vec<LoadUnit> },
+    /// Run statements in order inside one transaction, where a parameter may be a value an
+    /// earlier statement returned (a generated key). Answers each statement's rows.
+    Writes { ops: Vec<WriteOp> },
+}
+
+/// One statement of a `Writes` request.
+#[derive(Debug)]
+pub struct WriteOp {
+    pub sql: Arc<str>,
+    pub params: Vec<Value>,
+    pub columns: Option<Columns>,
+    /// `(param, op, column)`: before running, set parameter `param` to column `column` of
+    /// the first row op `op` returned.
+    pub fixups: Vec<(usize, usize, usize)>,
+}
+
+/// The parameters of `op` with its fix-ups applied from earlier results.
+pub(crate) fn write_params(op: &WriteOp, done: &[RowSet]) -> crate::errors::Result<Vec<Value>> {
+    let mut params = op.params.clone();
+    for (param, from, col) in &op.fixups {
+        let rows = &done[*from];
+        if rows.is_empty() {
+            return Err(crate::errors::Error::internal("a statement returned no key for a later one"));
+        }
+        params[*param] = rows.row(0)[*col].clone();
+    }
+    Ok(params)
 }
 
 /// One statement of a relation load.

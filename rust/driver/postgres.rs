@@ -760,10 +760,10 @@ async fn batch(
 }
 
 /// Runs `f` in a transaction (or a savepoint inside one).
-async fn transaction<'c, F, Fut>(conn: &'c mut PgConn, in_tx: bool, f: F) -> Result<RowSet>
+async fn transaction<'c, T, F, Fut>(conn: &'c mut PgConn, in_tx: bool, f: F) -> Result<T>
 where
     F: FnOnce(&'c mut PgConn) -> Fut,
-    Fut: std::future::Future<Output = (Result<RowSet>, &'c mut PgConn)>,
+    Fut: std::future::Future<Output = (Result<T>, &'c mut PgConn)>,
 {
     let (begin, commit, undo) = if in_tx {
         (
@@ -789,6 +789,23 @@ where
 }
 
 pub async fn run(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
+    if let Request::Writes { ops } = req {
+        return transaction(conn, false, |c| async move {
+            let mut done: Vec<RowSet> = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let params = match super::write_params(op, &done) {
+                    Ok(p) => p,
+                    Err(e) => return (Err(e), c),
+                };
+                match query(c, &op.sql, &params, &op.columns, obs).await {
+                    Ok(rows) => done.push(rows),
+                    Err(e) => return (Err(e), c),
+                }
+            }
+            (Ok(Response::Units(done)), c)
+        })
+        .await;
+    }
     if let Request::Load { units } = req {
         let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
         for unit in units {
@@ -827,7 +844,7 @@ async fn run_one(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<RowS
             })
             .await
         }
-        Request::Load { .. } => unreachable!("handled by run"),
+        Request::Load { .. } | Request::Writes { .. } => unreachable!("handled by run"),
     }
 }
 

@@ -297,6 +297,14 @@ fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result
 
 pub fn run(conn: &Connection, req: Request, obs: &Observer) -> Result<Response> {
     match req {
+        Request::Writes { ops } => in_transaction(conn, || {
+            let mut done: Vec<RowSet> = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let params = super::write_params(op, &done)?;
+                done.push(query(conn, &op.sql, &params, &op.columns, obs)?);
+            }
+            Ok(Response::Units(done))
+        }),
         Request::Load { units } => {
             let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
             for unit in units {
@@ -340,7 +348,7 @@ fn run_one(conn: &Connection, req: Request, obs: &Observer) -> Result<RowSet> {
             }
             Ok(RowSet::default())
         }),
-        Request::Load { .. } => unreachable!("handled by run"),
+        Request::Load { .. } | Request::Writes { .. } => unreachable!("handled by run"),
     }
 }
 

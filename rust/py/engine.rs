@@ -11,6 +11,7 @@ use super::load::{run_for_instances, run_models};
 use super::model::ModelHandle;
 use super::query::{lookup_cond, parse_path, set_list};
 use super::result::RawResult;
+use super::write::{has_related, WritePlan};
 use crate::bridge::{self, Payload, Pending};
 use crate::compile::{self, ddl, Compiled, Dialect};
 use crate::driver::postgres::{self, PgConfig, PgPool};
@@ -114,6 +115,19 @@ impl EngineCore {
             columns: Some(compiled.out.clone()),
         };
         self.submit(req, finish)
+    }
+
+    /// Inserts instances and the related instances they hold, in one transaction.
+    fn insert_related(&self, objs: Vec<Bound<'_, PyAny>>, result: Py<PyAny>) -> PyResult<Pending> {
+        let mut plan = WritePlan::new(self.dialect);
+        for o in &objs {
+            plan.insert(o, &[])?;
+        }
+        let ops = std::mem::take(&mut plan.ops);
+        self.submit_response(Request::Writes { ops }, move |py, response| {
+            plan.apply(py, &response.units())?;
+            Ok(result)
+        })
     }
 
     fn pk_filter(model: &ModelHandle, pk: Value, params: &mut Params) -> Cond {
@@ -315,6 +329,9 @@ impl EngineCore {
     /// Inserts one instance; resolves to the instance with its generated key set.
     fn insert(&self, py: Python<'_>, model: Py<ModelHandle>, obj: Bound<'_, PyAny>) -> PyResult<Pending> {
         let m = model.get();
+        if has_related(m, &obj)? {
+            return self.insert_related(vec![obj.clone()], obj.unbind());
+        }
         let (cols, values) = Self::insert_values(m, &obj)?;
         let stmt = Statement::Insert(InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![m.schema.pk] });
         let compiled = compile::compile(self.dialect, &stmt)?;
@@ -334,6 +351,15 @@ impl EngineCore {
     fn insert_all(&self, py: Python<'_>, model: Py<ModelHandle>, objs: Bound<'_, PyAny>) -> PyResult<Pending> {
         let m = model.get();
         let objs: Vec<Bound<'_, PyAny>> = objs.try_iter()?.collect::<PyResult<_>>()?;
+        let mut related = false;
+        for o in &objs {
+            m.check_instance(o)?;
+            related = related || has_related(m, o)?;
+        }
+        if related {
+            let list = PyList::new(py, &objs)?.into_any().unbind();
+            return self.insert_related(objs, list);
+        }
         let mut groups: Vec<(Arc<str>, Vec<Vec<Value>>)> = Vec::new();
         let mut last_cols: Option<Vec<usize>> = None;
         for o in &objs {

@@ -6,6 +6,7 @@ pub mod load;
 pub mod model;
 pub mod query;
 pub mod result;
+pub mod write;
 
 use pyo3::prelude::*;
 

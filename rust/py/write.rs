@@ -1,0 +1,281 @@
+//! Inserting instances together with the related instances they hold.
+//!
+//! `User(name=..., posts=[Post(...)])` becomes one `Writes` request: the user's INSERT, then
+//! each post's INSERT with its foreign key taken from the key the user's INSERT returned,
+//! all in one transaction. Many-to-one parents are inserted first; many-to-many targets are
+//! inserted if new and linked by association rows. Related instances that already have a
+//! primary key are not inserted again: a child is moved to the new parent (its foreign key
+//! updated), a parent or many-to-many target is linked as it is.
+
+use std::collections::{HashMap, HashSet};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::convert;
+use super::model::ModelHandle;
+use crate::compile::{self, Dialect};
+use crate::driver::WriteOp;
+use crate::errors::Error;
+use crate::plan::{Cond, InsertShape, Op, Params, Statement, Target, UpdateShape};
+use crate::schema::RelKind;
+use crate::value::Value;
+
+/// What to set on which object once the statements ran.
+enum Effect {
+    /// `obj.<key> = <column col of op's first row>`
+    FromOp { obj: Py<PyAny>, key: Py<PyString>, op: usize, col: usize },
+    /// `obj.<key> = value`
+    Set { obj: Py<PyAny>, key: Py<PyString>, value: Py<PyAny> },
+}
+
+pub struct WritePlan {
+    pub ops: Vec<WriteOp>,
+    effects: Vec<Effect>,
+    /// Insert op of each planned instance, by object address.
+    planned: HashMap<usize, usize>,
+    in_progress: HashSet<usize>,
+    dialect: Dialect,
+}
+
+fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandle>> {
+    let h = obj
+        .get_type()
+        .getattr(pyo3::intern!(obj.py(), "__ormkit__"))
+        .map_err(|_| Error::value_type(format!("{} is not a model instance", convert::describe(obj))))?;
+    Ok(h.cast_into::<ModelHandle>()?)
+}
+
+fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    Ok(obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?)
+}
+
+/// True when the instance holds a related instance or collection to write with it.
+pub fn has_related(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if m.schema.relations.is_empty() {
+        return Ok(false);
+    }
+    let d = dict_of(obj)?;
+    for r in &m.schema.relations {
+        if let Some(v) = d.get_item(r.name.as_str())? {
+            if !v.is_none() && !(v.is_instance_of::<PyList>() && v.len()? == 0) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn is_new(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let d = dict_of(obj)?;
+    Ok(d.get_item(m.keys[m.schema.pk].bind(obj.py()))?.is_none_or(|v| v.is_none()))
+}
+
+fn items<'py>(v: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if v.is_none() {
+        return Ok(vec![]);
+    }
+    if v.is_instance_of::<PyList>()
+        || v.is_instance_of::<pyo3::types::PyTuple>()
+        || v.is_instance_of::<pyo3::types::PySet>()
+    {
+        return v.try_iter()?.collect();
+    }
+    Ok(vec![v.clone()])
+}
+
+impl WritePlan {
+    pub fn new(dialect: Dialect) -> Self {
+        WritePlan { ops: vec![], effects: vec![], planned: HashMap::new(), in_progress: HashSet::new(), dialect }
+    }
+
+    fn key_of(obj: &Bound<'_, PyAny>) -> usize {
+        obj.as_ptr() as usize
+    }
+
+    /// Plans the INSERT of `obj` (once) and of what it holds; `forced` sets columns from
+    /// earlier ops' results: `(column, op, result column)`. Returns the op, or None when
+    /// `obj` is already being planned further up (it will link itself).
+    pub fn insert(&mut self, obj: &Bound<'_, PyAny>, forced: &[(usize, usize, usize)]) -> PyResult<Option<usize>> {
+        let py = obj.py();
+        let id = Self::key_of(obj);
+        if let Some(op) = self.planned.get(&id) {
+            return Ok(Some(*op));
+        }
+        if !self.in_progress.insert(id) {
+            return Ok(None);
+        }
+        let handle = handle_of(obj)?;
+        let m = handle.get();
+        let rels = m.schema.resolved_relations()?;
+        let d = dict_of(obj)?;
+        let mut from_ops: Vec<(usize, usize, usize)> = forced.to_vec();
+        // Parents first: this row needs their keys.
+        for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne) {
+            let Some(parent) = d.get_item(r.name.as_str())? else { continue };
+            if parent.is_none() || from_ops.iter().any(|f| f.0 == r.local_col) {
+                continue;
+            }
+            let ph = handle_of(&parent)?;
+            let p = ph.get();
+            let remote_key = p.keys[r.remote_col].bind(py);
+            if is_new(p, &parent)? && r.remote_col == p.schema.pk {
+                if let Some(op) = self.insert(&parent, &[])? {
+                    from_ops.push((r.local_col, op, 0));
+                }
+            } else {
+                d.set_item(m.keys[r.local_col].bind(py), dict_of(&parent)?.get_item(remote_key)?)?;
+            }
+        }
+        let mut cols = Vec::new();
+        let mut params = Vec::new();
+        let mut fixups = Vec::new();
+        for (i, c) in m.schema.columns.iter().enumerate() {
+            if let Some((_, op, rc)) = from_ops.iter().find(|f| f.0 == i) {
+                fixups.push((params.len(), *op, *rc));
+                cols.push(i);
+                params.push(Value::Null);
+                self.effects.push(Effect::FromOp {
+                    obj: obj.clone().unbind(),
+                    key: m.keys[i].clone_ref(py),
+                    op: *op,
+                    col: *rc,
+                });
+                continue;
+            }
+            let v = d.get_item(m.keys[i].bind(py))?;
+            let missing = v.as_ref().is_none_or(|v| v.is_none());
+            if c.primary_key && c.autoincrement && missing {
+                continue;
+            }
+            cols.push(i);
+            let none = py.None().into_bound(py);
+            params.push(m.value_for(i, v.as_ref().unwrap_or(&none))?);
+        }
+        let pk = m.schema.pk;
+        let shape = InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![pk] };
+        let compiled = compile::compile(self.dialect, &Statement::Insert(shape))?;
+        let op = self.ops.len();
+        self.ops.push(WriteOp { sql: compiled.sql.clone(), params, columns: Some(compiled.out.clone()), fixups });
+        self.effects.push(Effect::FromOp { obj: obj.clone().unbind(), key: m.keys[pk].clone_ref(py), op, col: 0 });
+        self.planned.insert(id, op);
+        // Then what hangs below it.
+        for r in rels.iter().filter(|r| r.kind != RelKind::ManyToOne) {
+            let Some(v) = d.get_item(r.name.as_str())? else { continue };
+            let back = match &r.back_populates {
+                Some(b) => {
+                    let t = &r.target;
+                    let idx = t.relation_index(b);
+                    idx.filter(|i| !t.resolved_relations().map(|rs| rs[*i].uselist).unwrap_or(true)).map(|_| b.clone())
+                }
+                None => None,
+            };
+            for child in items(&v)? {
+                let ch = handle_of(&child)?;
+                let c = ch.get();
+                match r.kind {
+                    RelKind::OneToMany => {
+                        let link = if r.local_col == pk {
+                            Some((r.remote_col, op, 0))
+                        } else {
+                            let val = d.get_item(m.keys[r.local_col].bind(py))?;
+                            dict_of(&child)?.set_item(c.keys[r.remote_col].bind(py), val)?;
+                            None
+                        };
+                        if is_new(c, &child)? {
+                            self.insert(&child, link.as_slice())?;
+                        } else if let Some((fk, from, col)) = link {
+                            self.move_child(&child, c, fk, from, col)?;
+                        }
+                        if let Some(b) = &back {
+                            self.effects.push(Effect::Set {
+                                obj: child.clone().unbind(),
+                                key: PyString::intern(py, b).unbind(),
+                                value: obj.clone().unbind(),
+                            });
+                        }
+                    }
+                    RelKind::ManyToMany => {
+                        let sec = r.secondary.as_ref().expect("many-to-many has a secondary");
+                        let target_op = if is_new(c, &child)? { self.insert(&child, &[])? } else { None };
+                        let owner_val = (r.local_col != pk)
+                            .then(|| d.get_item(m.keys[r.local_col].bind(py)))
+                            .transpose()?
+                            .flatten();
+                        let target_val = dict_of(&child)?.get_item(c.keys[r.remote_col].bind(py))?;
+                        let mut params = vec![Value::Null, Value::Null];
+                        let mut fixups = vec![];
+                        match owner_val {
+                            Some(v) => {
+                                params[0] =
+                                    convert::to_value(&v, m.schema.columns[r.local_col].ty).unwrap_or(Value::Null)
+                            }
+                            None => fixups.push((0, op, 0)),
+                        }
+                        match (target_op, target_val) {
+                            (Some(top), _) if r.remote_col == c.schema.pk => fixups.push((1, top, 0)),
+                            (_, Some(v)) => {
+                                params[1] =
+                                    convert::to_value(&v, c.schema.columns[r.remote_col].ty).unwrap_or(Value::Null)
+                            }
+                            _ => {}
+                        }
+                        let shape = InsertShape {
+                            model: sec.model.id,
+                            cols: vec![sec.owner_fk, sec.target_fk],
+                            rows: 1,
+                            returning: vec![],
+                        };
+                        let compiled = compile::compile(self.dialect, &Statement::Insert(shape))?;
+                        self.ops.push(WriteOp { sql: compiled.sql.clone(), params, columns: None, fixups });
+                    }
+                    RelKind::ManyToOne => unreachable!("filtered above"),
+                }
+            }
+        }
+        self.in_progress.remove(&id);
+        Ok(Some(op))
+    }
+
+    /// `UPDATE child SET fk = <new parent key> WHERE pk = <child key>`.
+    fn move_child(
+        &mut self,
+        child: &Bound<'_, PyAny>,
+        c: &ModelHandle,
+        fk: usize,
+        from: usize,
+        col: usize,
+    ) -> PyResult<()> {
+        let py = child.py();
+        let mut params = Params::default();
+        let set = params.push(Value::Null);
+        let pkv = c.pk_value(child)?;
+        let slot = params.push(pkv);
+        let filter = Some(Cond::Leaf { target: Target::Column(c.schema.pk), op: Op::Eq, slots: vec![slot] });
+        let stmt = Statement::Update(UpdateShape { model: c.schema.id, sets: vec![(fk, set)], filter });
+        let compiled = compile::compile(self.dialect, &stmt)?;
+        let params = compiled.params(&params.values);
+        let fixups =
+            compiled.binds.iter().enumerate().filter(|(_, b)| b.slot == set).map(|(i, _)| (i, from, col)).collect();
+        self.ops.push(WriteOp { sql: compiled.sql.clone(), params, columns: None, fixups });
+        self.effects.push(Effect::FromOp { obj: child.clone().unbind(), key: c.keys[fk].clone_ref(py), op: from, col });
+        Ok(())
+    }
+
+    /// Applies the keys the statements returned to the Python objects.
+    pub fn apply(self, py: Python<'_>, results: &[crate::rows::RowSet]) -> PyResult<()> {
+        for e in self.effects {
+            match e {
+                Effect::FromOp { obj, key, op, col } => {
+                    if let Some(v) = results.get(op).filter(|r| !r.is_empty()).map(|r| r.row(0)[col].clone()) {
+                        dict_of(obj.bind(py))?.set_item(key.bind(py), convert::to_py(py, &v)?)?;
+                    }
+                }
+                Effect::Set { obj, key, value } => {
+                    dict_of(obj.bind(py))?.set_item(key.bind(py), value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
