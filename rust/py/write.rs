@@ -58,7 +58,8 @@ pub fn has_related(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let d = dict_of(obj)?;
     for r in &m.schema.relations {
         if let Some(v) = d.get_item(r.name.as_str())? {
-            if !v.is_none() && !(v.is_instance_of::<PyList>() && v.len()? == 0) {
+            let empty_list = v.is_instance_of::<PyList>() && v.len()? == 0;
+            if !v.is_none() && !empty_list {
                 return Ok(true);
             }
         }
