@@ -35,7 +35,7 @@ from ormkit.model import (
 from ormkit.loading import joinedload, noload, selectinload
 from ormkit.q import Q
 from ormkit.query import Query
-from ormkit.session import AsyncSession
+from ormkit.session import AsyncSession, Transaction, session_context
 
 __version__ = "0.1.0"
 
@@ -65,6 +65,7 @@ __all__ = [
     "Q",
     "Query",
     "RelationNotLoaded",
+    "Transaction",
     "ValueTypeError",
     "create_engine",
     "joinedload",
@@ -72,4 +73,5 @@ __all__ = [
     "noload",
     "relationship",
     "selectinload",
+    "session_context",
 ]

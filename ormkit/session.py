@@ -1,11 +1,13 @@
-"""``AsyncSession``: the simple API (insert, get, update, remove, query) over an engine."""
+"""``AsyncSession``: the simple API, transactions, and the unit of work over an engine."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from ormkit.engine import Engine
-from ormkit.exceptions import FieldError
+from ormkit.exceptions import FieldError, InterfaceError
 from ormkit.loading import paths_of
 from ormkit.query import Query, _handle
 
@@ -13,23 +15,37 @@ M = TypeVar("M")
 
 
 class AsyncSession:
-    """Each call outside a transaction commits on its own."""
+    """A unit of work over an engine.
 
-    __slots__ = ("engine", "_core", "_closed")
+    Outside a transaction every call commits on its own (autocommit), so one-liners need no
+    ceremony. ``async with session.begin():`` runs everything inside it in one database
+    transaction on one connection; a nested ``begin()`` is a SAVEPOINT. ``add()`` queues
+    instances that ``flush()`` / ``commit()`` (or leaving ``begin()``) insert.
+    """
+
+    __slots__ = ("engine", "_base", "_core", "_depth", "_new", "_closed")
 
     def __init__(self, engine: Engine) -> None:
         if not isinstance(engine, Engine):
             raise TypeError(f"AsyncSession() takes an Engine (from await create_engine(...)), got {engine!r}")
         self.engine = engine
+        self._base = engine._core
         self._core = engine._core
+        self._depth = 0
+        self._new: dict[int, Any] = {}
         self._closed = False
 
     def _executor(self) -> Any:
+        if self._closed:
+            raise InterfaceError("this session is closed; create a new AsyncSession")
         return self._core
 
+    # simple API
+
     def insert(self, instance: M) -> Any:
-        """Inserts ``instance``; awaits to the same instance with its generated key set."""
-        return self._core.insert(_handle(type(instance)), instance)
+        """Inserts ``instance`` (and the related instances it holds); awaits to the same
+        instance with its generated key set."""
+        return self._executor().insert(_handle(type(instance)), instance)
 
     def insert_all(self, instances: Any) -> Any:
         """Inserts many instances of one model in one transaction; keys are filled in."""
@@ -42,27 +58,35 @@ class AsyncSession:
                 raise TypeError(
                     f"insert_all() takes instances of one model; got {model.__name__} and {type(i).__name__}"
                 )
-        return self._core.insert_all(_handle(model), items)
+        return self._executor().insert_all(_handle(model), items)
 
     def get(self, model: type[M], pk: Any) -> Any:
         """The instance with primary key ``pk``, or None."""
-        return self._core.get(_handle(model), pk)
+        return self._executor().get(_handle(model), pk)
 
     def get_or_raise(self, model: type[M], pk: Any) -> Any:
         """The instance with primary key ``pk``; ``NoResultFound`` if there is none."""
-        return self._core.get(_handle(model), pk, True)
+        return self._executor().get(_handle(model), pk, True)
 
     def update(self, instance: M, **values: Any) -> Any:
         """Sets ``values`` on the row and on the instance; awaits to the instance."""
-        return self._core.update(_handle(type(instance)), instance, **values)
+        return self._executor().update(_handle(type(instance)), instance, **values)
 
     def remove(self, instance: Any) -> Any:
         """Deletes the instance's row; awaits to True if a row was deleted."""
-        return self._core.remove(_handle(type(instance)), instance)
+        return self._executor().remove(_handle(type(instance)), instance)
 
     def bulk_update(self, model: type, values: dict[str, Any], **filters: Any) -> Any:
         """``UPDATE model SET values WHERE filters``; awaits to the number of rows changed."""
-        return self._core.bulk_update(_handle(model), values, **filters)
+        return self._executor().bulk_update(_handle(model), values, **filters)
+
+    def query(self, model: type[M]) -> Query[M]:
+        return Query(model, self)
+
+    def execute_raw(self, sql: str, params: Any = None) -> Any:
+        """Raw SQL with bound parameters; awaits to a ``Result`` whose rows are addressable
+        by column name. Inside ``begin()`` it runs in the transaction."""
+        return self._executor().execute(sql, params)
 
     async def load(self, instance: Any, *relations: Any) -> Any:
         """Loads relationships of an instance (or a list of instances of one model) that a
@@ -73,39 +97,86 @@ class AsyncSession:
         if not relations:
             raise TypeError("load() needs at least one relationship name")
         model = type(items[0])
-        await self._core.load_relations(_handle(model), items, paths_of(relations))
+        await self._executor().load_relations(_handle(model), items, paths_of(relations))
         return instance
 
     async def refresh(self, instance: Any, attribute_names: Any = None) -> Any:
         """Reloads the instance's columns from the database, and the named relationships."""
         model = type(instance)
         handle = _handle(model)
-        pk = instance.__dict__.get(handle.pk_name)
-        fresh = await self._core.get(handle, pk, True)
+        fresh = await self._executor().get(handle, instance.__dict__.get(handle.pk_name), True)
         names = list(attribute_names) if attribute_names is not None else list(model.__ormkit_fields__)
-        relations = [n for n in names if n in model.__ormkit_relations__]
         for name in names:
             if name in model.__ormkit_relations__:
                 continue
             if name not in model.__ormkit_fields__:
                 raise FieldError(f"{model.__name__} has no field or relationship {name!r}")
             instance.__dict__[name] = fresh.__dict__[name]
-        if attribute_names is None:
-            for name in model.__ormkit_fields__:
-                instance.__dict__[name] = fresh.__dict__[name]
+        relations = [n for n in names if n in model.__ormkit_relations__]
         if relations:
             await self.load(instance, *relations)
         return instance
 
-    def query(self, model: type[M]) -> Query[M]:
-        return Query(model, self)
+    # unit of work
 
-    def execute_raw(self, sql: str, params: Any = None) -> Any:
-        """Raw SQL with bound parameters; awaits to a ``Result`` whose rows are addressable
-        by column name."""
-        return self._core.execute(sql, params)
+    def add(self, instance: Any) -> None:
+        """Queues ``instance`` to be inserted at the next ``flush()`` / ``commit()``."""
+        _handle(type(instance))
+        self._new[id(instance)] = instance
+
+    def add_all(self, instances: Any) -> None:
+        for i in instances:
+            self.add(i)
+
+    async def flush(self) -> None:
+        """Writes what ``add()`` queued (with the related instances they hold), in one
+        transaction or inside the current one. Keys are filled in."""
+        if not self._new:
+            return
+        items = list(self._new.values())
+        self._new.clear()
+        try:
+            await self._executor().insert_many(items)
+        except BaseException:
+            for i in items:
+                self._new.setdefault(id(i), i)
+            raise
+
+    async def commit(self) -> None:
+        """Flushes, then commits the current transaction (if ``begin()`` opened one)."""
+        await self.flush()
+        if self._depth:
+            core = self._core
+            self._depth = 0
+            self._core = self._base
+            try:
+                await core.control("COMMIT")
+            finally:
+                await core.release()
+
+    async def rollback(self) -> None:
+        """Forgets what ``add()`` queued and rolls back the current transaction."""
+        self._new.clear()
+        if self._depth:
+            core = self._core
+            self._depth = 0
+            self._core = self._base
+            await core.release()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def begin(self) -> Transaction:
+        """``async with session.begin() as tx:`` — one transaction (or a SAVEPOINT when
+        nested): committed on exit, rolled back if the block raises (the exception goes on)."""
+        return Transaction(self)
 
     async def close(self) -> None:
+        """Rolls back an open transaction and gives its connection back."""
+        if self._depth:
+            await self.rollback()
+        self._new.clear()
         self._closed = True
 
     async def __aenter__(self) -> AsyncSession:
@@ -113,6 +184,82 @@ class AsyncSession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class Transaction:
+    """A transaction (or savepoint) of a session; see ``AsyncSession.begin()``."""
+
+    __slots__ = ("_session", "_savepoint", "_core")
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._savepoint: str | None = None
+        self._core: Any = None
+
+    def add(self, instance: Any) -> None:
+        self._session.add(instance)
+
+    def add_all(self, instances: Any) -> None:
+        self._session.add_all(instances)
+
+    async def __aenter__(self) -> Transaction:
+        s = self._session
+        s._executor()
+        if s._depth == 0:
+            core = await s._base.pin()
+            try:
+                await core.control("BEGIN IMMEDIATE" if s.engine.dialect == "sqlite" else "BEGIN")
+            except BaseException:
+                await core.release()
+                raise
+            s._core = core
+        else:
+            self._savepoint = f"ormkit_sp{s._depth}"
+            await s._core.control(f"SAVEPOINT {self._savepoint}")
+        s._depth += 1
+        self._core = s._core
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        s = self._session
+        if s._core is not self._core:
+            # commit() or rollback() inside the block already ended the transaction.
+            return False
+        if exc_type is None:
+            try:
+                await s.flush()
+            except BaseException:
+                await self._undo()
+                raise
+            if self._savepoint:
+                s._depth -= 1
+                await s._core.control(f"RELEASE SAVEPOINT {self._savepoint}")
+            else:
+                await s.commit()
+        else:
+            await self._undo()
+        return False
+
+    async def _undo(self) -> None:
+        s = self._session
+        if self._savepoint:
+            s._depth -= 1
+            await s._core.control(f"ROLLBACK TO SAVEPOINT {self._savepoint}")
+            await s._core.control(f"RELEASE SAVEPOINT {self._savepoint}")
+        else:
+            await s.rollback()
+
+
+@contextlib.asynccontextmanager
+async def session_context(engine: Engine) -> AsyncIterator[AsyncSession]:
+    """A session whose work is one transaction: committed when the block ends, rolled back
+    (and the exception re-raised) if it raises."""
+    session = AsyncSession(engine)
+    try:
+        async with session.begin():
+            yield session
+    finally:
+        await session.close()
 
 
 async def _done(value: Any) -> Any:

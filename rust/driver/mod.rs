@@ -24,6 +24,8 @@ pub enum Request {
     /// Run a query and the queries loading its relations, each keyed by rows of an earlier
     /// one (see `compile::load`).
     Load { units: Vec<LoadUnit> },
+    /// Transaction control (BEGIN, COMMIT, SAVEPOINT ...) on a pinned connection.
+    Control { sql: String },
     /// Run statements in order inside one transaction, where a parameter may be a value an
     /// earlier statement returned (a generated key). Answers each statement's rows.
     Writes { ops: Vec<WriteOp> },

@@ -217,11 +217,20 @@ const STATEMENT_CACHE: usize = 256;
 pub struct PgConn {
     client: Client,
     statements: HashMap<Arc<str>, Statement>,
+    /// Inside BEGIN ... COMMIT (set by `Control` requests): batches then use savepoints.
+    in_tx: bool,
+    /// A statement failed inside the transaction, so PostgreSQL has aborted it: COMMIT
+    /// would silently roll back, and is refused instead.
+    tx_failed: bool,
 }
 
 impl PgConn {
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_tx
     }
 
     pub fn cancel_token(&self) -> tokio_postgres::CancelToken {
@@ -313,7 +322,7 @@ impl PgPool {
             });
             client
         };
-        Ok(PgConn { client, statements: HashMap::new() })
+        Ok(PgConn { client, statements: HashMap::new(), in_tx: false, tx_failed: false })
     }
 
     /// Waits (at most the pool timeout) for a connection; a broken idle one is replaced.
@@ -789,8 +798,20 @@ where
 }
 
 pub async fn run(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
+    // Batches, writes and scripts run under a savepoint inside a transaction and undo
+    // themselves on failure; a plain statement that fails aborts the transaction.
+    let unprotected = matches!(req, Request::Query { .. } | Request::Load { .. });
+    let result = run_any(conn, req, obs).await;
+    if result.is_err() && conn.in_tx && unprotected {
+        conn.tx_failed = true;
+    }
+    result
+}
+
+async fn run_any(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
     if let Request::Writes { ops } = req {
-        return transaction(conn, false, |c| async move {
+        let in_tx = conn.in_tx;
+        return transaction(conn, in_tx, |c| async move {
             let mut done: Vec<RowSet> = Vec::with_capacity(ops.len());
             for op in &ops {
                 let params = match super::write_params(op, &done) {
@@ -825,14 +846,16 @@ async fn run_one(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<RowS
     match req {
         Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns, obs).await,
         Request::Batch { groups, columns } => {
-            transaction(conn, false, |c| async move {
+            let in_tx = conn.in_tx;
+            transaction(conn, in_tx, |c| async move {
                 let r = batch(c, &groups, &columns, obs).await;
                 (r, c)
             })
             .await
         }
         Request::Script { statements } => {
-            transaction(conn, false, |c| async move {
+            let in_tx = conn.in_tx;
+            transaction(conn, in_tx, |c| async move {
                 for s in &statements {
                     let started = std::time::Instant::now();
                     if let Err(e) = c.client.batch_execute(s).await {
@@ -843,6 +866,36 @@ async fn run_one(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<RowS
                 (Ok(RowSet::default()), c)
             })
             .await
+        }
+        Request::Control { sql } => {
+            let started = std::time::Instant::now();
+            let upper = sql.trim().to_ascii_uppercase();
+            let head = upper.split_whitespace().next().unwrap_or_default().to_string();
+            if (head == "COMMIT" || head == "END") && conn.tx_failed {
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                conn.in_tx = false;
+                conn.tx_failed = false;
+                return Err(Error::operational(
+                    "the transaction was aborted by an earlier error and has been rolled back; nothing was committed",
+                ));
+            }
+            let result = conn.client.batch_execute(&sql).await;
+            match head.as_str() {
+                "BEGIN" | "START" if result.is_ok() => {
+                    conn.in_tx = true;
+                    conn.tx_failed = false;
+                }
+                "COMMIT" | "END" => conn.in_tx = false,
+                "ROLLBACK" if upper.contains(" TO ") => conn.tx_failed = result.is_err(),
+                "ROLLBACK" => {
+                    conn.in_tx = false;
+                    conn.tx_failed = false;
+                }
+                _ => {}
+            }
+            result?;
+            obs.record(&Arc::from(sql.as_str()), started, 0);
+            Ok(RowSet::default())
         }
         Request::Load { .. } | Request::Writes { .. } => unreachable!("handled by run"),
     }

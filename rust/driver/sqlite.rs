@@ -348,6 +348,12 @@ fn run_one(conn: &Connection, req: Request, obs: &Observer) -> Result<RowSet> {
             }
             Ok(RowSet::default())
         }),
+        Request::Control { sql } => {
+            let started = std::time::Instant::now();
+            conn.execute_batch(&sql)?;
+            obs.record(&Arc::from(sql.as_str()), started, 0);
+            Ok(RowSet::default())
+        }
         Request::Load { .. } | Request::Writes { .. } => unreachable!("handled by run"),
     }
 }
@@ -402,6 +408,22 @@ impl SqlitePool {
         Ok(())
     }
 
+    /// Takes one connection out of the shared queue for a session's transaction: the worker
+    /// that picks this up serves only the returned `Pinned` until it is released (or
+    /// dropped), then rolls back anything left open and rejoins the pool.
+    pub fn pin(&self, on_ready: Box<dyn FnOnce(Pinned) + Send>) -> Result<()> {
+        self.submit(Box::new(move |conn| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            on_ready(Pinned { tx: Mutex::new(Some(tx)) });
+            while let Ok(job) = rx.recv() {
+                job(conn);
+            }
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }))
+    }
+
     /// Stops taking jobs; the workers finish what is queued, close their connections, and
     /// the last one to exit calls `on_done`.
     pub fn close(&self, on_done: Box<dyn FnOnce() + Send>) {
@@ -415,6 +437,26 @@ impl SqlitePool {
         q.on_exit.push(on_done);
         drop(q);
         self.inner.ready.notify_all();
+    }
+}
+
+/// A connection reserved for one session.
+pub struct Pinned {
+    tx: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+}
+
+impl Pinned {
+    pub fn submit(&self, job: Job) -> Result<()> {
+        let tx = self.tx.lock().unwrap();
+        let tx = tx
+            .as_ref()
+            .ok_or_else(|| Error::interface("the session's connection was released; start a new transaction"))?;
+        tx.send(job).map_err(|_| Error::interface("the session's connection is gone"))
+    }
+
+    /// Hands the connection back to the pool once the queued jobs ran.
+    pub fn release(&self) {
+        self.tx.lock().unwrap().take();
     }
 }
 

@@ -1,6 +1,7 @@
 //! `EngineCore`: one database (a connection pool), the statements the simple API needs, and
 //! the hand-off of every request to its driver.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -14,7 +15,7 @@ use super::result::RawResult;
 use super::write::{has_related, WritePlan};
 use crate::bridge::{self, Payload, Pending};
 use crate::compile::{self, ddl, Compiled, Dialect};
-use crate::driver::postgres::{self, PgConfig, PgPool};
+use crate::driver::postgres::{self, Lease, PgConfig, PgPool};
 use crate::driver::sqlite::{self, SqliteConfig, SqlitePool};
 use crate::driver::{runtime, LoggedQuery, Observer, Request, Response};
 use crate::errors::{Error, Kind};
@@ -35,6 +36,58 @@ pub struct EngineCore {
     dialect: Dialect,
     url: String,
     observer: Arc<Observer>,
+    /// Set on a session's core while it holds a connection for a transaction.
+    pin: Option<Arc<PinState>>,
+}
+
+/// A connection reserved for one session (its transaction).
+enum Pin {
+    Sqlite(sqlite::Pinned),
+    Postgres(Arc<tokio::sync::Mutex<Option<Lease>>>),
+}
+
+struct PinState {
+    pin: Pin,
+    /// An operation is under way; a second one at the same time is a misuse.
+    busy: AtomicBool,
+}
+
+/// Runs a request on a PostgreSQL connection. If the awaiting task goes away, the statement
+/// is cancelled server-side; a pooled connection is then closed (a late cancel must never
+/// hit the next query), a session's connection is kept once the cancel request is through.
+async fn run_pg(
+    pool: &PgPool,
+    lease: &mut Lease,
+    req: Request,
+    obs: &Observer,
+    completer: &bridge::Completer,
+    pinned: bool,
+) -> crate::errors::Result<Response> {
+    if completer.is_cancelled() {
+        return Err(Error::operational("cancelled"));
+    }
+    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<tokio::task::JoinHandle<()>>();
+    let token = lease.conn().cancel_token();
+    let cancel_pool = pool.clone();
+    let cancel_tx = std::sync::Mutex::new(Some(cancel_tx));
+    completer.on_cancel(Box::new(move || {
+        let handle = runtime().spawn(async move { cancel_pool.cancel(token).await });
+        if let Some(tx) = cancel_tx.lock().unwrap().take() {
+            let _ = tx.send(handle);
+        }
+    }));
+    let result = postgres::run(lease.conn(), req, obs).await;
+    let mut cancel_rx = cancel_rx;
+    if let Ok(handle) = cancel_rx.try_recv() {
+        if pinned {
+            let _ = handle.await;
+        } else {
+            lease.discard();
+        }
+    } else if lease.conn().is_closed() {
+        lease.discard();
+    }
+    result
 }
 
 fn finish_none(py: Python<'_>, _rows: RowSet) -> PyResult<Py<PyAny>> {
@@ -61,44 +114,71 @@ impl EngineCore {
     {
         let (pending, completer) = bridge::pending();
         let obs = self.observer.clone();
-        match &self.backend {
-            Backend::Sqlite(pool) => {
-                pool.submit(Box::new(move |conn| {
+        let pin = self.pin.clone();
+        if let Some(p) = &pin {
+            if p.busy.swap(true, Ordering::AcqRel) {
+                return Err(Error::interface(
+                    "this session is already running an operation: an AsyncSession must not be used by two tasks at once (await each call before the next, or give each task its own session)",
+                )
+                .into());
+            }
+        }
+        let done = move |result: crate::errors::Result<Response>, completer: bridge::Completer| {
+            if let Some(p) = &pin {
+                p.busy.store(false, Ordering::Release);
+            }
+            completer.complete(result.map(|r| Box::new(move |py: Python<'_>| finish(py, r)) as Payload));
+        };
+        match (&self.backend, self.pin.as_ref().map(|p| &p.pin)) {
+            (Backend::Sqlite(pool), pinned) => {
+                let job: sqlite::Job = Box::new(move |conn| {
                     if completer.is_cancelled() {
-                        return;
+                        return done(Err(Error::operational("cancelled")), completer);
                     }
                     let handle = conn.get_interrupt_handle();
                     completer.on_cancel(Box::new(move || handle.interrupt()));
                     let result = sqlite::run(conn, req, &obs);
-                    completer.complete(result.map(|rows| Box::new(move |py: Python<'_>| finish(py, rows)) as Payload));
-                }))?;
+                    done(result, completer);
+                });
+                match pinned {
+                    Some(Pin::Sqlite(p)) => p.submit(job),
+                    _ => pool.submit(job),
+                }
+                .inspect_err(|_| {
+                    if let Some(p) = &self.pin {
+                        p.busy.store(false, Ordering::Release);
+                    }
+                })?;
             }
-            Backend::Postgres(pool) => {
+            (Backend::Postgres(pool), pinned) => {
                 let pool = pool.clone();
+                let pinned = match pinned {
+                    Some(Pin::Postgres(lease)) => Some(lease.clone()),
+                    _ => None,
+                };
                 runtime().spawn(async move {
-                    let mut lease = match pool.acquire().await {
-                        Ok(l) => l,
-                        Err(e) => return completer.complete(Err(e)),
-                    };
-                    if completer.is_cancelled() {
-                        return;
+                    match pinned {
+                        Some(slot) => {
+                            let mut guard = slot.lock().await;
+                            let Some(lease) = guard.as_mut() else {
+                                let e =
+                                    Error::interface("the session's connection was released; start a new transaction");
+                                return done(Err(e), completer);
+                            };
+                            let result = run_pg(&pool, lease, req, &obs, &completer, true).await;
+                            drop(guard);
+                            done(result, completer);
+                        }
+                        None => {
+                            let mut lease = match pool.acquire().await {
+                                Ok(l) => l,
+                                Err(e) => return done(Err(e), completer),
+                            };
+                            let result = run_pg(&pool, &mut lease, req, &obs, &completer, false).await;
+                            drop(lease);
+                            done(result, completer);
+                        }
                     }
-                    // A cancelled query is cancelled server-side, and its connection is then
-                    // closed rather than reused: a late cancel request must never hit the
-                    // next query on that connection.
-                    let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    let token = lease.conn().cancel_token();
-                    let (flag, cancel_pool) = (cancelled.clone(), pool.clone());
-                    completer.on_cancel(Box::new(move || {
-                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                        runtime().spawn(async move { cancel_pool.cancel(token).await });
-                    }));
-                    let result = postgres::run(lease.conn(), req, &obs).await;
-                    if cancelled.load(std::sync::atomic::Ordering::SeqCst) || lease.conn().is_closed() {
-                        lease.discard();
-                    }
-                    drop(lease);
-                    completer.complete(result.map(|rows| Box::new(move |py: Python<'_>| finish(py, rows)) as Payload));
                 });
             }
         }
@@ -202,7 +282,7 @@ impl EngineCore {
                     .name("ormkit-connect".into())
                     .spawn(move || {
                         let result = SqlitePool::start(&cfg).map(|pool| {
-                            let core = EngineCore { backend: Backend::Sqlite(pool), dialect: Dialect::Sqlite, url, observer: Default::default() };
+                            let core = EngineCore { backend: Backend::Sqlite(pool), dialect: Dialect::Sqlite, url, observer: Default::default(), pin: None };
                             Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                         });
                         completer.complete(result);
@@ -233,7 +313,7 @@ impl EngineCore {
                     // Connect once now, so a wrong URL fails at create_engine.
                     let result = pool.acquire().await.map(|lease| {
                         drop(lease);
-                        let core = EngineCore { backend: Backend::Postgres(pool), dialect: Dialect::Postgres, url, observer: Default::default() };
+                        let core = EngineCore { backend: Backend::Postgres(pool), dialect: Dialect::Postgres, url, observer: Default::default(), pin: None };
                         Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                     });
                     completer.complete(result);
@@ -324,6 +404,14 @@ impl EngineCore {
             }
         }
         Ok(pending)
+    }
+
+    /// Inserts instances of any models (and what they hold) in one transaction.
+    fn insert_many(&self, objs: Vec<Bound<'_, PyAny>>) -> PyResult<Pending> {
+        let list =
+            PyList::new(objs.first().map(|o| o.py()).ok_or_else(|| Error::interface("nothing to insert"))?, &objs)?;
+        let result = list.into_any().unbind();
+        self.insert_related(objs, result)
     }
 
     /// Inserts one instance; resolves to the instance with its generated key set.
@@ -533,6 +621,97 @@ impl EngineCore {
         self.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
         })
+    }
+
+    /// A core holding one connection for a session's transaction; resolves to it.
+    fn pin(&self) -> PyResult<Pending> {
+        let (pending, completer) = bridge::pending();
+        let (dialect, url, observer) = (self.dialect, self.url.clone(), self.observer.clone());
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let pool2 = pool.clone();
+                pool.pin(Box::new(move |pinned| {
+                    let core = EngineCore {
+                        backend: Backend::Sqlite(pool2),
+                        dialect,
+                        url,
+                        observer,
+                        pin: Some(Arc::new(PinState { pin: Pin::Sqlite(pinned), busy: AtomicBool::new(false) })),
+                    };
+                    completer.complete(Ok(Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any()))));
+                }))?;
+            }
+            Backend::Postgres(pool) => {
+                let pool = pool.clone();
+                runtime().spawn(async move {
+                    let result = pool.acquire().await.map(|lease| {
+                        let slot = Arc::new(tokio::sync::Mutex::new(Some(lease)));
+                        let core = EngineCore {
+                            backend: Backend::Postgres(pool),
+                            dialect,
+                            url,
+                            observer,
+                            pin: Some(Arc::new(PinState { pin: Pin::Postgres(slot), busy: AtomicBool::new(false) })),
+                        };
+                        Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
+                    });
+                    completer.complete(result);
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Gives a pinned connection back to the pool, rolling back what is still open.
+    fn release(&self) -> PyResult<Pending> {
+        let Some(pin) = &self.pin else {
+            return Ok(bridge::ready(Ok(Box::new(|py: Python<'_>| Ok(py.None())))));
+        };
+        let (pending, completer) = bridge::pending();
+        match &pin.pin {
+            Pin::Sqlite(p) => {
+                // Runs after everything queued on the connection; then the worker rolls
+                // back whatever is left open and rejoins the pool.
+                let job: sqlite::Job =
+                    Box::new(move |_| completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None())))));
+                if p.submit(job).is_err() {
+                    return Ok(bridge::ready(Ok(Box::new(|py: Python<'_>| Ok(py.None())))));
+                }
+                p.release();
+            }
+            Pin::Postgres(slot) => {
+                let slot = slot.clone();
+                runtime().spawn(async move {
+                    if let Some(mut lease) = slot.lock().await.take() {
+                        if lease.conn().in_transaction() {
+                            let _ = postgres::run(
+                                lease.conn(),
+                                Request::Control { sql: "ROLLBACK".into() },
+                                &Observer::default(),
+                            )
+                            .await;
+                        }
+                    }
+                    completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None()))));
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Transaction control on a pinned core: BEGIN, COMMIT, ROLLBACK, SAVEPOINT name, ...
+    fn control(&self, sql: String) -> PyResult<Pending> {
+        if self.pin.is_none() {
+            return Err(
+                Error::interface("transaction control needs a session's own connection (session.begin())").into()
+            );
+        }
+        self.submit(Request::Control { sql }, finish_none)
+    }
+
+    #[getter]
+    fn pinned(&self) -> bool {
+        self.pin.is_some()
     }
 
     /// A log of every statement this engine runs while it is open (see `QueryLog`).
