@@ -101,7 +101,8 @@ class AsyncSession:
         return instance
 
     async def refresh(self, instance: Any, attribute_names: Any = None) -> Any:
-        """Reloads the instance's columns from the database, and the named relationships."""
+        """Reloads the named attributes (columns and relationships) from the database, as
+        SQLAlchemy does; with no names, every column."""
         model = type(instance)
         handle = _handle(model)
         fresh = await self._executor().get(handle, instance.__dict__.get(handle.pk_name), True)

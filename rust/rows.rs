@@ -4,7 +4,7 @@ use crate::compile::Columns;
 use crate::value::Value;
 
 /// Rows of one result, row-major in a single vector.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RowSet {
     pub columns: Columns,
     pub values: Vec<Value>,

@@ -116,6 +116,22 @@ impl Builder {
         let mut stack: Vec<(usize, Arc<ModelSchema>, &[LoadNode])> = vec![(0, model.clone(), loads)];
         while let Some((seg, owner, nodes)) = stack.pop() {
             let rels = owner.resolved_relations()?;
+            // lazy="noload" holds at every depth: related objects get their empty value too.
+            for (i, r) in owner.relations.iter().enumerate() {
+                if r.lazy == "noload" && !nodes.iter().any(|n| n.rel == i) && (seg > 0 || extra > 0 || source.is_some())
+                {
+                    self.edges.push(Edge {
+                        kind: EdgeKind::NoLoad,
+                        name: r.name.clone(),
+                        uselist: rels[i].uselist,
+                        back: None,
+                        parent: (me, seg),
+                        child: (me, seg),
+                        parent_key: 0,
+                        child_match: 0,
+                    });
+                }
+            }
             for node in nodes {
                 let rel = rels[node.rel].clone();
                 let back = scalar_back(&rel, &owner)?;

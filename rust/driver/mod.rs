@@ -12,7 +12,7 @@ use crate::rows::RowSet;
 use crate::value::Value;
 
 /// One unit of work for a connection.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Request {
     /// Run one statement and return its rows (or, for writes, the affected count).
     Query { sql: Arc<str>, params: Vec<Value>, columns: Option<Columns> },
@@ -32,7 +32,7 @@ pub enum Request {
 }
 
 /// One statement of a `Writes` request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct WriteOp {
     pub sql: Arc<str>,
     pub params: Vec<Value>,
@@ -56,7 +56,7 @@ pub(crate) fn write_params(op: &WriteOp, done: &[RowSet]) -> crate::errors::Resu
 }
 
 /// One statement of a relation load.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadUnit {
     pub sql: Arc<str>,
     pub params: Vec<Value>,
@@ -165,6 +165,27 @@ impl Observer {
         self.logs.lock().unwrap().push((id, log));
         self.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         id
+    }
+
+    /// A scratch observer for work that may be abandoned and run again: what it records
+    /// reaches this one only through `keep`.
+    pub fn scratch(&self) -> (Observer, Option<LogBuffer>) {
+        let scratch = Observer::default();
+        if !self.is_active() {
+            return (scratch, None);
+        }
+        let buf = LogBuffer::default();
+        scratch.open(buf.clone());
+        (scratch, Some(buf))
+    }
+
+    pub fn keep(&self, buf: Option<LogBuffer>) {
+        let Some(buf) = buf else { return };
+        for e in buf.lock().unwrap().drain(..) {
+            for (_, log) in self.logs.lock().unwrap().iter() {
+                log.lock().unwrap().push(e.clone());
+            }
+        }
     }
 
     pub fn close(&self, id: u64) {

@@ -370,6 +370,34 @@ struct Queue {
 struct PoolInner {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// One connection per worker. A worker locks its own to run a job; the event loop's
+    /// thread may borrow an unlocked one to run a short statement inline.
+    slots: Vec<Arc<Mutex<Option<Connection>>>>,
+    /// Statements that once ran past the inline budget: they always go to a worker.
+    slow: std::sync::RwLock<std::collections::HashSet<Arc<str>>>,
+    /// The channels of pinned connections, so that closing the pool can end them.
+    pins: Mutex<Vec<std::sync::Weak<PinChannel>>>,
+}
+
+type PinChannel = Mutex<Option<std::sync::mpsc::Sender<Job>>>;
+
+/// How long a statement may run inline on the event loop's thread before it is stopped
+/// and handed to a worker instead.
+const INLINE_BUDGET: std::time::Duration = std::time::Duration::from_micros(1500);
+/// Batches with more rows than this never run inline.
+const INLINE_BATCH_ROWS: usize = 64;
+
+/// The statement that identifies a request for the slow list.
+fn request_key(req: &Request) -> Option<Arc<str>> {
+    match req {
+        Request::Query { sql, .. } => Some(sql.clone()),
+        Request::Load { units } => units.first().map(|u| u.sql.clone()),
+        Request::Writes { ops } if ops.len() <= INLINE_BATCH_ROWS => ops.first().map(|o| o.sql.clone()),
+        Request::Batch { groups, .. } if groups.iter().map(|g| g.1.len()).sum::<usize>() <= INLINE_BATCH_ROWS => {
+            groups.first().map(|g| g.0.clone())
+        }
+        _ => None,
+    }
 }
 
 /// A fixed set of connection threads sharing one job queue.
@@ -383,18 +411,65 @@ impl SqlitePool {
     pub fn start(cfg: &SqliteConfig) -> Result<SqlitePool> {
         let size = if cfg.path.is_none() { 1 } else { cfg.pool_size.max(1) };
         let conns = (0..size).map(|_| open(cfg)).collect::<Result<Vec<_>>>()?;
+        let slots: Vec<_> = conns.into_iter().map(|c| Arc::new(Mutex::new(Some(c)))).collect();
         let inner = Arc::new(PoolInner {
             queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false, alive: size, on_exit: vec![] }),
             ready: Condvar::new(),
+            slots: slots.clone(),
+            slow: Default::default(),
+            pins: Default::default(),
         });
-        for (i, conn) in conns.into_iter().enumerate() {
+        for (i, slot) in slots.into_iter().enumerate() {
             let inner = inner.clone();
             std::thread::Builder::new()
                 .name(format!("ormkit-sqlite-{i}"))
-                .spawn(move || worker(inner, conn))
+                .spawn(move || worker(inner, slot))
                 .map_err(|e| Error::operational(format!("cannot start a SQLite worker thread: {e}")))?;
         }
         Ok(SqlitePool { inner })
+    }
+
+    /// Runs `req` right here if a connection is free and the statement is not known to be
+    /// slow. A run that exceeds the budget is interrupted (SQLite undoes the statement) and
+    /// `Err(req)` hands it back for a worker; so is a request that cannot run inline.
+    pub fn try_inline(&self, req: Request, obs: &Observer) -> std::result::Result<Result<Response>, Request> {
+        let Some(key) = request_key(&req) else { return Err(req) };
+        if self.inner.slow.read().unwrap().contains(&key) {
+            return Err(req);
+        }
+        for slot in &self.inner.slots {
+            let Ok(guard) = slot.try_lock() else { continue };
+            let Some(conn) = guard.as_ref() else { return Err(req) };
+            if !conn.is_autocommit() {
+                continue;
+            }
+            let deadline = std::time::Instant::now() + INLINE_BUDGET;
+            let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = over.clone();
+            let budget = conn.progress_handler(
+                1000,
+                Some(move || {
+                    let late = std::time::Instant::now() > deadline;
+                    if late {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    late
+                }),
+            );
+            if budget.is_err() {
+                return Err(req);
+            }
+            let (scratch, log) = obs.scratch();
+            let result = run(conn, req.clone(), &scratch);
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if over.load(std::sync::atomic::Ordering::Relaxed) && result.is_err() {
+                self.inner.slow.write().unwrap().insert(key);
+                return Err(req);
+            }
+            obs.keep(log);
+            return Ok(result);
+        }
+        Err(req)
     }
 
     pub fn submit(&self, job: Job) -> Result<()> {
@@ -412,9 +487,17 @@ impl SqlitePool {
     /// that picks this up serves only the returned `Pinned` until it is released (or
     /// dropped), then rolls back anything left open and rejoins the pool.
     pub fn pin(&self, on_ready: Box<dyn FnOnce(Pinned) + Send>) -> Result<()> {
+        let inner = self.inner.clone();
         self.submit(Box::new(move |conn| {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
-            on_ready(Pinned { tx: Mutex::new(Some(tx)) });
+            let channel = Arc::new(Mutex::new(Some(tx)));
+            {
+                let mut pins = inner.pins.lock().unwrap();
+                pins.retain(|w| w.strong_count() > 0);
+                pins.push(Arc::downgrade(&channel));
+            }
+            drop(inner);
+            on_ready(Pinned { tx: channel });
             while let Ok(job) = rx.recv() {
                 job(conn);
             }
@@ -427,6 +510,12 @@ impl SqlitePool {
     /// Stops taking jobs; the workers finish what is queued, close their connections, and
     /// the last one to exit calls `on_done`.
     pub fn close(&self, on_done: Box<dyn FnOnce() + Send>) {
+        // Sessions still holding a connection lose it: their transactions roll back.
+        for pin in self.inner.pins.lock().unwrap().drain(..) {
+            if let Some(channel) = pin.upgrade() {
+                channel.lock().unwrap().take();
+            }
+        }
         let mut q = self.inner.queue.lock().unwrap();
         q.closed = true;
         if q.alive == 0 {
@@ -442,7 +531,7 @@ impl SqlitePool {
 
 /// A connection reserved for one session.
 pub struct Pinned {
-    tx: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    tx: Arc<PinChannel>,
 }
 
 impl Pinned {
@@ -460,7 +549,7 @@ impl Pinned {
     }
 }
 
-fn worker(inner: Arc<PoolInner>, conn: Connection) {
+fn worker(inner: Arc<PoolInner>, slot: Arc<Mutex<Option<Connection>>>) {
     loop {
         let job = {
             let mut q = inner.queue.lock().unwrap();
@@ -474,12 +563,14 @@ fn worker(inner: Arc<PoolInner>, conn: Connection) {
                 q = inner.ready.wait(q).unwrap();
             }
         };
-        match job {
-            Some(job) => job(&conn),
-            None => break,
+        let Some(job) = job else { break };
+        let guard = slot.lock().unwrap();
+        if let Some(conn) = guard.as_ref() {
+            job(conn);
         }
     }
-    drop(conn);
+    // Closes the connection.
+    slot.lock().unwrap().take();
     let callbacks = {
         let mut q = inner.queue.lock().unwrap();
         q.alive -= 1;

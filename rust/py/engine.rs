@@ -129,6 +129,18 @@ impl EngineCore {
             }
             completer.complete(result.map(|r| Box::new(move |py: Python<'_>| finish(py, r)) as Payload));
         };
+        let mut req = req;
+        if let (Backend::Sqlite(pool), None) = (&self.backend, &self.pin) {
+            // Short statements run right here with the GIL released: the awaitable is then
+            // complete before it is awaited, with no thread hop and no loop round trip.
+            match Python::attach(|py| py.detach(|| pool.try_inline(req, &obs))) {
+                Ok(result) => {
+                    done(result, completer);
+                    return Ok(pending);
+                }
+                Err(back) => req = back,
+            }
+        }
         match (&self.backend, self.pin.as_ref().map(|p| &p.pin)) {
             (Backend::Sqlite(pool), pinned) => {
                 let job: sqlite::Job = Box::new(move |conn| {

@@ -55,7 +55,15 @@ pub fn run_for_instances(
     instances: Vec<Py<PyAny>>,
     given: RowSet,
 ) -> PyResult<Pending> {
-    let load = compile_load(engine.dialect(), shape)?;
+    // The instances' own rows are at hand, so there is no query to join into: their
+    // direct relations load with IN queries instead.
+    let mut shape = shape.clone();
+    for node in &mut shape.loads {
+        if node.strategy == crate::plan::load::Strategy::Joined {
+            node.strategy = crate::plan::load::Strategy::Selectin;
+        }
+    }
+    let load = compile_load(engine.dialect(), &shape)?;
     let units = units_for(&load, None, Some(given));
     engine.submit_response(Request::Load { units }, move |py, response| {
         let list = assemble(py, &load, response.units(), Some(&instances))?;

@@ -1,0 +1,31 @@
+"""Smoke test of the harness (not collected by default: `testpaths = ["tests"]`).
+
+    python -m pytest bench/test_harness.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_quick_run_sqlite(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [sys.executable, str(HERE / "run.py"), "--quick", "--backends", "sqlite", "--libs", "ormkit,sqlite3",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads((tmp_path / "quick.json").read_text())
+    rows = data["results"]["sqlite"]
+    for w in ("W1", "W2", "W3", "W4", "W6a", "W6b", "W7"):
+        for lib in ("ormkit", "sqlite3"):
+            assert rows[lib][w]["status"] == "ok", (lib, w, rows[lib][w])
+            assert rows[lib][w]["median"] > 0
+    assert rows["ormkit-tuples"]["W2"]["status"] == "ok"
+    assert (tmp_path / "quick.md").read_text().count("| W1 get by pk") == 2
+    assert (tmp_path / "quick.png").stat().st_size > 0

@@ -1,0 +1,1130 @@
+"""Relationship loading: every relationship kind x every loading strategy, on both backends.
+
+Kinds: many-to-one, one-to-many, one-to-one (``uselist=False``), many-to-many (``secondary=`` as a
+table name and as an association model), two links between the same models told apart with
+``foreign_keys=``, and a self-referential tree. Strategies: ``selectinload``, ``joinedload``,
+``noload``, dotted paths, chained mixed strategies, several options at once, ``lazy=`` defaults,
+``session.load`` / ``session.refresh``. Also: ``back_populates`` identity, one object per row within a
+query, NULL foreign keys, parents without children, ``limit`` with a joined collection, ordering,
+link errors, large key sets and the N+1 property (counted through ``engine.query_log()``).
+
+Every model here uses tables prefixed ``r_``. Seed rows carry explicit primary keys, inserted out of
+key order, so "collections are ordered by the child's primary key" is really exercised (PostgreSQL
+returns heap order, i.e. insertion order, without an ORDER BY).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ormkit import (
+    Base,
+    BigInteger,
+    FieldError,
+    ForeignKey,
+    Mapped,
+    RelationNotLoaded,
+    joinedload,
+    mapped_column,
+    noload,
+    relationship,
+    selectinload,
+)
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+#
+#   RAuthor 1--* RPost 1--* RComment          (one-to-many / many-to-one, nullable FK on RPost)
+#   RAuthor 1--1 RProfile                     (one-to-one, uselist=False)
+#   RAuthor *--* RGroup   via r_author_groups (secondary= table name)
+#   RPost   *--* RTag     via RPostTag        (secondary= association model class)
+#   RAuthor 1--* RMessage twice               (sender / recipient, foreign_keys=)
+#   RNode   self-referential tree             (parent / children)
+
+
+class RAuthorGroup(Base):
+    __tablename__ = "r_author_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("r_authors.id", ondelete="CASCADE"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("r_groups.id", ondelete="CASCADE"))
+
+
+class RPostTag(Base):
+    __tablename__ = "r_post_tags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("r_posts.id", ondelete="CASCADE"))
+    tag_id: Mapped[int] = mapped_column(ForeignKey("r_tags.id", ondelete="CASCADE"))
+
+
+class RAuthor(Base):
+    __tablename__ = "r_authors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(max_length=100)
+
+    posts: Mapped[list[RPost]] = relationship(back_populates="author")
+    profile: Mapped[RProfile | None] = relationship(back_populates="author", uselist=False)
+    groups: Mapped[list[RGroup]] = relationship(back_populates="members", secondary="r_author_groups")
+    sent: Mapped[list[RMessage]] = relationship(back_populates="sender", foreign_keys="sender_id")
+    received: Mapped[list[RMessage]] = relationship(back_populates="recipient", foreign_keys="recipient_id")
+
+
+class RPost(Base):
+    __tablename__ = "r_posts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(max_length=200)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("r_authors.id", ondelete="CASCADE"))
+
+    author: Mapped[RAuthor | None] = relationship(back_populates="posts")
+    comments: Mapped[list[RComment]] = relationship(back_populates="post")
+    tags: Mapped[list[RTag]] = relationship(back_populates="posts", secondary=RPostTag)
+
+
+class RComment(Base):
+    __tablename__ = "r_comments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[str]
+    post_id: Mapped[int] = mapped_column(ForeignKey("r_posts.id", ondelete="CASCADE"))
+
+    post: Mapped[RPost] = relationship(back_populates="comments")
+
+
+class RProfile(Base):
+    __tablename__ = "r_profiles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bio: Mapped[str]
+    author_id: Mapped[int] = mapped_column(ForeignKey("r_authors.id", ondelete="CASCADE"), unique=True)
+
+    author: Mapped[RAuthor] = relationship(back_populates="profile")
+
+
+class RGroup(Base):
+    __tablename__ = "r_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+    members: Mapped[list[RAuthor]] = relationship(back_populates="groups", secondary="r_author_groups")
+
+
+class RTag(Base):
+    __tablename__ = "r_tags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str]
+
+    posts: Mapped[list[RPost]] = relationship(back_populates="tags", secondary=RPostTag)
+
+
+class RMessage(Base):
+    __tablename__ = "r_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str]
+    sender_id: Mapped[int] = mapped_column(ForeignKey("r_authors.id"))
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("r_authors.id"))
+
+    sender: Mapped[RAuthor] = relationship(back_populates="sent", foreign_keys="sender_id")
+    recipient: Mapped[RAuthor] = relationship(back_populates="received", foreign_keys="recipient_id")
+
+
+class RNode(Base):
+    __tablename__ = "r_nodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("r_nodes.id"))
+
+    parent: Mapped[RNode | None] = relationship(back_populates="children")
+    children: Mapped[list[RNode]] = relationship(back_populates="parent")
+
+
+# keys that are not int primary keys -------------------------------------------------------------
+
+
+class RLang(Base):
+    """A text primary key."""
+
+    __tablename__ = "r_langs"
+
+    code: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+    books: Mapped[list[RBook]] = relationship(back_populates="lang")
+
+
+class RBook(Base):
+    __tablename__ = "r_books"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lang_code: Mapped[str | None] = mapped_column(ForeignKey("r_langs.code"))
+
+    lang: Mapped[RLang | None] = relationship(back_populates="books")
+
+
+class RCountry(Base):
+    """Referenced through a unique column that is not the primary key."""
+
+    __tablename__ = "r_countries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iso: Mapped[str] = mapped_column(unique=True)
+
+    cities: Mapped[list[RCity]] = relationship(back_populates="country")
+
+
+class RCity(Base):
+    __tablename__ = "r_cities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    country_iso: Mapped[str] = mapped_column(ForeignKey("r_countries.iso"))
+
+    country: Mapped[RCountry] = relationship(back_populates="cities")
+
+
+class RBigOwner(Base):
+    __tablename__ = "r_big_owners"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+    items: Mapped[list[RBigItem]] = relationship(back_populates="owner")
+
+
+class RBigItem(Base):
+    __tablename__ = "r_big_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("r_big_owners.id"))
+
+    owner: Mapped[RBigOwner] = relationship(back_populates="items")
+
+
+# lazy= defaults ------------------------------------------------------------------------------
+
+
+class RLzParent(Base):
+    __tablename__ = "r_lz_parents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+    kids_selectin: Mapped[list[RLzChild]] = relationship(lazy="selectin")
+    kids_joined: Mapped[list[RLzChild]] = relationship(lazy="joined")
+    kids_noload: Mapped[list[RLzChild]] = relationship(lazy="noload")
+    kids_raise: Mapped[list[RLzChild]] = relationship(lazy="raise")
+    kids_select: Mapped[list[RLzChild]] = relationship(lazy="select")
+    kids_default: Mapped[list[RLzChild]] = relationship()
+
+
+class RLzChild(Base):
+    __tablename__ = "r_lz_children"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("r_lz_parents.id"))
+
+    parent_joined: Mapped[RLzParent | None] = relationship(lazy="joined")
+    parent_selectin: Mapped[RLzParent | None] = relationship(lazy="selectin")
+    parent_noload: Mapped[RLzParent | None] = relationship(lazy="noload")
+    parent_raise: Mapped[RLzParent | None] = relationship(lazy="raise")
+
+
+# eager defaults on both sides of one link (a cycle: parent -> kids -> parent -> ...)
+class RCyParent(Base):
+    __tablename__ = "r_cy_parents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+    kids: Mapped[list[RCyChild]] = relationship(back_populates="parent", lazy="selectin")
+
+
+class RCyChild(Base):
+    __tablename__ = "r_cy_children"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("r_cy_parents.id"))
+
+    parent: Mapped[RCyParent] = relationship(back_populates="kids", lazy="joined")
+
+
+# broken links (each on its own models, so they cannot disturb the models above) -------------
+
+
+class RErrNoLinkA(Base):
+    __tablename__ = "r_err_nolink_a"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    things: Mapped[list[RErrNoLinkB]] = relationship()
+
+
+class RErrNoLinkB(Base):
+    __tablename__ = "r_err_nolink_b"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    other: Mapped[int | None]
+
+
+class RErrAmbA(Base):
+    __tablename__ = "r_err_amb_a"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    bs: Mapped[list[RErrAmbB]] = relationship()
+
+
+class RErrAmbB(Base):
+    __tablename__ = "r_err_amb_b"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    first_id: Mapped[int | None] = mapped_column(ForeignKey("r_err_amb_a.id"))
+    second_id: Mapped[int | None] = mapped_column(ForeignKey("r_err_amb_a.id"))
+
+    a: Mapped[RErrAmbA | None] = relationship()
+
+
+class RErrGhost(Base):
+    __tablename__ = "r_err_ghost"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    ghost: Mapped[RNoSuchModel | None] = relationship()  # noqa: F821 - deliberately undefined
+
+
+class RErrBpA(Base):
+    __tablename__ = "r_err_bp_a"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    bs: Mapped[list[RErrBpB]] = relationship(back_populates="no_such_attribute")
+
+
+class RErrBpB(Base):
+    __tablename__ = "r_err_bp_b"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    a_id: Mapped[int | None] = mapped_column(ForeignKey("r_err_bp_a.id"))
+
+
+class RErrLazy(Base):
+    """An eager lazy= default over a missing link: fails when a query of the model is made."""
+
+    __tablename__ = "r_err_lazy"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    things: Mapped[list[RErrNoLinkB]] = relationship(lazy="selectin")
+
+
+# ---------------------------------------------------------------------------------------------
+# seed data
+# ---------------------------------------------------------------------------------------------
+#
+#   authors   1 alice   2 bob   3 carol (no posts, no profile, no groups, no messages)
+#   posts     alice: 11, 12, 13 (inserted 13, 11, 12)   bob: 21   orphan 30 (author_id NULL)
+#   comments  post 11: 101, 103 (inserted 103, 101)      post 21: 102      others: none
+#   profiles  alice: 1   bob: 2                          carol: none
+#   groups    1 admins {alice}   2 devs {bob, alice}   3 empty {}
+#   tags      1 python  2 rust   3 unused   post 11 {rust, python}   post 21 {rust}
+#   messages  1 alice->bob  2 bob->alice  3 alice->bob  4 alice->carol
+
+
+async def seed(session) -> None:
+    await session.insert_all([RAuthor(id=1, name="alice"), RAuthor(id=2, name="bob"), RAuthor(id=3, name="carol")])
+    await session.insert_all(
+        [
+            RPost(id=13, title="a3", author_id=1),
+            RPost(id=21, title="b1", author_id=2),
+            RPost(id=11, title="a1", author_id=1),
+            RPost(id=30, title="orphan", author_id=None),
+            RPost(id=12, title="a2", author_id=1),
+        ]
+    )
+    await session.insert_all(
+        [
+            RComment(id=103, body="c103", post_id=11),
+            RComment(id=102, body="c102", post_id=21),
+            RComment(id=101, body="c101", post_id=11),
+        ]
+    )
+    await session.insert_all([RProfile(id=2, bio="bob bio", author_id=2), RProfile(id=1, bio="alice bio", author_id=1)])
+    await session.insert_all([RGroup(id=1, name="admins"), RGroup(id=2, name="devs"), RGroup(id=3, name="empty")])
+    await session.insert_all(
+        [
+            RAuthorGroup(id=1, author_id=2, group_id=2),
+            RAuthorGroup(id=2, author_id=1, group_id=2),
+            RAuthorGroup(id=3, author_id=1, group_id=1),
+        ]
+    )
+    await session.insert_all([RTag(id=2, label="rust"), RTag(id=1, label="python"), RTag(id=3, label="unused")])
+    await session.insert_all(
+        [
+            RPostTag(id=1, post_id=11, tag_id=2),
+            RPostTag(id=2, post_id=21, tag_id=2),
+            RPostTag(id=3, post_id=11, tag_id=1),
+        ]
+    )
+    await session.insert_all(
+        [
+            RMessage(id=3, text="m3", sender_id=1, recipient_id=2),
+            RMessage(id=1, text="m1", sender_id=1, recipient_id=2),
+            RMessage(id=2, text="m2", sender_id=2, recipient_id=1),
+            RMessage(id=4, text="m4", sender_id=1, recipient_id=3),
+        ]
+    )
+
+
+def ids(objs) -> list[int]:
+    return [o.id for o in objs]
+
+
+def by_id(objs) -> dict:
+    return {o.id: o for o in objs}
+
+
+async def authors(session, *options):
+    return by_id(await session.query(RAuthor).options(*options).order_by("id").all())
+
+
+async def posts(session, *options):
+    return by_id(await session.query(RPost).options(*options).order_by("id").all())
+
+
+# Most tests loop over both eager strategies inside one test (each test costs a fresh database on
+# both backends); when an assertion fails, `pytest -l` shows which `strategy` was running.
+BOTH = (selectinload, joinedload)
+
+
+# ---------------------------------------------------------------------------------------------
+# one-to-many / many-to-one
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_one_to_many(session):
+    await seed(session)
+    for strategy in BOTH:
+        a = await authors(session, strategy("posts"))
+        assert list(a) == [1, 2, 3]
+        # ordered by the child's primary key, not by insertion order
+        assert ids(a[1].posts) == [11, 12, 13]
+        assert [p.title for p in a[1].posts] == ["a1", "a2", "a3"]
+        assert ids(a[2].posts) == [21]
+        # a parent without children gets an empty list
+        assert a[3].posts == [] and isinstance(a[3].posts, list)
+        for author in a.values():
+            for p in author.posts:
+                assert isinstance(p, RPost) and p.author_id == author.id
+                assert p.author is author  # back_populates: the same object
+        # only the children of the parents that matched
+        (alice,) = await session.query(RAuthor).filter(name="alice").options(strategy("posts")).all()
+        assert ids(alice.posts) == [11, 12, 13]
+
+
+async def test_many_to_one(session):
+    await seed(session)
+    for strategy in BOTH:
+        p = await posts(session, strategy("author"))
+        assert list(p) == [11, 12, 13, 21, 30]
+        assert isinstance(p[11].author, RAuthor)
+        assert (p[11].author.name, p[21].author.name) == ("alice", "bob")
+        # NULL foreign key
+        assert p[30].author_id is None and p[30].author is None
+        # rows sharing a parent share one object
+        assert p[11].author is p[12].author is p[13].author
+        assert p[11].author is not p[21].author
+        # author.posts would hold only this query's posts: it must not look loaded
+        (one,) = await session.query(RPost).filter(id=11).options(strategy("author")).all()
+        assert one.author.name == "alice"
+        with pytest.raises(RelationNotLoaded):
+            one.author.posts  # noqa: B018
+
+
+async def test_noload_for_every_kind(session):
+    await seed(session)
+    a = await authors(session, noload("posts"), noload("profile"), noload("groups"), noload("sent"))
+    for x in a.values():
+        assert x.posts == [] and isinstance(x.posts, list)
+        assert x.profile is None
+        assert x.groups == []
+        assert x.sent == []
+    p = await posts(session, noload("author"), noload("tags"))
+    assert all(x.author is None and x.tags == [] for x in p.values())
+    assert p[11].author_id == 1  # the column itself is untouched
+    g = await session.query(RGroup).options(noload("members")).all()
+    assert all(x.members == [] for x in g)
+    pr = await session.query(RProfile).options(noload("author")).all()
+    assert all(x.author is None for x in pr)
+
+
+# ---------------------------------------------------------------------------------------------
+# one-to-one, many-to-many, foreign_keys=, self-referential
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_one_to_one(session):
+    await seed(session)
+    for strategy in BOTH:
+        a = await authors(session, strategy("profile"))
+        assert isinstance(a[1].profile, RProfile)
+        assert (a[1].profile.bio, a[2].profile.bio) == ("alice bio", "bob bio")
+        assert a[3].profile is None
+        assert a[1].profile.author is a[1]
+        # from the side holding the key: the scalar reverse is filled back
+        got = await session.query(RProfile).options(strategy("author")).order_by("id").all()
+        assert [x.author.name for x in got] == ["alice", "bob"]
+        assert all(x.author.profile is x for x in got)
+
+
+async def test_many_to_many(session):
+    await seed(session)
+    for strategy in BOTH:
+        a = await authors(session, strategy("groups"))
+        assert [g.name for g in a[1].groups] == ["admins", "devs"]  # by RGroup.id, not link order
+        assert [g.name for g in a[2].groups] == ["devs"]
+        assert a[3].groups == []
+        assert a[1].groups[1] is a[2].groups[0]  # one "devs" object
+        g = by_id(await session.query(RGroup).options(strategy("members")).order_by("id").all())
+        assert [m.name for m in g[1].members] == ["alice"]
+        assert [m.name for m in g[2].members] == ["alice", "bob"]
+        assert g[3].members == []
+        assert g[1].members[0] is g[2].members[0]
+        # devs.members would only hold bob here (alice was not queried): it must stay unloaded
+        (bob,) = await session.query(RAuthor).filter(id=2).options(strategy("groups")).all()
+        with pytest.raises(RelationNotLoaded):
+            bob.groups[0].members  # noqa: B018
+        # filter / order_by on a column name both tables have ("name") stay on the queried model
+        q = session.query(RAuthor).filter(name__in=["bob", "carol"]).options(strategy("groups"))
+        got = await q.order_by("-name").all()
+        assert [(x.name, [g.name for g in x.groups]) for x in got] == [("carol", []), ("bob", ["devs"])]
+    # secondary= an association model class
+    for strategy in BOTH:
+        p = await posts(session, strategy("tags"))
+        assert [t.label for t in p[11].tags] == ["python", "rust"]
+        assert [t.label for t in p[21].tags] == ["rust"]
+        assert p[12].tags == [] and p[30].tags == []
+        assert p[11].tags[1] is p[21].tags[0]
+        t = by_id(await session.query(RTag).options(strategy("posts")).order_by("id").all())
+        assert (ids(t[1].posts), ids(t[2].posts), t[3].posts) == ([11], [11, 21], [])
+
+
+async def test_foreign_keys_picks_the_link(session):
+    await seed(session)
+    for strategy in BOTH:
+        a = await authors(session, strategy("sent"), strategy("received"))
+        assert (ids(a[1].sent), ids(a[1].received)) == ([1, 3, 4], [2])
+        assert (ids(a[2].sent), ids(a[2].received)) == ([2], [1, 3])
+        assert (a[3].sent, ids(a[3].received)) == ([], [4])
+        assert all(m.sender is a[1] for m in a[1].sent)
+        assert all(m.recipient is a[2] for m in a[2].received)
+        # both links of one model to the same table in one query
+        m = by_id(await session.query(RMessage).options(strategy("sender"), strategy("recipient")).all())
+        assert [(m[i].sender.name, m[i].recipient.name) for i in (1, 2, 3, 4)] == [
+            ("alice", "bob"),
+            ("bob", "alice"),
+            ("alice", "bob"),
+            ("alice", "carol"),
+        ]
+        assert m[1].sender is m[2].recipient
+
+
+async def test_self_referential(session):
+    #   1 root
+    #   +-- 2 a    +-- 4 a1
+    #   |          +-- 5 a2
+    #   +-- 3 b
+    await session.insert_all(
+        [
+            RNode(id=1, name="root", parent_id=None),
+            RNode(id=3, name="b", parent_id=1),
+            RNode(id=2, name="a", parent_id=1),
+            RNode(id=5, name="a2", parent_id=2),
+            RNode(id=4, name="a1", parent_id=2),
+        ]
+    )
+    for strategy in BOTH:
+        (root,) = await session.query(RNode).filter(parent_id=None).options(strategy("children.children")).all()
+        assert [c.name for c in root.children] == ["a", "b"]
+        assert [c.name for c in root.children[0].children] == ["a1", "a2"]
+        assert root.children[1].children == []
+        assert root.children[0].parent is root
+        assert root.children[0].children[0].parent is root.children[0]
+        n = by_id(await session.query(RNode).options(strategy("parent.parent")).all())
+        assert n[1].parent is None
+        assert n[4].parent is n[2] and n[2].parent is n[1]  # parent rows are root rows: one object
+        assert n[5].parent.parent is n[1]
+        # same column names on both sides of a self-join
+        q = session.query(RNode).filter(name__startswith="a").options(strategy("parent"))
+        got = await q.order_by("-name").all()
+        assert [(x.name, x.parent.name) for x in got] == [("a2", "a"), ("a1", "a"), ("a", "root")]
+
+
+async def test_keys_that_are_not_int_primary_keys(session):
+    await session.insert_all(
+        [RLang(code="fr", name="French"), RLang(code="en", name="English"), RLang(code="de", name="German")]
+    )
+    await session.insert_all([RBook(id=3, lang_code="fr"), RBook(id=1, lang_code="en"), RBook(id=2, lang_code="fr")])
+    await session.insert(RBook(id=4, lang_code=None))
+    await session.insert_all([RCountry(id=1, iso="FR"), RCountry(id=2, iso="DE"), RCountry(id=3, iso="IT")])
+    await session.insert_all(
+        [
+            RCity(id=2, name="Lyon", country_iso="FR"),
+            RCity(id=1, name="Paris", country_iso="FR"),
+            RCity(id=3, name="Berlin", country_iso="DE"),
+        ]
+    )
+    big = 2**40
+    await session.insert_all([RBigOwner(id=big + 1), RBigOwner(id=big + 2)])
+    await session.insert_all([RBigItem(id=2, owner_id=big + 1), RBigItem(id=1, owner_id=big + 1)])
+    for strategy in BOTH:
+        langs = {x.code: x for x in await session.query(RLang).options(strategy("books")).all()}
+        assert (ids(langs["fr"].books), ids(langs["en"].books), langs["de"].books) == ([2, 3], [1], [])
+        assert langs["fr"].books[0].lang is langs["fr"]
+        books = by_id(await session.query(RBook).options(strategy("lang")).all())
+        assert books[3].lang.name == "French" and books[4].lang is None
+        assert books[2].lang is books[3].lang
+        # the foreign key references a unique column, not the primary key
+        c = by_id(await session.query(RCountry).options(strategy("cities")).all())
+        assert ([x.name for x in c[1].cities], [x.name for x in c[2].cities], c[3].cities) == (
+            ["Paris", "Lyon"],
+            ["Berlin"],
+            [],
+        )
+        cities = by_id(await session.query(RCity).options(strategy("country")).all())
+        assert [cities[i].country.iso for i in (1, 2, 3)] == ["FR", "FR", "DE"]
+        # BigInteger keys beyond 32 bits
+        o = by_id(await session.query(RBigOwner).options(strategy("items")).all())
+        assert (ids(o[big + 1].items), o[big + 2].items) == ([1, 2], [])
+        it = await session.query(RBigItem).options(strategy("owner")).all()
+        assert {x.owner.id for x in it} == {big + 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# nested paths, chained strategies, several options
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_dotted_paths(session):
+    await seed(session)
+    for strategy in BOTH:
+        a = await authors(session, strategy("posts.comments"))
+        assert ids(a[1].posts) == [11, 12, 13]
+        assert ids(a[1].posts[0].comments) == [101, 103]
+        assert a[1].posts[1].comments == [] and a[1].posts[2].comments == []
+        assert ids(a[2].posts[0].comments) == [102]
+        assert a[3].posts == []
+        c = a[1].posts[0].comments[0]
+        assert c.post is a[1].posts[0] and c.post.author is a[1]
+        # one-to-many then many-to-many
+        a = await authors(session, strategy("posts.tags"))
+        assert [t.label for t in a[1].posts[0].tags] == ["python", "rust"]
+        assert a[1].posts[1].tags == []
+        assert a[1].posts[0].tags[1] is a[2].posts[0].tags[0]
+        # many-to-many then back: one row = one object within the query
+        a = await authors(session, strategy("groups.members"))
+        assert [m.name for m in a[2].groups[0].members] == ["alice", "bob"]
+        assert a[2].groups[0].members[0] is a[1]
+        assert a[2].groups[0].members[1] is a[2]
+        assert a[3].groups == []
+    # through many-to-one links
+    for strategy in BOTH:
+        c = by_id(await session.query(RComment).options(strategy("post.author.profile")).all())
+        assert c[101].post.title == "a1"
+        assert c[101].post.author.name == "alice"
+        assert c[101].post.author.profile.bio == "alice bio"
+        assert c[102].post.author.profile.bio == "bob bio"
+        assert c[101].post is c[103].post
+        assert c[101].post.author.profile.author is c[101].post.author
+        p = await posts(session, strategy("author.profile"))
+        assert p[30].author is None and p[11].author.profile.bio == "alice bio"
+
+
+async def test_chained_strategies(session):
+    """joinedload("author").selectinload("posts"): each post's author by JOIN, then those authors'
+    posts by an IN query; the posts found again are the query's own root objects."""
+    await seed(session)
+    p = await posts(session, joinedload("author").selectinload("posts"))
+    alice = p[11].author
+    assert alice.name == "alice"
+    assert ids(alice.posts) == [11, 12, 13]
+    assert alice.posts[0] is p[11] and alice.posts[1] is p[12] and alice.posts[2] is p[13]
+    assert ids(p[21].author.posts) == [21]
+    assert p[30].author is None
+    # other chains
+    a = await authors(session, selectinload("posts").joinedload("comments"))
+    assert ids(a[1].posts[0].comments) == [101, 103]
+    assert ids(a[2].posts[0].comments) == [102]
+    assert a[1].posts[2].comments == []
+    a = await authors(session, joinedload("posts").joinedload("tags").selectinload("posts"))
+    python, rust = a[1].posts[0].tags
+    assert python.label == "python" and python.posts == [a[1].posts[0]]
+    assert python.posts[0] is a[1].posts[0]
+    assert ids(rust.posts) == [11, 21] and rust.posts[1] is a[2].posts[0]
+    # a chain ending in noload
+    a = await authors(session, selectinload("posts").noload("comments"))
+    assert ids(a[1].posts) == [11, 12, 13] and all(p.comments == [] for p in a[1].posts)
+    p = await posts(session, joinedload("author").noload("profile"))
+    assert p[11].author.name == "alice" and p[11].author.profile is None
+
+
+async def test_several_options_at_once(session):
+    await seed(session)
+    a = await authors(
+        session,
+        selectinload("posts"),
+        joinedload("profile"),
+        selectinload("groups"),
+        joinedload("sent"),
+        noload("received"),
+    )
+    assert ids(a[1].posts) == [11, 12, 13]
+    assert a[1].profile.bio == "alice bio" and a[3].profile is None
+    assert [g.name for g in a[1].groups] == ["admins", "devs"]
+    assert ids(a[1].sent) == [1, 3, 4]
+    assert a[1].received == []
+    assert a[3].posts == [] and a[3].groups == [] and a[3].sent == []
+    # options() called several times adds up
+    q = session.query(RAuthor).filter(id=1).options(selectinload("posts"))
+    (alice,) = await q.options(joinedload("profile")).all()
+    assert ids(alice.posts) == [11, 12, 13] and alice.profile.bio == "alice bio"
+    p = await posts(session, joinedload("author"), selectinload("comments"), joinedload("tags"))
+    assert p[11].author.name == "alice"
+    assert ids(p[11].comments) == [101, 103]
+    assert [t.label for t in p[11].tags] == ["python", "rust"]
+    assert p[30].author is None and p[30].comments == [] and p[30].tags == []
+    # options sharing a prefix load it once: each post object carries every collection
+    for strategy in BOTH:
+        a = await authors(session, strategy("posts.comments"), strategy("posts.tags"), strategy("posts.author"))
+        p11 = a[1].posts[0]
+        assert ids(p11.comments) == [101, 103]
+        assert [t.label for t in p11.tags] == ["python", "rust"]
+        assert p11.author is a[1]
+        assert ids(a[2].posts[0].comments) == [102]
+        assert [t.label for t in a[2].posts[0].tags] == ["rust"]
+    # mixed strategies on the shared prefix
+    a = await authors(session, selectinload("posts.comments"), selectinload("posts").joinedload("tags"))
+    assert ids(a[1].posts[0].comments) == [101, 103]
+    assert [t.label for t in a[1].posts[0].tags] == ["python", "rust"]
+
+
+# ---------------------------------------------------------------------------------------------
+# query shape: terminal methods, ordering, limit / offset
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_terminal_methods_and_order_by(session):
+    await seed(session)
+    for strategy in BOTH:
+        q = session.query(RAuthor).options(strategy("posts"), strategy("profile"))
+        first = await q.first()  # LIMIT 1 on parents: the parent still gets all of its children
+        assert first.id == 1 and ids(first.posts) == [11, 12, 13] and first.profile.bio == "alice bio"
+        one = await q.filter(name="bob").one()
+        assert ids(one.posts) == [21] and one.profile.author is one
+        maybe = await q.filter(name="carol").one_or_none()
+        assert maybe.posts == [] and maybe.profile is None
+        assert await q.filter(name="nobody").one_or_none() is None
+        assert await q.filter(name="nobody").first() is None
+        assert await q.filter(name="nobody").all() == []
+        last = await q.order_by("-id").first()
+        assert last.name == "carol" and last.posts == []
+    # order_by of the parents is preserved; children stay in primary-key order
+    for strategy in BOTH:
+        got = await session.query(RAuthor).options(strategy("posts")).order_by("-name").all()
+        assert [a.name for a in got] == ["carol", "bob", "alice"]
+        assert ids(got[2].posts) == [11, 12, 13]  # children still in primary-key order
+        got = await session.query(RPost).options(strategy("author")).order_by("-title").all()
+        assert [p.title for p in got] == ["orphan", "b1", "a3", "a2", "a1"]
+        assert [p.author.name if p.author else None for p in got] == [None, "bob", "alice", "alice", "alice"]
+        got = await session.query(RAuthor).options(strategy("posts")).order_by("-id").limit(2).all()
+        assert ids(got) == [3, 2] and got[0].posts == [] and ids(got[1].posts) == [21]
+
+
+async def test_joined_collection_with_limit_limits_parents(session):
+    await session.insert_all([RAuthor(id=i, name="even" if i % 2 == 0 else "odd") for i in range(1, 7)])
+    await session.insert_all(
+        [RPost(id=10 * a + k, title=f"{a}-{k}", author_id=a) for a in range(6, 0, -1) for k in range(3, -1, -1)]
+    )
+    q = session.query(RAuthor).options(joinedload("posts")).order_by("id")
+    got = await q.limit(2).all()
+    assert [ids(a.posts) for a in got] == [[10, 11, 12, 13], [20, 21, 22, 23]]
+    got = await q.limit(2).offset(2).all()
+    assert ids(got) == [3, 4] and all(len(a.posts) == 4 for a in got)
+    even = session.query(RAuthor).filter(name="even").options(joinedload("posts")).order_by("-id")
+    got = await even.limit(2).all()
+    assert [ids(a.posts) for a in got] == [[60, 61, 62, 63], [40, 41, 42, 43]]
+    got = await session.query(RAuthor).options(joinedload("posts.author")).order_by("-id").limit(1).all()
+    assert ids(got) == [6] and ids(got[0].posts) == [60, 61, 62, 63]
+    assert got[0].posts[0].author is got[0]
+    # the eager load does not change what count/exists see
+    assert await q.count() == 6
+    assert await q.filter(name="odd").count() == 3
+    assert await q.exists() is True
+    assert await q.filter(name="odd").update(name="odd!") == 3
+    assert await session.query(RPost).options(joinedload("author")).filter(author_id=1).delete() == 4
+    assert await q.filter(id=1).delete() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# not loaded: RelationNotLoaded, never a query
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_unloaded_relationship_raises(session):
+    await seed(session)
+    base = session.query(RAuthor).order_by("id")
+    with_posts = base.options(selectinload("posts"))  # options() returns a new query
+    a = await base.first()
+    with pytest.raises(RelationNotLoaded) as exc:
+        a.posts  # noqa: B018
+    msg = str(exc.value)
+    assert "RAuthor" in msg and "posts" in msg
+    assert "selectinload" in msg or "session.load" in msg
+    with pytest.raises(RelationNotLoaded, match="author"):
+        (await session.get(RPost, 11)).author  # noqa: B018
+    new = await session.insert(RPost(id=99, title="new", author_id=3))
+    with pytest.raises(RelationNotLoaded):
+        new.author  # noqa: B018
+    # only the requested relationships are loaded
+    a = await with_posts.first()
+    assert ids(a.posts) == [11, 12, 13]
+    for name in ("profile", "groups", "sent"):
+        with pytest.raises(RelationNotLoaded, match=name):
+            getattr(a, name)
+    with pytest.raises(RelationNotLoaded, match="comments"):
+        a.posts[0].comments  # noqa: B018
+
+
+# ---------------------------------------------------------------------------------------------
+# lazy= defaults
+# ---------------------------------------------------------------------------------------------
+
+
+async def seed_lazy(session) -> None:
+    await session.insert_all([RLzParent(id=2, name="p2"), RLzParent(id=1, name="p1"), RLzParent(id=3, name="empty")])
+    await session.insert_all(
+        [
+            RLzChild(id=12, name="c12", parent_id=1),
+            RLzChild(id=21, name="c21", parent_id=2),
+            RLzChild(id=11, name="c11", parent_id=1),
+            RLzChild(id=99, name="stray", parent_id=None),
+        ]
+    )
+
+
+async def test_lazy_defaults(session):
+    await seed_lazy(session)
+    got = by_id(await session.query(RLzParent).all())
+    assert ids(got[1].kids_selectin) == [11, 12] and ids(got[1].kids_joined) == [11, 12]
+    assert ids(got[2].kids_selectin) == [21] and ids(got[2].kids_joined) == [21]
+    assert got[3].kids_selectin == [] and got[3].kids_joined == []
+    assert got[1].kids_noload == []
+    for name in ("kids_raise", "kids_select", "kids_default"):
+        with pytest.raises(RelationNotLoaded, match=name):
+            getattr(got[1], name)
+    kids = by_id(await session.query(RLzChild).all())
+    assert kids[11].parent_joined.name == "p1" and kids[11].parent_selectin.name == "p1"
+    assert kids[11].parent_joined is kids[12].parent_joined
+    assert kids[99].parent_joined is None and kids[99].parent_selectin is None
+    assert kids[11].parent_noload is None
+    with pytest.raises(RelationNotLoaded, match="parent_raise"):
+        kids[11].parent_raise  # noqa: B018
+    # a joined collection default with limit still limits parents
+    (first,) = await session.query(RLzParent).order_by("id").limit(1).all()
+    assert first.id == 1 and ids(first.kids_joined) == [11, 12]
+    # options override the defaults
+    got = by_id(
+        await session.query(RLzParent)
+        .options(noload("kids_selectin"), noload("kids_joined"), selectinload("kids_raise"), joinedload("kids_select"))
+        .all()
+    )
+    assert got[1].kids_selectin == [] and got[1].kids_joined == []
+    assert ids(got[1].kids_raise) == [11, 12] and ids(got[1].kids_select) == [11, 12]
+    got = by_id(await session.query(RLzParent).options(joinedload("kids_noload")).all())
+    assert ids(got[1].kids_noload) == [11, 12]
+    # terminal methods that build no instances ignore the eager defaults
+    q = session.query(RLzParent)
+    assert await q.count() == 3 and await q.exists() is True
+    assert sorted(await q.values_list("name", flat=True)) == ["empty", "p1", "p2"]
+    assert await q.filter(id=3).update(name="none") == 1
+    assert await session.query(RLzChild).count() == 4
+    # defaults apply to get / get_or_raise / first / one / one_or_none
+    p = await session.get(RLzParent, 1)
+    assert ids(p.kids_selectin) == [11, 12] and ids(p.kids_joined) == [11, 12] and p.kids_noload == []
+    with pytest.raises(RelationNotLoaded):
+        p.kids_raise  # noqa: B018
+    p = await session.get_or_raise(RLzParent, 3)
+    assert p.kids_selectin == [] and p.kids_joined == []
+    p = await session.query(RLzParent).order_by("-id").first()
+    assert p.id == 3 and p.kids_selectin == []
+    p = await session.query(RLzParent).filter(id=2).one()
+    assert ids(p.kids_joined) == [21]
+    p = await session.query(RLzParent).filter(id=2).one_or_none()
+    assert ids(p.kids_selectin) == [21]
+    c = await session.get(RLzChild, 21)
+    assert c.parent_joined.name == "p2" and c.parent_selectin.name == "p2" and c.parent_noload is None
+
+
+async def test_noload_default_is_empty_at_every_depth(session):
+    """lazy="noload" means "always empty": also on objects that were loaded as related objects,
+    where reading it must give None / [] rather than raise RelationNotLoaded."""
+    await seed_lazy(session)
+    (p1,) = await session.query(RLzParent).filter(id=1).all()
+    kid = p1.kids_selectin[0]
+    assert kid.id == 11
+    assert kid.parent_noload is None
+    kids = by_id(await session.query(RLzChild).options(selectinload("parent_raise")).all())
+    assert kids[11].parent_raise.name == "p1"
+    assert kids[11].parent_raise.kids_noload == []
+    c = await session.get(RLzChild, 21)
+    await session.load(c, "parent_raise")
+    assert c.parent_raise.kids_noload == []
+
+
+async def test_eager_lazy_defaults_on_both_sides_of_a_link_terminate(session):
+    """kids is lazy="selectin" and kid.parent lazy="joined": at whatever depth the defaults apply,
+    loading terminates, and kid.parent is the query's own parent object."""
+    await session.insert_all([RCyParent(id=1, name="p1"), RCyParent(id=2, name="p2")])
+    await session.insert_all([RCyChild(id=2, parent_id=1), RCyChild(id=1, parent_id=1)])
+    got = by_id(await session.query(RCyParent).all())
+    assert ids(got[1].kids) == [1, 2] and got[2].kids == []
+    assert got[1].kids[0].parent is got[1]
+    kids = by_id(await session.query(RCyChild).all())
+    assert kids[1].parent.name == "p1" and kids[1].parent is kids[2].parent
+
+
+# ---------------------------------------------------------------------------------------------
+# session.load / session.refresh
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_session_load(session):
+    await seed(session)
+    a = await session.get(RAuthor, 1)
+    assert await session.load(a, "posts") is a
+    assert ids(a.posts) == [11, 12, 13] and all(p.author is a for p in a.posts)
+    with pytest.raises(RelationNotLoaded):
+        a.profile  # noqa: B018
+    # a list, several relations, nested paths
+    got = await session.query(RAuthor).order_by("id").all()
+    assert await session.load(got, "posts.comments", "profile", "groups") is got
+    assert [ids(x.posts) for x in got] == [[11, 12, 13], [21], []]
+    assert ids(got[0].posts[0].comments) == [101, 103]
+    assert [x.profile.bio if x.profile else None for x in got] == ["alice bio", "bob bio", None]
+    assert [[g.name for g in x.groups] for x in got] == [["admins", "devs"], ["devs"], []]
+    assert got[0].profile.author is got[0]
+    # many-to-one, NULL key, many-to-many from an instance at hand
+    p = await session.get(RPost, 11)
+    await session.load(p, "author", "tags")
+    assert p.author.name == "alice" and [t.label for t in p.tags] == ["python", "rust"]
+    orphan = await session.get(RPost, 30)
+    await session.load(orphan, "author", "comments")
+    assert orphan.author is None and orphan.comments == []
+    # loading again sees new rows
+    carol = await session.get(RAuthor, 3)
+    await session.load(carol, "posts")
+    assert carol.posts == []
+    await session.insert(RPost(id=40, title="c1", author_id=3))
+    await session.load(carol, "posts")
+    assert ids(carol.posts) == [40]
+    empty: list = []
+    assert await session.load(empty, "posts") is empty
+    with pytest.raises(FieldError, match="nope"):
+        await session.load(a, "nope")
+
+
+async def test_session_load_with_joinedload_option(session):
+    await seed(session)
+    got = await session.query(RAuthor).order_by("id").all()
+    await session.load(got, joinedload("posts"), joinedload("profile"))
+    assert [ids(x.posts) for x in got] == [[11, 12, 13], [21], []]
+    assert got[0].profile.bio == "alice bio" and got[2].profile is None
+    p = await session.get(RPost, 11)
+    await session.load(p, joinedload("author"))
+    assert p.author.name == "alice"
+
+
+async def test_refresh(session):
+    await seed(session)
+    a = await session.get(RAuthor, 1)
+    await session.load(a, "posts")
+    await session.execute_raw("UPDATE r_authors SET name = 'alicia' WHERE id = 1")
+    await session.insert(RPost(id=14, title="a4", author_id=1))
+    assert await session.refresh(a, ["name", "posts"]) is a
+    assert a.name == "alicia"
+    assert ids(a.posts) == [11, 12, 13, 14]
+    with pytest.raises(RelationNotLoaded):
+        a.groups  # noqa: B018
+    await session.execute_raw("UPDATE r_authors SET name = 'al' WHERE id = 1")
+    await session.refresh(a)
+    assert a.name == "al"
+    await session.refresh(a, ["profile", "groups"])
+    assert a.profile.bio == "alice bio" and [g.name for g in a.groups] == ["admins", "devs"]
+
+
+async def test_refresh_reloads_exactly_the_named_attributes(session):
+    """As in SQLAlchemy: refresh(obj, names) reloads the named columns and relationships only;
+    refresh(obj) reloads every column."""
+    await seed(session)
+    a = await session.get(RAuthor, 1)
+    await session.execute_raw("UPDATE r_authors SET name = 'alicia' WHERE id = 1")
+    await session.refresh(a, ["posts"])
+    assert ids(a.posts) == [11, 12, 13]
+    assert a.name != "alicia"
+    await session.refresh(a, ["name"])
+    assert a.name == "alicia"
+    await session.execute_raw("UPDATE r_authors SET name = 'al' WHERE id = 1")
+    await session.refresh(a)
+    assert a.name == "al"
+
+
+# ---------------------------------------------------------------------------------------------
+# link errors
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_link_errors(session):
+    with pytest.raises(FieldError) as exc:
+        await session.query(RAuthor).options(selectinload("nope")).all()
+    msg = str(exc.value)
+    assert "RAuthor" in msg and "nope" in msg
+    assert all(rel in msg for rel in ("posts", "profile", "groups", "sent", "received"))
+    # deeper in a path: names the model at that level and its relationships
+    with pytest.raises(FieldError) as exc:
+        await session.query(RAuthor).options(joinedload("posts.nope")).all()
+    msg = str(exc.value)
+    assert "RPost" in msg and "nope" in msg and "comments" in msg and "tags" in msg
+    with pytest.raises(FieldError):
+        await session.query(RAuthor).options(selectinload("posts").joinedload("nope")).first()
+    # a column is not a relationship
+    with pytest.raises(FieldError, match="name"):
+        await session.query(RAuthor).options(selectinload("name")).all()
+    # broken links name both models
+    cases = [
+        (RErrNoLinkA, selectinload("things"), ("RErrNoLinkA", "RErrNoLinkB")),  # no ForeignKey
+        (RErrAmbA, joinedload("bs"), ("RErrAmbA", "RErrAmbB")),  # two ForeignKeys, no foreign_keys=
+        (RErrAmbB, selectinload("a"), ("RErrAmbA", "RErrAmbB")),
+        (RErrGhost, selectinload("ghost"), ("RErrGhost", "RNoSuchModel")),  # unknown target class
+        (RErrBpA, selectinload("bs"), ("RErrBpA", "RErrBpB", "no_such_attribute")),  # bad back_populates
+    ]
+    for model, option, names in cases:
+        for _ in range(2):  # and again: a failed resolution is not cached as resolved
+            with pytest.raises(FieldError) as exc:
+                await session.query(model).options(option).all()
+            assert all(n in str(exc.value) for n in names), (names, str(exc.value))
+    # an eager lazy= default over a missing link fails before any SQL, naming both models
+    with pytest.raises(FieldError) as exc:
+        await session.query(RErrLazy).all()
+    assert "RErrLazy" in str(exc.value) and "RErrNoLinkB" in str(exc.value)
+    with pytest.raises(FieldError):
+        await session.get(RErrLazy, 1)
+    # a broken link does not break queries of the model that do not use it
+    await session.insert(RErrNoLinkA(id=1))
+    (x,) = await session.query(RErrNoLinkA).all()
+    assert x.id == 1
+    with pytest.raises(RelationNotLoaded):
+        x.things  # noqa: B018
+
+
+def test_options_reject_bad_paths():
+    with pytest.raises(TypeError):
+        selectinload("")
+    with pytest.raises(TypeError):
+        joinedload(None)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# large key sets and the N+1 property
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_selectinload_with_3000_parents(session):
+    """Keys are bound as one array parameter: 3,000 parents (and 3,000 distinct many-to-one keys)
+    hit no parameter limit, and every child lands on its parent."""
+    n = 3000
+    await session.insert_all([RAuthor(id=i, name=f"a{i}") for i in range(1, n + 1)])
+    # one post each, a second one for every third author, none for multiples of 7
+    rows = []
+    for i in range(n, 0, -1):
+        for _ in range(0 if i % 7 == 0 else 2 if i % 3 == 0 else 1):
+            rows.append(RPost(id=len(rows) + 1, title=f"a{i}", author_id=i))
+    await session.insert_all(rows)
+
+    got = await session.query(RAuthor).options(selectinload("posts")).order_by("id").all()
+    assert len(got) == n
+    for a in got:
+        assert len(a.posts) == (0 if a.id % 7 == 0 else 2 if a.id % 3 == 0 else 1), a.id
+        assert all(p.title == a.name and p.author is a for p in a.posts)
+        assert ids(a.posts) == sorted(ids(a.posts))
+    assert sum(len(a.posts) for a in got) == len(rows)
+
+    ps = await session.query(RPost).options(selectinload("author")).all()
+    assert len(ps) == len(rows)
+    assert all(p.author.id == p.author_id and p.author.name == p.title for p in ps)
+    assert len({id(p.author) for p in ps}) == n - n // 7
+
+
+async def test_selectinload_with_more_keys_than_any_parameter_limit(engine, session):
+    """More parent keys than the backend's bind-parameter limit: PostgreSQL's 65,535, SQLite's
+    32,766 (the default of SQLITE_MAX_VARIABLE_NUMBER since 3.32)."""
+    if engine.dialect == "postgresql":
+        n = 66_000
+        gen, src = "", f"generate_series(1, {n}) AS g(i)"
+    else:
+        n = 33_000
+        gen, src = f"WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})", "g"
+    await session.execute_raw(f"INSERT INTO r_authors (id, name) {gen} SELECT i, 'a' || i FROM {src}")  # noqa: S608
+    # a post for every 10th author (and the last one), inserted in descending key order
+    await session.execute_raw(
+        f"INSERT INTO r_posts (id, title, author_id) {gen} SELECT i, 'p' || i, i FROM {src}"  # noqa: S608
+        f" WHERE i % 10 = 0 OR i = {n} ORDER BY i DESC"
+    )
+    got = await session.query(RAuthor).options(selectinload("posts")).all()
+    assert len(got) == n
+    assert all(ids(a.posts) == ([a.id] if a.id % 10 == 0 or a.id == n else []) for a in got)
+    assert sum(len(a.posts) for a in got) == n // 10
+
+
+async def test_selectinload_n_plus_one_is_two_queries(engine, session):
+    await session.insert_all([RAuthor(id=i, name=f"u{i}") for i in range(1, 1001)])
+    await session.insert_all(
+        [RPost(id=(i - 1) * 10 + k + 1, title=f"u{i}-{k}", author_id=i) for i in range(1, 1001) for k in range(10)]
+    )
+    with engine.query_log() as log:
+        users = await session.query(RAuthor).options(selectinload("posts")).all()
+    assert len(log) == 2, log.statements
+    assert len(log.statements) == 2 and all(isinstance(s, str) for s in log.statements)
+    assert "r_authors" in log.statements[0] and "r_posts" in log.statements[1]
+    assert len(users) == 1000 and all(len(u.posts) == 10 for u in users)
+    # reading what was loaded runs nothing
+    with engine.query_log() as log:
+        assert all(p.author is u for u in users for p in u.posts)
+    assert len(log) == 0
+
+
+async def test_query_counts_per_strategy(engine, session):
+    await seed(session)
+    cases = [
+        ((joinedload("posts"), joinedload("profile")), 1),
+        ((joinedload("posts.comments"),), 1),
+        ((selectinload("posts"),), 2),
+        ((selectinload("posts.comments"),), 3),
+        ((selectinload("posts.comments"), selectinload("posts.tags")), 4),  # posts loaded once
+        ((joinedload("posts").selectinload("tags"),), 2),
+        ((noload("posts"), noload("groups")), 1),
+    ]
+    for options, expected in cases:
+        with engine.query_log() as log:
+            await session.query(RAuthor).options(*options).all()
+        assert len(log) == expected, (options, log.statements)
+    with engine.query_log() as log:
+        (a,) = await session.query(RAuthor).filter(id=1).all()
+        with pytest.raises(RelationNotLoaded):
+            a.posts  # noqa: B018
+    assert len(log) == 1, log.statements  # reading the unloaded relation ran nothing
