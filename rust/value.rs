@@ -109,8 +109,48 @@ pub mod text_format {
         v.format(TIME).to_string()
     }
 
+    fn digits(b: &[u8]) -> Option<u32> {
+        let mut v = 0u32;
+        for c in b {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (c - b'0') as u32;
+        }
+        Some(v)
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, the form OrmKit writes, read without a format parser.
+    fn parse_datetime_fast(b: &[u8]) -> Option<NaiveDateTime> {
+        if b.len() < 19
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !(b[10] == b' ' || b[10] == b'T')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return None;
+        }
+        let date = NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+        let micro = match &b[19..] {
+            [] => 0,
+            [b'.', frac @ ..] if !frac.is_empty() && frac.len() <= 9 => {
+                let v = digits(frac)?;
+                // Scale to microseconds whatever the number of digits.
+                let scaled = v as u64 * 10u64.pow(9 - frac.len() as u32) / 1000;
+                scaled as u32
+            }
+            _ => return None,
+        };
+        let time = NaiveTime::from_hms_micro_opt(digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, micro)?;
+        Some(date.and_time(time))
+    }
+
     pub fn parse_datetime(s: &str) -> Option<NaiveDateTime> {
         let s = s.trim();
+        if let Some(v) = parse_datetime_fast(s.as_bytes()) {
+            return Some(v);
+        }
         for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
             if let Ok(v) = NaiveDateTime::parse_from_str(s, fmt) {
                 return Some(v);
@@ -121,6 +161,9 @@ pub mod text_format {
 
     pub fn parse_datetime_tz(s: &str) -> Option<DateTime<FixedOffset>> {
         let s = s.trim();
+        if let Some(naive) = s.strip_suffix("+00:00").and_then(|n| parse_datetime_fast(n.as_bytes())) {
+            return Some(naive.and_utc().fixed_offset());
+        }
         for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
             if let Ok(v) = DateTime::parse_from_str(s, fmt) {
                 return Some(v);
@@ -131,6 +174,14 @@ pub mod text_format {
     }
 
     pub fn parse_date(s: &str) -> Option<NaiveDate> {
+        let b = s.trim().as_bytes();
+        if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+            if let Some(d) =
+                (|| NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?))()
+            {
+                return Some(d);
+            }
+        }
         NaiveDate::parse_from_str(s.trim(), DATE).ok()
     }
 
@@ -152,6 +203,21 @@ mod tests {
         assert_eq!(ta, "2024-01-02 03:04:05.000006");
         assert_eq!(text_format::parse_datetime(&ta), Some(a));
         assert!(text_format::datetime(&b) < ta);
+    }
+
+    #[test]
+    fn fast_parse_matches_the_format_parser() {
+        for t in
+            ["2024-01-02 03:04:05", "2024-01-02T03:04:05.5", "1999-12-31 23:59:59.999999", "2024-02-29 00:00:00.000001"]
+        {
+            let slow = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                .unwrap();
+            assert_eq!(text_format::parse_datetime(t), Some(slow), "{t}");
+        }
+        assert_eq!(text_format::parse_datetime("2024-02-30 00:00:00"), None);
+        assert_eq!(text_format::parse_date("2024-05-06"), NaiveDate::from_ymd_opt(2024, 5, 6));
     }
 
     #[test]

@@ -181,8 +181,13 @@ fn unknown_field_and_lookup_are_field_errors() {
 #[test]
 fn insert_update_delete() {
     let m = users();
-    let ins =
-        Statement::Insert(crate::plan::InsertShape { model: m.id, cols: vec![1, 2], rows: 2, returning: vec![0] });
+    let ins = Statement::Insert(crate::plan::InsertShape {
+        model: m.id,
+        cols: vec![1, 2],
+        rows: 2,
+        returning: vec![0],
+        arrays: false,
+    });
     let (lite, pg) = both(&ins);
     assert_eq!(lite, r#"INSERT INTO "golden_users" ("name", "email") VALUES (?, ?), (?, ?) RETURNING "id""#);
     assert_eq!(pg, r#"INSERT INTO "golden_users" ("name", "email") VALUES ($1, $2), ($3, $4) RETURNING "id""#);

@@ -3,10 +3,11 @@
 use sea_query::{Alias, Query, ReturningClause};
 
 use super::cond::condition;
-use super::{marker, render, Columns, Compiled, Dialect, OutCol, Transform};
+use super::{custom, marker, render, Columns, Compiled, Dialect, OutCol, Transform};
 use crate::errors::{Error, Result};
 use crate::plan::{DeleteShape, InsertShape, UpdateShape};
 use crate::schema::{self, ModelSchema};
+use crate::value::ColType;
 
 fn returning(schema: &ModelSchema, cols: &[usize]) -> (ReturningClause, Vec<OutCol>) {
     let names: Vec<Alias> = cols.iter().map(|c| Alias::new(schema.columns[*c].name.as_str())).collect();
@@ -22,7 +23,20 @@ pub(crate) fn insert(d: Dialect, s: &InsertShape) -> Result<Compiled> {
     let mut q = Query::insert();
     q.into_table(Alias::new(schema.table.as_str()));
     let ncols = s.cols.len() as u32;
-    if ncols == 0 {
+    if s.arrays {
+        if d != Dialect::Postgres || ncols == 0 {
+            return Err(Error::internal("array inserts are for PostgreSQL rows with columns"));
+        }
+        // SELECT unnest($1), unnest($2), ...: set-returning functions in one select list
+        // advance together, giving one row per array position.
+        let mut sel = Query::select();
+        for (i, c) in s.cols.iter().enumerate() {
+            let template = format!("unnest(CAST({{0}} AS {}[]))", pg_type(schema.columns[*c].ty));
+            sel.expr(custom(d, &template, &[marker(i as u32, Transform::None)]));
+        }
+        q.columns(s.cols.iter().map(|c| Alias::new(schema.columns[*c].name.as_str())));
+        q.select_from(sel).map_err(|e| Error::internal(e.to_string()))?;
+    } else if ncols == 0 {
         // Every column takes its default: only the primary key is generated.
         q.or_default_values();
     } else {
@@ -40,6 +54,23 @@ pub(crate) fn insert(d: Dialect, s: &InsertShape) -> Result<Compiled> {
     }
     let (sql, binds) = render(d, &q)?;
     Ok(Compiled { sql: sql.into(), binds, out: out.into() })
+}
+
+/// PostgreSQL's name for a column type, for casts.
+pub(crate) fn pg_type(t: ColType) -> &'static str {
+    match t {
+        ColType::Integer => "INTEGER",
+        ColType::BigInteger => "BIGINT",
+        ColType::Float => "DOUBLE PRECISION",
+        ColType::Text => "TEXT",
+        ColType::Bool => "BOOLEAN",
+        ColType::Bytes => "BYTEA",
+        ColType::DateTime => "TIMESTAMP",
+        ColType::DateTimeTz => "TIMESTAMPTZ",
+        ColType::Date => "DATE",
+        ColType::Time => "TIME",
+        ColType::Json => "JSONB",
+    }
 }
 
 pub(crate) fn update(d: Dialect, s: &UpdateShape) -> Result<Compiled> {

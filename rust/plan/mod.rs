@@ -155,6 +155,9 @@ pub struct InsertShape {
     pub cols: Vec<usize>,
     pub rows: u32,
     pub returning: Vec<usize>,
+    /// PostgreSQL only: one array parameter per column holds every row's value, so any
+    /// number of rows is one statement of one shape.
+    pub arrays: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -209,6 +209,49 @@ impl EngineCore {
         self.submit(req, finish)
     }
 
+    /// PostgreSQL: every row in one INSERT, each column's values bound as one array.
+    fn insert_arrays(
+        &self,
+        py: Python<'_>,
+        model: Py<ModelHandle>,
+        objs: &[Bound<'_, PyAny>],
+        rows: Vec<(Vec<usize>, Vec<Value>)>,
+    ) -> PyResult<Pending> {
+        let m = model.get();
+        let cols = rows[0].0.clone();
+        let generated = !cols.contains(&m.schema.pk);
+        let mut columns: Vec<Vec<Value>> = cols.iter().map(|_| Vec::with_capacity(rows.len())).collect();
+        for (_, values) in rows {
+            for (c, v) in values.into_iter().enumerate() {
+                columns[c].push(v);
+            }
+        }
+        let stmt = Statement::Insert(InsertShape {
+            model: m.schema.id,
+            cols,
+            rows: 1,
+            returning: vec![m.schema.pk],
+            arrays: true,
+        });
+        let compiled = compile::compile(self.dialect, &stmt)?;
+        let values: Vec<Value> = columns.into_iter().map(Value::List).collect();
+        let list = PyList::new(py, objs)?.unbind();
+        self.run_compiled(&compiled, &values, move |py, rows| {
+            let m = model.get();
+            let key = m.keys[m.schema.pk].bind(py);
+            let mut keys = rows.values;
+            if generated {
+                // Generated keys rise in insertion order.
+                keys.sort_by_key(|v| if let Value::Int(i) = v { *i } else { i64::MIN });
+            }
+            let l = list.bind(py);
+            for (i, pk) in keys.iter().enumerate() {
+                l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
+            }
+            Ok(list.into_any())
+        })
+    }
+
     /// Inserts instances and the related instances they hold, in one transaction.
     fn insert_related(&self, objs: Vec<Bound<'_, PyAny>>, result: Py<PyAny>) -> PyResult<Pending> {
         let mut plan = WritePlan::new(self.dialect);
@@ -433,7 +476,13 @@ impl EngineCore {
             return self.insert_related(vec![obj.clone()], obj.unbind());
         }
         let (cols, values) = Self::insert_values(m, &obj)?;
-        let stmt = Statement::Insert(InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![m.schema.pk] });
+        let stmt = Statement::Insert(InsertShape {
+            model: m.schema.id,
+            cols,
+            rows: 1,
+            returning: vec![m.schema.pk],
+            arrays: false,
+        });
         let compiled = compile::compile(self.dialect, &stmt)?;
         let obj = obj.unbind();
         let model = model.clone_ref(py);
@@ -462,14 +511,22 @@ impl EngineCore {
         }
         let mut groups: Vec<(Arc<str>, Vec<Vec<Value>>)> = Vec::new();
         let mut last_cols: Option<Vec<usize>> = None;
-        for o in &objs {
-            let (cols, values) = Self::insert_values(m, o)?;
+        let rows: Vec<(Vec<usize>, Vec<Value>)> =
+            objs.iter().map(|o| Self::insert_values(m, o)).collect::<PyResult<_>>()?;
+        if self.dialect == Dialect::Postgres
+            && !rows.is_empty()
+            && rows.iter().all(|r| r.0 == rows[0].0 && !r.0.is_empty())
+        {
+            return self.insert_arrays(py, model.clone_ref(py), &objs, rows);
+        }
+        for (cols, values) in rows {
             if last_cols.as_ref() != Some(&cols) {
                 let stmt = Statement::Insert(InsertShape {
                     model: m.schema.id,
                     cols: cols.clone(),
                     rows: 1,
                     returning: vec![m.schema.pk],
+                    arrays: false,
                 });
                 groups.push((compile::compile(self.dialect, &stmt)?.sql.clone(), Vec::new()));
                 last_cols = Some(cols);

@@ -154,7 +154,7 @@ impl WritePlan {
             params.push(m.value_for(i, v.as_ref().unwrap_or(&none))?);
         }
         let pk = m.schema.pk;
-        let shape = InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![pk] };
+        let shape = InsertShape { model: m.schema.id, cols, rows: 1, returning: vec![pk], arrays: false };
         let compiled = compile::compile(self.dialect, &Statement::Insert(shape))?;
         let op = self.ops.len();
         self.ops.push(WriteOp { sql: compiled.sql.clone(), params, columns: Some(compiled.out.clone()), fixups });
@@ -226,6 +226,7 @@ impl WritePlan {
                             cols: vec![sec.owner_fk, sec.target_fk],
                             rows: 1,
                             returning: vec![],
+                            arrays: false,
                         };
                         let compiled = compile::compile(self.dialect, &Statement::Insert(shape))?;
                         self.ops.push(WriteOp { sql: compiled.sql.clone(), params, columns: None, fixups });
