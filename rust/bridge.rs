@@ -70,13 +70,16 @@ impl LoopWaker {
 
     /// Runs on the loop: resolves the future of every operation that finished.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
-        self.signalled.store(false, Ordering::Release);
+        // Order matters: empty the socket, then clear the flag, then take the queue. A
+        // producer that finds the flag clear writes a fresh byte that this drain has not
+        // consumed, so its item is picked up here or by the next drain, never stranded.
         let mut buf = [0u8; 256];
         while let Ok(n) = (&self.rx).read(&mut buf) {
             if n < buf.len() {
                 break;
             }
         }
+        self.signalled.store(false, Ordering::Release);
         let ready = std::mem::take(&mut *self.ready.lock().unwrap());
         for shared in ready {
             let fut = shared.state.lock().unwrap().waiter.take().map(|(_, f)| f);
