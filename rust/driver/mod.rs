@@ -111,17 +111,21 @@ pub(crate) fn unit_params_ref(
     }
 }
 
-/// The one tokio runtime, created on first use. Two workers: PostgreSQL I/O is light, and
-/// the machine's other core belongs to Python.
-pub fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+/// The one tokio runtime: a single thread, started on first use, that does all PostgreSQL
+/// I/O. One thread keeps a query's tasks (the caller's and the connection's) together, so a
+/// round trip costs no hand-offs between runtime threads; the Python side, holding the GIL,
+/// is the busier party anyway.
+pub fn runtime() -> &'static tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
     RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ormkit-tokio")
-            .enable_all()
-            .build()
-            .expect("cannot start the tokio runtime")
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("cannot start the tokio runtime");
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("ormkit-tokio".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .expect("cannot start the tokio thread");
+        handle
     })
 }
 

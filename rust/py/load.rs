@@ -105,6 +105,7 @@ fn assemble<'py>(
     units: Vec<RowSet>,
     given: Option<&Vec<Py<PyAny>>>,
 ) -> PyResult<Bound<'py, PyList>> {
+    let _gc = super::GcPause::new(py, units.iter().map(|u| u.len()).sum());
     let mut identity: HashMap<(u32, Key), Bound<'py, PyAny>> = HashMap::new();
     // objects[unit][seg][row]
     let mut objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = Vec::with_capacity(units.len());

@@ -10,6 +10,30 @@ pub mod write;
 
 use pyo3::prelude::*;
 
+/// Pauses Python's cyclic garbage collector while many objects are built at once. Every
+/// few hundred new containers would otherwise start a collection that walks the objects
+/// built so far; collecting once afterwards does the same work once.
+pub struct GcPause(bool);
+
+impl GcPause {
+    pub fn new(_py: Python<'_>, objects: usize) -> GcPause {
+        if objects < 512 {
+            return GcPause(false);
+        }
+        // SAFETY: called with the GIL held (the `Python` token proves it).
+        GcPause(unsafe { pyo3::ffi::PyGC_Disable() } != 0)
+    }
+}
+
+impl Drop for GcPause {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: a GcPause only exists on a thread holding the GIL.
+            unsafe { pyo3::ffi::PyGC_Enable() };
+        }
+    }
+}
+
 /// A new query over `model`.
 #[pyfunction]
 fn new_query(model: Py<model::ModelHandle>) -> PyResult<query::QueryCore> {

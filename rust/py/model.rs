@@ -210,6 +210,7 @@ impl ModelHandle {
         if w != self.keys.len() {
             return Err(Error::internal("row width does not match the model").into());
         }
+        let _gc = super::GcPause::new(py, rows.len());
         for chunk in rows.values.chunks(w) {
             list.append(self.new_instance(py, chunk)?)?;
         }

@@ -11,6 +11,7 @@ use super::convert::to_py;
 use crate::rows::RowSet;
 
 pub fn tuples<'py>(py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>> {
+    let _gc = super::GcPause::new(py, rows.len());
     let list = PyList::empty(py);
     let w = rows.width();
     if w == 0 {
@@ -24,6 +25,7 @@ pub fn tuples<'py>(py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList
 }
 
 pub fn dicts<'py>(py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>> {
+    let _gc = super::GcPause::new(py, rows.len());
     let list = PyList::empty(py);
     let w = rows.width();
     if w == 0 {
@@ -62,6 +64,7 @@ pub struct RawResult {
 impl RawResult {
     /// Every row, addressable by column name or position.
     fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let _gc = super::GcPause::new(py, self.rows.len());
         let list = PyList::empty(py);
         let w = self.rows.width();
         let names = self.rows.columns.names.clone();
