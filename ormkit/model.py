@@ -315,6 +315,10 @@ class Base:
     __ormkit_fields__: ClassVar[tuple[str, ...]] = ()
     __ormkit_defaults__: ClassVar[dict[str, Any]] = {}
     __ormkit_relations__: ClassVar[dict[str, Relationship]] = {}
+    # What __init__ needs, precomputed once per class.
+    __ormkit_accepts__: ClassVar[frozenset[str]] = frozenset()
+    __ormkit_static_defaults__: ClassVar[dict[str, Any]] = {}
+    __ormkit_factories__: ClassVar[tuple[tuple[str, Any], ...]] = ()
     __ormkit_models__: ClassVar[dict[str, type]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -324,22 +328,18 @@ class Base:
 
     def __init__(self, **kwargs: Any) -> None:
         cls = type(self)
+        if not kwargs.keys() <= cls.__ormkit_accepts__:
+            key = sorted(kwargs.keys() - cls.__ormkit_accepts__)[0]
+            raise TypeError(
+                f"{cls.__name__}() got an unexpected keyword argument {key!r}; "
+                f"fields are: {', '.join(cls.__ormkit_fields__)}"
+            )
         d = self.__dict__
-        fields = cls.__ormkit_fields__
-        relations = cls.__ormkit_relations__
-        for key, value in kwargs.items():
-            if key in relations:
-                d[key] = value
-            elif key not in cls.__ormkit_defaults__ and key not in fields:
-                raise TypeError(
-                    f"{cls.__name__}() got an unexpected keyword argument {key!r}; "
-                    f"fields are: {', '.join(fields)}"
-                )
-            else:
-                d[key] = value
-        for name, default in cls.__ormkit_defaults__.items():
+        d.update(cls.__ormkit_static_defaults__)
+        d.update(kwargs)
+        for name, make in cls.__ormkit_factories__:
             if name not in kwargs:
-                d[name] = default() if callable(default) else default
+                d[name] = make()
 
     def __repr__(self) -> str:
         d = self.__dict__
@@ -434,6 +434,9 @@ def _register(cls: type[Base]) -> None:
     cls.__ormkit_fields__ = tuple(c["name"] for c in columns)
     cls.__ormkit_defaults__ = defaults
     cls.__ormkit_relations__ = relations
+    cls.__ormkit_accepts__ = frozenset(cls.__ormkit_fields__) | frozenset(relations)
+    cls.__ormkit_static_defaults__ = {k: v for k, v in defaults.items() if not callable(v)}
+    cls.__ormkit_factories__ = tuple((k, v) for k, v in defaults.items() if callable(v))
     Base.__ormkit_models__[cls.__name__] = cls
     for c in columns:
         setattr(cls, c["name"], Column(c["name"], cls.__name__, c["type"]))

@@ -1,8 +1,6 @@
 //! Model queries with relation loading: running the units of a compiled load and attaching
 //! the related instances to their parents, in one pass over the rows.
 
-use std::collections::{HashMap, HashSet};
-
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -14,7 +12,7 @@ use crate::compile::{self, Compiled};
 use crate::driver::{LoadUnit, Request};
 use crate::plan::Statement;
 use crate::plan::{Params, SelectShape};
-use crate::rows::{Key, RowSet};
+use crate::rows::{FastMap, FastSet, Key, RowSet};
 use crate::value::Value;
 
 pub type Finish = Box<dyn FnOnce(Python<'_>, Bound<'_, PyList>) -> PyResult<Py<PyAny>> + Send>;
@@ -95,7 +93,12 @@ fn units_for(load: &CompiledLoad, root_values: Option<&[Value]>, given: Option<R
 }
 
 fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    Ok(obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?)
+    // SAFETY: `obj` is a live model instance (types with a __dict__); the call returns a
+    // new reference to its dict, or NULL with an exception set.
+    let d = unsafe {
+        Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
+    };
+    Ok(d.cast_into::<PyDict>()?)
 }
 
 /// Builds every unit's instances (one object per row identity) and links them.
@@ -106,7 +109,7 @@ fn assemble<'py>(
     given: Option<&Vec<Py<PyAny>>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let _gc = super::GcPause::new(py, units.iter().map(|u| u.len()).sum());
-    let mut identity: HashMap<(u32, Key), Bound<'py, PyAny>> = HashMap::new();
+    let mut identity: FastMap<(u32, Key), Bound<'py, PyAny>> = FastMap::default();
     // objects[unit][seg][row]
     let mut objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = Vec::with_capacity(units.len());
     for (u, rows) in units.iter().enumerate() {
@@ -142,7 +145,7 @@ fn assemble<'py>(
         objects.push(per_seg);
     }
     let distinct = |objs: &Vec<Option<Bound<'py, PyAny>>>| -> Vec<(usize, Bound<'py, PyAny>)> {
-        let mut seen = HashSet::new();
+        let mut seen = FastSet::default();
         objs.iter()
             .enumerate()
             .filter_map(|(r, o)| o.as_ref().filter(|o| seen.insert(o.as_ptr() as usize)).map(|o| (r, o.clone())))
@@ -174,7 +177,7 @@ fn assemble<'py>(
             EdgeKind::Joined => {
                 let children_col = &objects[e.child.0][e.child.1];
                 let parent_col = &objects[e.parent.0][e.parent.1];
-                let mut grouped: HashMap<usize, (Vec<Bound<'py, PyAny>>, HashSet<usize>)> = HashMap::new();
+                let mut grouped: FastMap<usize, (Vec<Bound<'py, PyAny>>, FastSet<usize>)> = FastMap::default();
                 for (p, c) in parent_col.iter().zip(children_col) {
                     let (Some(p), Some(c)) = (p, c) else { continue };
                     let entry = grouped.entry(p.as_ptr() as usize).or_default();
@@ -190,16 +193,21 @@ fn assemble<'py>(
             EdgeKind::Selectin => {
                 let child_rows = &units[e.child.0];
                 let children_col = &objects[e.child.0][e.child.1];
-                let mut by_key: HashMap<Key, Vec<Bound<'py, PyAny>>> = HashMap::new();
+                let mut by_key: FastMap<Key, Vec<Bound<'py, PyAny>>> = FastMap::default();
                 for (r, c) in children_col.iter().enumerate() {
                     let (Some(c), Some(k)) = (c, Key::of(&child_rows.row(r)[e.child_match])) else { continue };
                     by_key.entry(k).or_default().push(c.clone());
                 }
                 let parent_rows = &units[e.parent.0];
                 for (r, p) in parents {
-                    let children = Key::of(&parent_rows.row(r)[e.parent_key])
-                        .and_then(|k| by_key.get(&k).cloned())
-                        .unwrap_or_default();
+                    // A collection's parents have distinct keys (they reference a unique
+                    // column), so each group is handed over; many-to-one targets are shared.
+                    let key = Key::of(&parent_rows.row(r)[e.parent_key]);
+                    let children = match key {
+                        Some(k) if e.uselist => by_key.remove(&k).unwrap_or_default(),
+                        Some(k) => by_key.get(&k).cloned().unwrap_or_default(),
+                        None => vec![],
+                    };
                     attach(&p, children)?;
                 }
             }
