@@ -29,11 +29,13 @@ from ormkit.model import (
     DateTime,
     ForeignKey,
     Mapped,
+    SoftDeleteMixin,
     mapped_column,
     relationship,
 )
 from ormkit.loading import joinedload, noload, selectinload
 from ormkit.q import Q
+from ormkit.select import Select, select
 from ormkit.query import Query
 from ormkit.session import AsyncSession, Transaction, session_context
 
@@ -65,6 +67,8 @@ __all__ = [
     "Q",
     "Query",
     "RelationNotLoaded",
+    "Select",
+    "SoftDeleteMixin",
     "Transaction",
     "ValueTypeError",
     "create_engine",
@@ -72,6 +76,7 @@ __all__ = [
     "mapped_column",
     "noload",
     "relationship",
+    "select",
     "selectinload",
     "session_context",
 ]

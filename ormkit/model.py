@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from ormkit import _ormkit
 from ormkit.exceptions import RelationNotLoaded
+from ormkit.q import Q
 
 T = TypeVar("T")
 
@@ -225,6 +226,74 @@ class Column:
             return self
         return None
 
+    # Column expressions for select(): each is the Q lookup of the same meaning.
+    __hash__ = object.__hash__
+
+    def _q(self, lookup: str, value: Any) -> Q:
+        return Q(**{f"{self.name}__{lookup}": value})
+
+    def __eq__(self, other: Any) -> Q:  # type: ignore[override]
+        return self._q("exact", other)
+
+    def __ne__(self, other: Any) -> Q:  # type: ignore[override]
+        return self._q("ne", other)
+
+    def __lt__(self, other: Any) -> Q:
+        return self._q("lt", other)
+
+    def __le__(self, other: Any) -> Q:
+        return self._q("lte", other)
+
+    def __gt__(self, other: Any) -> Q:
+        return self._q("gt", other)
+
+    def __ge__(self, other: Any) -> Q:
+        return self._q("gte", other)
+
+    def in_(self, values: Any) -> Q:
+        return self._q("in", list(values))
+
+    def not_in(self, values: Any) -> Q:
+        return self._q("notin", list(values))
+
+    def like(self, pattern: str) -> Q:
+        return self._q("like", pattern)
+
+    def ilike(self, pattern: str) -> Q:
+        return self._q("ilike", pattern)
+
+    def contains(self, value: str) -> Q:
+        return self._q("contains", value)
+
+    def startswith(self, value: str) -> Q:
+        return self._q("startswith", value)
+
+    def endswith(self, value: str) -> Q:
+        return self._q("endswith", value)
+
+    def between(self, low: Any, high: Any) -> Q:
+        return self._q("range", (low, high))
+
+    def is_(self, value: Any) -> Q:
+        if value is not None:
+            raise TypeError(f"{self.model}.{self.name}.is_() takes None; use == for values")
+        return self._q("isnull", True)
+
+    def is_not(self, value: Any) -> Q:
+        if value is not None:
+            raise TypeError(f"{self.model}.{self.name}.is_not() takes None; use != for values")
+        return self._q("isnull", False)
+
+    def asc(self) -> Any:
+        from ormkit.select import Ordering
+
+        return Ordering(self.name)
+
+    def desc(self) -> Any:
+        from ormkit.select import Ordering
+
+        return Ordering(f"-{self.name}")
+
     def __repr__(self) -> str:
         return f"<Column {self.model}.{self.name}>"
 
@@ -425,7 +494,13 @@ def _register(cls: type[Base]) -> None:
         }
         for r in relations.values()
     ]
-    spec = {"name": cls.__name__, "table": table, "columns": columns, "relations": rel_specs}
+    spec = {
+        "name": cls.__name__,
+        "table": table,
+        "columns": columns,
+        "relations": rel_specs,
+        "soft_delete": getattr(cls, "__ormkit_soft_delete__", None),
+    }
     try:
         handle = _ormkit.register_model(cls, spec)
     except Exception as e:
@@ -442,3 +517,15 @@ def _register(cls: type[Base]) -> None:
         setattr(cls, c["name"], Column(c["name"], cls.__name__, c["type"]))
     for name, rel in relations.items():
         setattr(cls, name, rel)
+
+
+class SoftDeleteMixin:
+    """Makes a model soft-deletable: ``session.soft_delete(obj)`` sets ``deleted_at`` (UTC)
+    instead of deleting the row, and queries, ``get``, counts, aggregates and eager loads
+    leave such rows out unless asked with ``with_deleted()`` / ``only_deleted()``.
+    ``restore`` clears ``deleted_at``; ``force_delete`` deletes the row. Bulk
+    ``query(...).delete()`` deletes (really) the rows the query sees."""
+
+    __ormkit_soft_delete__: ClassVar[str] = "deleted_at"
+
+    deleted_at: Mapped[_dt.datetime | None] = mapped_column(nullable=True, index=True)

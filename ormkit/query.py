@@ -56,6 +56,14 @@ class Query(Generic[M]):
     def offset(self, n: int) -> Query[M]:
         return self._new(self._q.offset(n))
 
+    def with_deleted(self) -> Query[M]:
+        """Include soft-deleted rows (models deriving from ``SoftDeleteMixin``)."""
+        return self._new(self._q.deleted("included"))
+
+    def only_deleted(self) -> Query[M]:
+        """Only soft-deleted rows."""
+        return self._new(self._q.deleted("only"))
+
     def distinct(self) -> Query[M]:
         return self._new(self._q.distinct())
 

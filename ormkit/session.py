@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -76,12 +77,59 @@ class AsyncSession:
         """Deletes the instance's row; awaits to True if a row was deleted."""
         return self._executor().remove(_handle(type(instance)), instance)
 
+    def soft_delete(self, instance: Any) -> Any:
+        """Marks the row deleted (``deleted_at`` = now, UTC); awaits to the instance."""
+        return self.update(instance, **{_soft_column(instance): _utcnow()})
+
+    def restore(self, instance: Any) -> Any:
+        """Clears ``deleted_at``; awaits to the instance."""
+        return self.update(instance, **{_soft_column(instance): None})
+
+    def force_delete(self, instance: Any) -> Any:
+        """Deletes the row for good; awaits to True if a row was deleted."""
+        _soft_column(instance)
+        return self.remove(instance)
+
     def bulk_update(self, model: type, values: dict[str, Any], **filters: Any) -> Any:
         """``UPDATE model SET values WHERE filters``; awaits to the number of rows changed."""
         return self._executor().bulk_update(_handle(model), values, **filters)
 
+    async def upsert(self, instance: M, conflict_target: Any, update_fields: Any = None) -> M:
+        """``INSERT ... ON CONFLICT (conflict_target) DO UPDATE SET update_fields`` (default:
+        every given column but the key and the target). Returns the instance, carrying the
+        row as stored."""
+        await self._executor().upsert(
+            _handle(type(instance)), [instance], conflict_target, None if update_fields is None else list(update_fields)
+        )
+        return instance
+
+    async def upsert_all(self, instances: Any, conflict_target: Any, update_fields: Any = None) -> list[Any]:
+        """``upsert`` for many instances of one model, in one transaction."""
+        items = list(instances)
+        if not items:
+            return []
+        model = type(items[0])
+        for i in items:
+            if type(i) is not model:
+                raise TypeError(f"upsert_all() takes instances of one model; got {model.__name__} and {type(i).__name__}")
+        await self._executor().upsert(
+            _handle(model), items, conflict_target, None if update_fields is None else list(update_fields)
+        )
+        return items
+
     def query(self, model: type[M]) -> Query[M]:
         return Query(model, self)
+
+    async def execute(self, statement: Any) -> Any:
+        """Runs a ``select()`` statement; the result has ``.scalars().all()``, ``.first()``,
+        ``.scalar_one()``, ``.scalar_one_or_none()``."""
+        from ormkit.select import Select, StatementResult
+
+        if not isinstance(statement, Select):
+            raise TypeError(
+                f"execute() takes a select() statement, got {statement!r}; use execute_raw() for SQL text"
+            )
+        return StatementResult(await statement.to_query(self).all())
 
     def execute_raw(self, sql: str, params: Any = None) -> Any:
         """Raw SQL with bound parameters; awaits to a ``Result`` whose rows are addressable
@@ -261,6 +309,17 @@ async def session_context(engine: Engine) -> AsyncIterator[AsyncSession]:
             yield session
     finally:
         await session.close()
+
+
+def _soft_column(instance: Any) -> str:
+    col = getattr(type(instance), "__ormkit_soft_delete__", None)
+    if col is None:
+        raise TypeError(f"{type(instance).__name__} is not soft-deletable; derive it from SoftDeleteMixin")
+    return col
+
+
+def _utcnow() -> Any:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 async def _done(value: Any) -> Any:

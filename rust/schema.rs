@@ -108,6 +108,8 @@ pub struct ModelSchema {
     pub columns: Vec<ColumnSchema>,
     pub pk: usize,
     pub relations: Vec<RelationSchema>,
+    /// The `deleted_at` column of a soft-deletable model.
+    pub soft_delete: Option<usize>,
     by_name: HashMap<String, usize>,
     resolved: OnceLock<Arc<Vec<ResolvedRel>>>,
 }
@@ -148,7 +150,17 @@ impl ModelSchema {
             )))
             }
         };
-        Ok(ModelSchema { id: 0, name, table, columns, pk, relations, by_name, resolved: OnceLock::new() })
+        Ok(ModelSchema {
+            id: 0,
+            name,
+            table,
+            columns,
+            pk,
+            relations,
+            soft_delete: None,
+            by_name,
+            resolved: OnceLock::new(),
+        })
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {

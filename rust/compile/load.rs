@@ -223,6 +223,10 @@ impl Builder {
                 q.and_where(in_keys(Expr::col((t.clone(), Alias::new(target.columns[rel.remote_col].name.as_str())))));
             }
         }
+        // Soft-deleted children are not loaded.
+        if let Some(col) = target.soft_delete {
+            q.and_where(Expr::col((t.clone(), Alias::new(target.columns[col].name.as_str()))).is_null());
+        }
         q.order_by((t, Alias::new(target.pk_column().name.as_str())), Order::Asc);
         q
     }
@@ -282,10 +286,20 @@ impl Builder {
                         s.clone(),
                         Expr::col((s.clone(), owner_fk)).equals(local),
                     );
-                    q.join_as(JoinType::LeftJoin, table, alias(seg), Expr::col(remote).equals((s, target_fk)));
+                    q.join_as(
+                        JoinType::LeftJoin,
+                        table,
+                        alias(seg),
+                        join_on(Expr::col(remote).equals((s, target_fk)), target, seg),
+                    );
                 }
                 None => {
-                    q.join_as(JoinType::LeftJoin, table, alias(seg), Expr::col(remote).equals(local));
+                    q.join_as(
+                        JoinType::LeftJoin,
+                        table,
+                        alias(seg),
+                        join_on(Expr::col(remote).equals(local), target, seg),
+                    );
                 }
             }
         }
@@ -316,6 +330,14 @@ impl Builder {
         }
         let (sql, binds) = render(d, &q)?;
         Ok(CompiledUnit { sql: sql.into(), binds, columns: out.into(), segs: segs.to_vec(), source })
+    }
+}
+
+/// A join condition that also leaves out soft-deleted rows of the joined model.
+fn join_on(on: Expr, target: &ModelSchema, seg: usize) -> Expr {
+    match target.soft_delete {
+        Some(col) => on.and(Expr::col((alias(seg), Alias::new(target.columns[col].name.as_str()))).is_null()),
+        None => on,
     }
 }
 

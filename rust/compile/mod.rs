@@ -257,6 +257,7 @@ pub fn compile_uncached(d: Dialect, stmt: &Statement) -> Result<Compiled> {
         Statement::Insert(s) => write::insert(d, s),
         Statement::Update(s) => write::update(d, s),
         Statement::Delete(s) => write::delete(d, s),
+        Statement::Upsert(s) => write::upsert(d, s),
     }
 }
 

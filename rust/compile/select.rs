@@ -74,6 +74,9 @@ pub(crate) fn build(d: Dialect, schema: &ModelSchema, s: &SelectShape, out: &mut
     if let Some(f) = &s.filter {
         q.cond_where(condition(d, schema, f));
     }
+    if let Some(c) = s.deleted.cond(schema) {
+        q.cond_where(condition(d, schema, &c));
+    }
     for g in &s.group_by {
         q.add_group_by([col(schema, *g)]);
     }

@@ -241,3 +241,19 @@ fn ddl() {
     let drops = ddl::drop_all(Dialect::Sqlite, &[u, p]).unwrap();
     assert_eq!(drops, vec![r#"DROP TABLE IF EXISTS "golden_posts""#, r#"DROP TABLE IF EXISTS "golden_users""#]);
 }
+
+#[test]
+fn upsert_sql() {
+    let m = users();
+    let stmt =
+        Statement::Upsert(crate::plan::UpsertShape { model: m.id, cols: vec![1, 2], conflict: 2, update: vec![1] });
+    let (lite, pg) = both(&stmt);
+    assert_eq!(
+        lite,
+        r#"INSERT INTO "golden_users" ("name", "email") VALUES (?, ?) ON CONFLICT ("email") DO UPDATE SET "name" = "excluded"."name" RETURNING "id", "name", "email", "age", "metadata""#
+    );
+    assert_eq!(
+        pg,
+        r#"INSERT INTO "golden_users" ("name", "email") VALUES ($1, $2) ON CONFLICT ("email") DO UPDATE SET "name" = "excluded"."name" RETURNING "id", "name", "email", "age", "metadata""#
+    );
+}

@@ -1,11 +1,11 @@
 //! INSERT, UPDATE and DELETE statements.
 
-use sea_query::{Alias, Query, ReturningClause};
+use sea_query::{Alias, OnConflict, Query, ReturningClause};
 
 use super::cond::condition;
 use super::{custom, marker, render, Columns, Compiled, Dialect, OutCol, Transform};
 use crate::errors::{Error, Result};
-use crate::plan::{DeleteShape, InsertShape, UpdateShape};
+use crate::plan::{DeleteShape, InsertShape, UpdateShape, UpsertShape};
 use crate::schema::{self, ModelSchema};
 use crate::value::ColType;
 
@@ -52,6 +52,29 @@ pub(crate) fn insert(d: Dialect, s: &InsertShape) -> Result<Compiled> {
         q.returning(clause);
         out = o;
     }
+    let (sql, binds) = render(d, &q)?;
+    Ok(Compiled { sql: sql.into(), binds, out: out.into() })
+}
+
+pub(crate) fn upsert(d: Dialect, s: &UpsertShape) -> Result<Compiled> {
+    let schema = schema::get(s.model);
+    let name = |c: usize| Alias::new(schema.columns[c].name.as_str());
+    let mut q = Query::insert();
+    q.into_table(Alias::new(schema.table.as_str()));
+    q.columns(s.cols.iter().map(|c| name(*c)));
+    q.values((0..s.cols.len()).map(|i| marker(i as u32, Transform::None)))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let mut on_conflict = OnConflict::column(name(s.conflict));
+    if s.update.is_empty() {
+        // Nothing to change: set the key to itself, so RETURNING still yields the stored row.
+        on_conflict.update_column(name(s.conflict));
+    } else {
+        on_conflict.update_columns(s.update.iter().map(|c| name(*c)));
+    }
+    q.on_conflict(on_conflict);
+    let all: Vec<usize> = (0..schema.columns.len()).collect();
+    let (clause, out) = returning(&schema, &all);
+    q.returning(clause);
     let (sql, binds) = render(d, &q)?;
     Ok(Compiled { sql: sql.into(), binds, out: out.into() })
 }

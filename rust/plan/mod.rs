@@ -122,6 +122,29 @@ pub struct SelectShape {
     pub wrap: Option<Wrap>,
     /// Relations loaded with the rows (model selects only).
     pub loads: Vec<load::LoadNode>,
+    /// Soft-deleted rows of a soft-deletable model: hidden (default), included, or only.
+    pub deleted: Deleted,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Deleted {
+    #[default]
+    Hidden,
+    Included,
+    Only,
+}
+
+impl Deleted {
+    /// The condition this adds for `model`, if it is soft-deletable.
+    pub fn cond(self, model: &crate::schema::ModelSchema) -> Option<Cond> {
+        let col = model.soft_delete?;
+        let is_null = match self {
+            Deleted::Hidden => true,
+            Deleted::Only => false,
+            Deleted::Included => return None,
+        };
+        Some(Cond::Leaf { target: Target::Column(col), op: Op::IsNull(is_null), slots: vec![] })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +167,7 @@ impl SelectShape {
             having: None,
             wrap: None,
             loads: Vec::new(),
+            deleted: Deleted::Hidden,
         }
     }
 }
@@ -173,6 +197,15 @@ pub struct DeleteShape {
     pub filter: Option<Cond>,
 }
 
+/// `INSERT ... ON CONFLICT (conflict) DO UPDATE SET update... RETURNING *`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UpsertShape {
+    pub model: u32,
+    pub cols: Vec<usize>,
+    pub conflict: usize,
+    pub update: Vec<usize>,
+}
+
 /// Every statement the compiler knows; the cache key is `(dialect, Statement)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Statement {
@@ -180,6 +213,7 @@ pub enum Statement {
     Insert(InsertShape),
     Update(UpdateShape),
     Delete(DeleteShape),
+    Upsert(UpsertShape),
 }
 
 /// Values collected while building a plan; slots index into `values`.

@@ -20,7 +20,7 @@ use crate::driver::sqlite::{self, SqliteConfig, SqlitePool};
 use crate::driver::{runtime, LoggedQuery, Observer, Request, Response};
 use crate::errors::{Error, Kind};
 use crate::plan::load;
-use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape};
+use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape, UpsertShape};
 use crate::rows::RowSet;
 use crate::schema;
 use crate::value::Value;
@@ -50,6 +50,15 @@ struct PinState {
     pin: Pin,
     /// An operation is under way; a second one at the same time is a misuse.
     busy: AtomicBool,
+}
+
+/// Marks a pinned session free again when dropped.
+struct BusyGuard(Arc<PinState>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
 }
 
 /// Runs a request on a PostgreSQL connection. If the awaiting task goes away, the statement
@@ -123,11 +132,16 @@ impl EngineCore {
                 .into());
             }
         }
+        // The session stays busy until its caller has taken the result (or dropped the
+        // awaitable), so two operations in flight at once are refused whatever the timing.
+        let guard = pin.map(BusyGuard);
         let done = move |result: crate::errors::Result<Response>, completer: bridge::Completer| {
-            if let Some(p) = &pin {
-                p.busy.store(false, Ordering::Release);
-            }
-            completer.complete(result.map(|r| Box::new(move |py: Python<'_>| finish(py, r)) as Payload));
+            completer.complete(result.map(|r| {
+                Box::new(move |py: Python<'_>| {
+                    let _guard = guard;
+                    finish(py, r)
+                }) as Payload
+            }));
         };
         let mut req = req;
         if let (Backend::Sqlite(pool), None) = (&self.backend, &self.pin) {
@@ -155,12 +169,7 @@ impl EngineCore {
                 match pinned {
                     Some(Pin::Sqlite(p)) => p.submit(job),
                     _ => pool.submit(job),
-                }
-                .inspect_err(|_| {
-                    if let Some(p) = &self.pin {
-                        p.busy.store(false, Ordering::Release);
-                    }
-                })?;
+                }?;
             }
             (Backend::Postgres(pool), pinned) => {
                 let pool = pool.clone();
@@ -544,6 +553,85 @@ impl EngineCore {
             let l = list.bind(py);
             for (i, pk) in rows.values.iter().enumerate() {
                 l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
+            }
+            Ok(list.into_any())
+        })
+    }
+
+    /// INSERT ... ON CONFLICT (conflict_target) DO UPDATE SET update_fields, for each
+    /// instance, in one transaction; every instance gets the row as stored.
+    #[pyo3(signature = (model, objs, conflict_target, update_fields=None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        model: Py<ModelHandle>,
+        objs: Vec<Bound<'_, PyAny>>,
+        conflict_target: &Bound<'_, PyAny>,
+        update_fields: Option<Vec<String>>,
+    ) -> PyResult<Pending> {
+        let m = model.get();
+        let schema = &m.schema;
+        let target: Vec<String> =
+            if let Ok(one) = conflict_target.extract::<String>() { vec![one] } else { conflict_target.extract()? };
+        let conflict = match target.as_slice() {
+            [one] => schema.require_column(one)?,
+            _ => {
+                return Err(Error::field(format!(
+                    "{}: conflict_target must name one unique column (got {target:?})",
+                    schema.name
+                ))
+                .into())
+            }
+        };
+        let c = &schema.columns[conflict];
+        if !c.unique && !c.primary_key {
+            return Err(Error::field(format!(
+                "{}.{} is not unique, so no insert can conflict on it; conflict_target must name a unique column (mapped_column(unique=True)) or the primary key",
+                schema.name, c.name
+            ))
+            .into());
+        }
+        let mut groups: Vec<(Arc<str>, Vec<Vec<Value>>)> = Vec::new();
+        let mut last: Option<Vec<usize>> = None;
+        let mut columns = None;
+        for o in &objs {
+            m.check_instance(o)?;
+            let (cols, values) = Self::insert_values(m, o)?;
+            if last.as_ref() != Some(&cols) {
+                if !cols.contains(&conflict) {
+                    return Err(Error::field(format!(
+                        "{}.{}: the instance has no value for the conflict target",
+                        schema.name, c.name
+                    ))
+                    .into());
+                }
+                let update = match &update_fields {
+                    Some(fields) => {
+                        fields.iter().map(|f| schema.require_column(f)).collect::<crate::errors::Result<Vec<_>>>()?
+                    }
+                    None => cols.iter().copied().filter(|i| *i != conflict && *i != schema.pk).collect(),
+                };
+                let stmt = Statement::Upsert(UpsertShape { model: schema.id, cols: cols.clone(), conflict, update });
+                let compiled = compile::compile(self.dialect, &stmt)?;
+                columns = Some(compiled.out.clone());
+                groups.push((compiled.sql.clone(), Vec::new()));
+                last = Some(cols);
+            }
+            groups.last_mut().expect("pushed above").1.push(values);
+        }
+        let list = PyList::new(py, &objs)?.unbind();
+        if objs.is_empty() {
+            return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
+        }
+        let model = model.clone_ref(py);
+        self.submit(Request::Batch { groups, columns }, move |py, rows| {
+            let m = model.get();
+            let l = list.bind(py);
+            for (i, row) in rows.values.chunks(m.keys.len()).enumerate() {
+                let d = l.get_item(i)?.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+                for (k, v) in m.keys.iter().zip(row) {
+                    d.set_item(k.bind(py), convert::to_py(py, v)?)?;
+                }
             }
             Ok(list.into_any())
         })

@@ -120,7 +120,19 @@ pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, Py
             });
         }
     }
-    let schema = schema::register(ModelSchema::new(name, table, columns, relations)?)?;
+    let mut model = ModelSchema::new(name, table, columns, relations)?;
+    if let Some(col) = get_opt::<String>(&spec, "soft_delete")? {
+        let i = model.require_column(&col)?;
+        if !matches!(model.columns[i].ty, ColType::DateTime | ColType::DateTimeTz) || !model.columns[i].nullable {
+            return Err(Error::field(format!(
+                "{}.{col}: a soft-delete column must be a nullable datetime",
+                model.name
+            ))
+            .into());
+        }
+        model.soft_delete = Some(i);
+    }
+    let schema = schema::register(model)?;
     let keys = schema.columns.iter().map(|c| PyString::intern(py, &c.name).unbind()).collect();
     let id = schema.id as usize;
     let handle = Py::new(py, ModelHandle { schema, cls: cls.unbind(), keys })?;

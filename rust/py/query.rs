@@ -215,6 +215,14 @@ impl QueryCore {
         engine.run_compiled(&compiled, &params.values, finish)
     }
 
+    /// The filter of the rows this query sees, soft-delete condition included.
+    fn visible_filter(&self) -> Option<Cond> {
+        match self.shape.deleted.cond(&self.schema) {
+            Some(c) => Some(Cond::and_opt(self.shape.filter.clone(), c)),
+            None => self.shape.filter.clone(),
+        }
+    }
+
     /// The query capped at `n` rows; a smaller limit of the user's own stays.
     fn with_limit(&self, n: i64) -> (SelectShape, Params) {
         let mut shape = self.shape.clone();
@@ -342,6 +350,27 @@ impl QueryCore {
         }
         self.derive(py, |shape, params| {
             shape.offset = Some(params.push(Value::Int(n)));
+            Ok(())
+        })
+    }
+
+    /// `"hidden"` (default), `"included"` or `"only"`: which soft-deleted rows the query sees.
+    fn deleted(&self, py: Python<'_>, mode: &str) -> PyResult<QueryCore> {
+        let mode = match mode {
+            "hidden" => crate::plan::Deleted::Hidden,
+            "included" => crate::plan::Deleted::Included,
+            "only" => crate::plan::Deleted::Only,
+            _ => return Err(Error::interface(format!("unknown soft-delete mode {mode:?}")).into()),
+        };
+        if self.schema.soft_delete.is_none() {
+            return Err(Error::field(format!(
+                "{} is not soft-deletable; derive it from SoftDeleteMixin to use with_deleted() / only_deleted()",
+                self.schema.name
+            ))
+            .into());
+        }
+        self.derive(py, |shape, _| {
+            shape.deleted = mode;
             Ok(())
         })
     }
@@ -552,7 +581,7 @@ impl QueryCore {
 
     fn delete(&self, engine: &EngineCore) -> PyResult<Pending> {
         self.check_plain("delete")?;
-        let stmt = Statement::Delete(DeleteShape { model: self.schema.id, filter: self.shape.filter.clone() });
+        let stmt = Statement::Delete(DeleteShape { model: self.schema.id, filter: self.visible_filter() });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
         engine.run_compiled(&compiled, &self.params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
@@ -564,7 +593,7 @@ impl QueryCore {
         self.check_plain("update")?;
         let mut params = self.params.clone();
         let sets = set_list(py, self.model.get(), kwargs, &mut params)?;
-        let stmt = Statement::Update(UpdateShape { model: self.schema.id, sets, filter: self.shape.filter.clone() });
+        let stmt = Statement::Update(UpdateShape { model: self.schema.id, sets, filter: self.visible_filter() });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
         engine.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
