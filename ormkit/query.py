@@ -131,6 +131,14 @@ class Query(Generic[M]):
         """Tuples of the given fields; ``flat=True`` with one field gives plain values."""
         return self._q.values(self._exec, list(fields), "flat" if flat else "tuples")
 
+    def stream(self, batch_size: int = 1000) -> QueryStream[M]:
+        """``async for obj in query.stream(batch_size=1000)``: the rows as instances, fetched
+        a batch at a time from a stepping statement (SQLite) or a server-side portal in a
+        transaction of its own (PostgreSQL), never LIMIT/OFFSET pages. Memory holds one
+        batch; leaving the loop ends the statement and frees its connection, which the
+        stream holds meanwhile (an in-memory SQLite engine has only one)."""
+        return QueryStream(self._q.stream(self._exec, batch_size))
+
     def sql(self, dialect: str | None = None) -> str:
         """The SQL this query compiles to (placeholders, no values), for debugging."""
         return self._q.sql(dialect or self._session.engine.dialect)
@@ -144,3 +152,36 @@ def _handle(model: Any) -> Any:
         return model.__ormkit__
     except AttributeError:
         raise TypeError(f"{model!r} is not a model; models derive from ormkit.Base and set __tablename__") from None
+
+
+class QueryStream(Generic[M]):
+    """The async iterator ``Query.stream()`` returns."""
+
+    __slots__ = ("_core", "_batch", "_i", "_done")
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+        self._batch: list[M] = []
+        self._i = 0
+        self._done = False
+
+    def __aiter__(self) -> QueryStream[M]:
+        return self
+
+    async def __anext__(self) -> M:
+        if self._i >= len(self._batch):
+            if self._done:
+                raise StopAsyncIteration
+            self._batch = await self._core.next_batch()
+            self._i = 0
+            if not self._batch:
+                self._done = True
+                self._core.close()
+                raise StopAsyncIteration
+        item = self._batch[self._i]
+        self._i += 1
+        return item
+
+    async def aclose(self) -> None:
+        self._done = True
+        self._core.close()

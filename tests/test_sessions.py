@@ -305,3 +305,40 @@ async def test_open_engine_helper_is_usable(backend, tmp_path):
         assert await AsyncSession(eng).query(User).count() == 0
     finally:
         await cleanup()
+
+
+# streaming
+
+
+async def test_stream_yields_every_row_in_batches(session):
+    await session.insert_all([User(name=f"u{i:04}", email=f"u{i}@x", age=i % 7) for i in range(2500)])
+    seen = [u.name async for u in session.query(User).filter(age__gte=1).order_by("name").stream(batch_size=300)]
+    expected = await session.query(User).filter(age__gte=1).order_by("name").values_list("name", flat=True)
+    assert seen == expected and len(seen) > 2000
+    assert [u async for u in session.query(User).filter(name="none").stream()] == []
+
+
+async def test_breaking_out_of_a_stream_frees_the_connection(session, engine):
+    await session.insert_all([User(name=f"u{i}", email=f"u{i}@x") for i in range(50)])
+    for _ in range(12):  # more streams than connections: each must give its connection back
+        stream = session.query(User).order_by("id").stream(batch_size=10)
+        async for u in stream:
+            if u.id >= 3:
+                break
+        await stream.aclose()
+    assert await session.query(User).count() == 50
+    with log_of(engine) as log:
+        assert len([u async for u in session.query(User).stream(batch_size=20)]) == 50
+    assert len(log) <= 1
+
+
+def log_of(engine):
+    return engine.query_log()
+
+
+async def test_stream_errors(session):
+    with pytest.raises(Exception, match="batch_size"):
+        session.query(User).stream(batch_size=0)
+    async with session.begin():
+        with pytest.raises(InterfaceError, match="outside session.begin"):
+            session.query(User).stream()

@@ -726,6 +726,75 @@ async fn query(
     Ok(rows)
 }
 
+/// Serves a query in batches from a portal inside a transaction, one batch per request,
+/// until the requests stop. Rolls the transaction back at the end.
+pub async fn stream<A, F>(
+    conn: &mut PgConn,
+    sql: &Arc<str>,
+    params: &[Value],
+    columns: &Columns,
+    batch: usize,
+    asks: &mut tokio::sync::mpsc::UnboundedReceiver<A>,
+    mut deliver: F,
+) -> Result<()>
+where
+    F: FnMut(A, Result<RowSet>),
+{
+    let stmt = match conn.prepare(sql).await.and_then(|s| check_arity(&s, params).map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            while let Some(a) = asks.recv().await {
+                deliver(a, Err(e.clone()));
+            }
+            return Ok(());
+        }
+    };
+    let txn = conn.client.transaction().await?;
+    let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let portal = match txn.bind(&stmt, &refs).await {
+        Ok(p) => p,
+        Err(e) => {
+            let e = Error::from(e);
+            while let Some(a) = asks.recv().await {
+                deliver(a, Err(e.clone()));
+            }
+            return Ok(());
+        }
+    };
+    let width = columns.names.len();
+    let mut finished = false;
+    while let Some(a) = asks.recv().await {
+        let mut out = RowSet { columns: columns.clone(), ..Default::default() };
+        if !finished {
+            match txn.query_portal(&portal, batch as i32).await {
+                Ok(rows) => {
+                    finished = rows.len() < batch;
+                    for row in rows {
+                        for i in 0..width {
+                            match row.try_get::<_, Cell>(i) {
+                                Ok(c) => out.values.push(c.0),
+                                Err(e) => {
+                                    deliver(a, Err(e.into()));
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    deliver(a, Err(e.into()));
+                    return Ok(());
+                }
+            }
+        }
+        deliver(a, Ok(out));
+    }
+    // Dropping the transaction rolls it back, closing the portal.
+    drop(txn);
+    Ok(())
+}
+
 /// Rows per pipelined burst in a batch: enough to fill the socket, bounded in memory.
 const PIPELINE: usize = 1000;
 

@@ -248,6 +248,21 @@ fn bind_all(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<()> 
     Ok(())
 }
 
+/// A prepared statement with its parameters bound, for stepping by hand.
+pub fn prepare_bound<'c>(conn: &'c Connection, sql: &str, params: &[Value]) -> Result<rusqlite::Statement<'c>> {
+    let mut stmt = conn.prepare(sql)?;
+    bind_all(&mut stmt, params)?;
+    Ok(stmt)
+}
+
+/// Appends one row's values, read by the column types.
+pub fn decode_row(row: &rusqlite::Row<'_>, types: &[Option<ColType>], out: &mut Vec<Value>) -> Result<()> {
+    for (c, ty) in types.iter().enumerate() {
+        out.push(decode(row.get_ref(c)?, *ty));
+    }
+    Ok(())
+}
+
 fn step_into(stmt: &mut rusqlite::Statement<'_>, types: &[Option<ColType>], values: &mut Vec<Value>) -> Result<()> {
     let width = types.len();
     let mut rows = stmt.raw_query();

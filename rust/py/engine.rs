@@ -40,6 +40,13 @@ pub struct EngineCore {
     pin: Option<Arc<PinState>>,
 }
 
+/// Where a stream runs.
+pub enum StreamTarget {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    Pinned,
+}
+
 /// A connection reserved for one session (its transaction).
 enum Pin {
     Sqlite(sqlite::Pinned),
@@ -204,6 +211,16 @@ impl EngineCore {
             }
         }
         Ok(pending)
+    }
+
+    pub fn backend_for_stream(&self) -> StreamTarget {
+        if self.pin.is_some() {
+            return StreamTarget::Pinned;
+        }
+        match &self.backend {
+            Backend::Sqlite(p) => StreamTarget::Sqlite(p.clone()),
+            Backend::Postgres(p) => StreamTarget::Postgres(p.clone()),
+        }
     }
 
     pub fn run_compiled<F>(&self, compiled: &Compiled, values: &[Value], finish: F) -> PyResult<Pending>

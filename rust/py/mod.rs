@@ -6,6 +6,7 @@ pub mod load;
 pub mod model;
 pub mod query;
 pub mod result;
+pub mod stream;
 pub mod write;
 
 use pyo3::prelude::*;
@@ -47,6 +48,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::QueryLog>()?;
     m.add_class::<model::ModelHandle>()?;
     m.add_class::<query::QueryCore>()?;
+    m.add_class::<stream::StreamCore>()?;
     m.add_class::<result::RawResult>()?;
     m.add_class::<result::Row>()?;
     m.add_class::<crate::bridge::Pending>()?;

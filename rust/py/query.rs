@@ -9,6 +9,7 @@ use super::convert;
 use super::engine::EngineCore;
 use super::load::run_models;
 use super::model::ModelHandle;
+use super::stream::StreamCore;
 use crate::bridge::Pending;
 use crate::compile::{self, Compiled};
 use crate::errors::{Error, Kind};
@@ -640,6 +641,24 @@ impl QueryCore {
             };
             Ok(out.into_any().unbind())
         })
+    }
+
+    /// Streams the rows as instances, `batch_size` at a time (relation loads do not apply).
+    fn stream(&self, engine: &EngineCore, py: Python<'_>, batch_size: usize) -> PyResult<StreamCore> {
+        if batch_size == 0 {
+            return Err(
+                Error::value_type(format!("{}: stream(batch_size=...) must be at least 1", self.schema.name)).into()
+            );
+        }
+        let compiled = self.model_compiled(engine)?;
+        StreamCore::start(
+            engine,
+            self.model.clone_ref(py),
+            compiled.sql.clone(),
+            compiled.params(&self.params.values),
+            compiled.out.clone(),
+            batch_size,
+        )
     }
 
     fn __repr__(&self) -> String {
