@@ -44,10 +44,7 @@ WORKLOADS: dict[str, dict[str, str]] = {
 SQL_USER_COLUMNS = "id, name, email, age, created_at"
 SQL_GET = f"SELECT {SQL_USER_COLUMNS} FROM users WHERE id = ?"
 SQL_ALL = f"SELECT {SQL_USER_COLUMNS} FROM users"
-SQL_W4 = (
-    f"SELECT {SQL_USER_COLUMNS} FROM users WHERE age >= ? AND name LIKE ? "
-    "ORDER BY age DESC LIMIT ? OFFSET ?"
-)
+SQL_W4 = f"SELECT {SQL_USER_COLUMNS} FROM users WHERE age >= ? AND name LIKE ? ORDER BY age DESC LIMIT ? OFFSET ?"
 SQL_W4_PARAMS = (W4_MIN_AGE, W4_LIKE, W4_LIMIT, W4_OFFSET)
 SQL_EAGER_USERS = f"SELECT {SQL_USER_COLUMNS} FROM users WHERE id <= ? ORDER BY id"
 SQL_POST_COLUMNS = "id, title, author_id, body"

@@ -148,7 +148,10 @@ def machine_info() -> dict[str, Any]:
         pass
     try:
         rev = subprocess.run(
-            ["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         info["ormkit_commit"] = rev or "?"
     except (OSError, subprocess.SubprocessError):
@@ -192,8 +195,10 @@ def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         for label, ws in rep["rows"].items():
             for w, entry in ws.items():
-                cell = agg.setdefault(rep["backend"], {}).setdefault(label, {}).setdefault(
-                    w, {"status": "ok", "rounds": [], "p25": [], "p75": [], "unit": WORKLOADS[w]["unit"]}
+                cell = (
+                    agg.setdefault(rep["backend"], {})
+                    .setdefault(label, {})
+                    .setdefault(w, {"status": "ok", "rounds": [], "p25": [], "p75": [], "unit": WORKLOADS[w]["unit"]})
                 )
                 if entry["status"] != "ok":
                     if cell["status"] == "ok":
@@ -253,7 +258,9 @@ def label_order(agg_backend: dict[str, Any], libs: list[str]) -> list[str]:
     for lib in ["ormkit", "sqlite3", "aiosqlite", "asyncpg", "sqlalchemy", "tortoise"]:
         if lib not in libs:
             continue
-        order += sorted((lab for lab in agg_backend if lab == lib or lab.startswith(lib + "-")), key=lambda x: (x != lib, x))
+        order += sorted(
+            (lab for lab in agg_backend if lab == lib or lab.startswith(lib + "-")), key=lambda x: (x != lib, x)
+        )
     return [lab for lab in order if lab in agg_backend]
 
 
@@ -278,7 +285,8 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any], libs: list[str]) -> str:
     rounds = meta["rounds"]
     spread = "min–max of the round medians" if rounds > 1 else "p25–p75 of the calls / repetitions"
     lines = [
-        f"# OrmKit benchmark{' (quick run: 1 round, few iterations - a smoke test, not a measurement)' if meta['quick'] else ''}",
+        "# OrmKit benchmark"
+        + (" (quick run: 1 round, few iterations - a smoke test, not a measurement)" if meta["quick"] else ""),
         "",
         f"{meta['started']} · {rounds} round(s), libraries interleaved in each round · {meta['duration_s']:.0f} s",
         "",
@@ -293,7 +301,10 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any], libs: list[str]) -> str:
     for lib, v in sorted(m.get("sqlite_by_lib", {}).items()):
         by_version.setdefault(v, []).append(lib)
     sqlite_desc = "; ".join(f"{v} ({', '.join(libs_)})" for v, libs_ in by_version.items())
-    lines.append(f"- SQLite: {sqlite_desc or m['sqlite_stdlib']} (Python's sqlite3 links {m['sqlite_stdlib']}; OrmKit bundles its own)")
+    lines.append(
+        f"- SQLite: {sqlite_desc or m['sqlite_stdlib']} "
+        f"(Python's sqlite3 links {m['sqlite_stdlib']}; OrmKit bundles its own)"
+    )
     if m.get("postgresql"):
         lines.append(f"- PostgreSQL server: {m['postgresql']}")
     lines.append(f"- library versions: {', '.join(f'{k} {v}' for k, v in sorted(m.get('versions', {}).items()))}")
@@ -409,7 +420,9 @@ def chart(agg: dict[str, Any], meta: dict[str, Any], libs: list[str], path: Path
                 ax.bar(xs, ys, width, label=lab, color=colors[lab], yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
         ax.set_yscale("log")
         ax.set_xticks(range(len(ws)))
-        ax.set_xticklabels([f"{w}\n{WORKLOADS[w]['title']}\n({UNIT_LABEL[WORKLOADS[w]['unit']]})" for w in ws], fontsize=8)
+        ax.set_xticklabels(
+            [f"{w}\n{WORKLOADS[w]['title']}\n({UNIT_LABEL[WORKLOADS[w]['unit']]})" for w in ws], fontsize=8
+        )
         ax.set_ylabel("time (log scale; unit under each workload)")
         ax.set_title(BACKEND_TITLES[backend], fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
@@ -482,7 +495,12 @@ def main() -> int:
                     failures.append(msg)
                     print(f"FAILED: {rep['error']}\n{rep.get('stderr_tail', '')}", file=sys.stderr)
                 else:
-                    bad = [f"{lab} {w}: {e['status']}" for lab, ws in rep["rows"].items() for w, e in ws.items() if e["status"] != "ok"]
+                    bad = [
+                        f"{lab} {w}: {e['status']}"
+                        for lab, ws in rep["rows"].items()
+                        for w, e in ws.items()
+                        if e["status"] != "ok"
+                    ]
                     print(f"{rep['wall_s']:6.1f} s" + (f"  ({'; '.join(bad)})" if bad else ""), file=sys.stderr)
 
     ok = [r for r in reports if "error" not in r]
@@ -519,7 +537,9 @@ def main() -> int:
     }
     md = markdown(agg, meta, libs)
     (out_dir / f"{stem}.md").write_text(md)
-    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": agg, "reports": reports}, indent=1, default=str))
+    (out_dir / f"{stem}.json").write_text(
+        json.dumps({"meta": meta, "results": agg, "reports": reports}, indent=1, default=str)
+    )
     try:
         chart(agg, meta, libs, out_dir / f"{stem}.png")
     except ImportError as e:

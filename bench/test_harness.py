@@ -1,6 +1,6 @@
 """Smoke test of the harness (not collected by default: `testpaths = ["tests"]`).
 
-    python -m pytest bench/test_harness.py -q
+python -m pytest bench/test_harness.py -q
 """
 
 from __future__ import annotations
@@ -15,9 +15,20 @@ HERE = Path(__file__).resolve().parent
 
 def test_quick_run_sqlite(tmp_path: Path) -> None:
     p = subprocess.run(
-        [sys.executable, str(HERE / "run.py"), "--quick", "--backends", "sqlite", "--libs", "ormkit,sqlite3",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(HERE / "run.py"),
+            "--quick",
+            "--backends",
+            "sqlite",
+            "--libs",
+            "ormkit,sqlite3",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     data = json.loads((tmp_path / "quick.json").read_text())

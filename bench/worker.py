@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (  # noqa: E402
+from common import (
     DDL,
     EXPECTED_AVG,
     EXPECTED_COUNT,
@@ -54,7 +54,7 @@ from common import (  # noqa: E402
     time_bulk,
     time_calls,
 )
-from libs import LIBS, Env, Library, load_lib  # noqa: E402
+from libs import LIBS, Env, Library, load_lib
 
 DEFAULT_PG = os.environ.get("ORMKIT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/ormkit_bench")
 W7_PK = 4242
@@ -107,7 +107,10 @@ async def check(lib: Library, w: str, fn: Any, row_type: type) -> dict[str, Any]
         out["count"] = int(v)
     elif w == "W6b":
         v = await call(fn, None)
-        need(v is not None and math.isclose(float(v), EXPECTED_AVG, rel_tol=1e-9), f"W6b: avg {v!r}, expected {EXPECTED_AVG}")
+        need(
+            v is not None and math.isclose(float(v), EXPECTED_AVG, rel_tol=1e-9),
+            f"W6b: avg {v!r}, expected {EXPECTED_AVG}",
+        )
         out["avg"] = float(v)
     elif w == "W7":
         orig = USERS_BY_ID[W7_PK][3]
@@ -159,7 +162,9 @@ async def measure(lib: Library, w: str, fn: Any, it: Iters, tag: int) -> Any:
         await call(lib.prepare, "W7", args)
         return await time_calls(fn, args, it.update_warmup, sync)
     if w in ("W2", "W5"):
-        return await time_bulk(fn, lambda i: None, it.bulk_warmup, it.bulk_timed, sync, before=lib.reset, after=lib.reset)
+        return await time_bulk(
+            fn, lambda i: None, it.bulk_warmup, it.bulk_timed, sync, before=lib.reset, after=lib.reset
+        )
     if w == "W3":
 
         async def cleanup(_: int) -> None:
@@ -262,8 +267,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await call(lib.reset)
             s = entry.get("summary")
             print(
-                f"[{args.lib}/{backend}] {label} {w}: "
-                + (f"{s['median']:.2f} {s['unit']}" if s else entry["status"]),
+                f"[{args.lib}/{backend}] {label} {w}: " + (f"{s['median']:.2f} {s['unit']}" if s else entry["status"]),
                 file=sys.stderr,
             )
     finally:

@@ -22,6 +22,7 @@ from ormkit.exceptions import (
     RelationNotLoaded,
     ValueTypeError,
 )
+from ormkit.loading import joinedload, noload, selectinload
 from ormkit.model import (
     JSON,
     Base,
@@ -33,10 +34,9 @@ from ormkit.model import (
     mapped_column,
     relationship,
 )
-from ormkit.loading import joinedload, noload, selectinload
 from ormkit.q import Q
-from ormkit.select import Select, select
 from ormkit.query import Query
+from ormkit.select import Select, select
 from ormkit.session import AsyncSession, Transaction, session_context
 
 __version__ = "0.1.0"

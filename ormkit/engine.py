@@ -42,10 +42,10 @@ class Engine:
     def query_log(self) -> Any:
         """Records every statement this engine runs inside the ``with`` block::
 
-            with engine.query_log() as log:
-                await session.query(User).options(selectinload("posts")).all()
-            assert len(log) == 2
-            log.statements  # the SQL, in order; log.entries: (sql, ms, rows)
+        with engine.query_log() as log:
+            await session.query(User).options(selectinload("posts")).all()
+        assert len(log) == 2
+        log.statements  # the SQL, in order; log.entries: (sql, ms, rows)
         """
         return self._core.query_log()
 

@@ -7,6 +7,7 @@ engine, which keeps the schema; the class keeps only a handle (``__ormkit__``).
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import re
 import sys
 import types
@@ -65,7 +66,7 @@ def DateTime(timezone: bool = False) -> TypeMarker:  # noqa: N802 - reads like a
 class ForeignKey:
     """``ForeignKey("users.id", ondelete="CASCADE")``."""
 
-    __slots__ = ("target", "ondelete", "onupdate")
+    __slots__ = ("ondelete", "onupdate", "target")
 
     def __init__(self, target: str, ondelete: str | None = None, onupdate: str | None = None) -> None:
         if not isinstance(target, str):
@@ -82,15 +83,15 @@ class MappedColumn:
     """What ``mapped_column()`` returns; read once at class creation."""
 
     __slots__ = (
-        "type",
-        "foreign_key",
-        "primary_key",
-        "nullable",
-        "unique",
-        "index",
-        "default",
-        "max_length",
         "autoincrement",
+        "default",
+        "foreign_key",
+        "index",
+        "max_length",
+        "nullable",
+        "primary_key",
+        "type",
+        "unique",
     )
 
     def __init__(
@@ -115,8 +116,7 @@ class MappedColumn:
                 self.type = JSON
             else:
                 raise TypeError(
-                    f"mapped_column() got {a!r}; pass a type marker (JSON, BigInteger, DateTime(...)) "
-                    "or a ForeignKey"
+                    f"mapped_column() got {a!r}; pass a type marker (JSON, BigInteger, DateTime(...)) or a ForeignKey"
                 )
         if max_length is not None and (not isinstance(max_length, int) or max_length <= 0):
             raise TypeError(f"mapped_column(max_length=...) must be a positive int, got {max_length!r}")
@@ -156,7 +156,7 @@ def mapped_column(
 class Relationship:
     """What ``relationship()`` returns; the related class comes from the annotation."""
 
-    __slots__ = ("back_populates", "lazy", "uselist", "secondary", "foreign_keys", "target", "name", "owner")
+    __slots__ = ("back_populates", "foreign_keys", "lazy", "name", "owner", "secondary", "target", "uselist")
 
     def __init__(
         self,
@@ -214,7 +214,7 @@ class Column:
     """The class attribute standing for a column (``User.age``). Instances keep their
     values in ``__dict__``, which takes precedence, so reading them costs nothing extra."""
 
-    __slots__ = ("name", "model", "type")
+    __slots__ = ("model", "name", "type")
 
     def __init__(self, name: str, model: str, type_: str) -> None:
         self.name = name
@@ -427,7 +427,7 @@ def _register(cls: type[Base]) -> None:
     for klass in reversed(cls.__mro__):
         if klass in (object, Base, Generic):
             continue
-        for attr, ann in klass.__dict__.get("__annotations__", {}).items():
+        for attr, ann in inspect.get_annotations(klass).items():
             if attr.startswith("__") or attr in seen:
                 continue
             value = getattr(cls, attr, _MISSING)
@@ -451,9 +451,12 @@ def _register(cls: type[Base]) -> None:
             inner = _unwrap_mapped(cls.__name__, attr, resolved)
             type_name, ann_nullable = _column_type(cls.__name__, attr, inner)
             if spec.type is not None:
-                if spec.type.name == "json" or type_name == spec.type.name or (
-                    spec.type.name in ("bigint",) and type_name == "int"
-                ) or (spec.type.name in ("datetimetz",) and type_name == "datetime"):
+                if (
+                    spec.type.name == "json"
+                    or type_name == spec.type.name
+                    or (spec.type.name in ("bigint",) and type_name == "int")
+                    or (spec.type.name in ("datetimetz",) and type_name == "datetime")
+                ):
                     type_name = spec.type.name
                 else:
                     raise TypeError(

@@ -46,7 +46,5 @@ class Q:
         return q
 
     def __repr__(self) -> str:
-        inner = f" {self.connector} ".join(
-            repr(c) if isinstance(c, Q) else f"{c[0]}={c[1]!r}" for c in self.children
-        )
+        inner = f" {self.connector} ".join(repr(c) if isinstance(c, Q) else f"{c[0]}={c[1]!r}" for c in self.children)
         return f"{'~' if self.negated else ''}Q({inner})"

@@ -17,7 +17,7 @@ M = TypeVar("M")
 class Query(Generic[M]):
     """``session.query(User).filter(age__gte=18).order_by("-age").limit(10).all()``"""
 
-    __slots__ = ("_q", "_model", "_session")
+    __slots__ = ("_model", "_q", "_session")
 
     def __init__(self, model: type[M], session: AsyncSession, core: Any = None) -> None:
         self._model = model
@@ -157,7 +157,7 @@ def _handle(model: Any) -> Any:
 class QueryStream(Generic[M]):
     """The async iterator ``Query.stream()`` returns."""
 
-    __slots__ = ("_core", "_batch", "_i", "_done")
+    __slots__ = ("_batch", "_core", "_done", "_i")
 
     def __init__(self, core: Any) -> None:
         self._core = core

@@ -17,7 +17,7 @@ M = TypeVar("M")
 class Select(Generic[M]):
     """``select(User).where(User.age >= 18).order_by(User.age.desc()).limit(10)``"""
 
-    __slots__ = ("model", "_steps")
+    __slots__ = ("_steps", "model")
 
     def __init__(self, model: type[M], steps: tuple[tuple[str, tuple[Any, ...]], ...] = ()) -> None:
         if not hasattr(model, "__ormkit__"):
@@ -31,9 +31,7 @@ class Select(Generic[M]):
     def where(self, *conditions: Any) -> Select[M]:
         for c in conditions:
             if not isinstance(c, Q):
-                raise TypeError(
-                    f"where() takes column conditions such as {self.model.__name__}.age >= 18, got {c!r}"
-                )
+                raise TypeError(f"where() takes column conditions such as {self.model.__name__}.age >= 18, got {c!r}")
         return self._with("filter", *conditions)
 
     filter = where

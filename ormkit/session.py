@@ -24,7 +24,7 @@ class AsyncSession:
     instances that ``flush()`` / ``commit()`` (or leaving ``begin()``) insert.
     """
 
-    __slots__ = ("engine", "_base", "_core", "_depth", "_new", "_closed")
+    __slots__ = ("_base", "_closed", "_core", "_depth", "_new", "engine")
 
     def __init__(self, engine: Engine) -> None:
         if not isinstance(engine, Engine):
@@ -111,7 +111,9 @@ class AsyncSession:
         model = type(items[0])
         for i in items:
             if type(i) is not model:
-                raise TypeError(f"upsert_all() takes instances of one model; got {model.__name__} and {type(i).__name__}")
+                raise TypeError(
+                    f"upsert_all() takes instances of one model; got {model.__name__} and {type(i).__name__}"
+                )
         await self._executor().upsert(
             _handle(model), items, conflict_target, None if update_fields is None else list(update_fields)
         )
@@ -126,9 +128,7 @@ class AsyncSession:
         from ormkit.select import Select, StatementResult
 
         if not isinstance(statement, Select):
-            raise TypeError(
-                f"execute() takes a select() statement, got {statement!r}; use execute_raw() for SQL text"
-            )
+            raise TypeError(f"execute() takes a select() statement, got {statement!r}; use execute_raw() for SQL text")
         return StatementResult(await statement.to_query(self).all())
 
     def execute_raw(self, sql: str, params: Any = None) -> Any:
@@ -238,7 +238,7 @@ class AsyncSession:
 class Transaction:
     """A transaction (or savepoint) of a session; see ``AsyncSession.begin()``."""
 
-    __slots__ = ("_session", "_savepoint", "_core")
+    __slots__ = ("_core", "_savepoint", "_session")
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -319,7 +319,7 @@ def _soft_column(instance: Any) -> str:
 
 
 def _utcnow() -> Any:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 async def _done(value: Any) -> Any:

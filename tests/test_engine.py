@@ -214,7 +214,7 @@ async def test_foreign_keys_enforced_by_default(engine, session):
     ids=["journal_mode-bogus", "synchronous-sometimes", "busy_timeout-abc", "injection"],
 )
 async def test_bad_pragma_value_rejected(tmp_path, pragmas):
-    (name, value), = pragmas.items()
+    ((name, value),) = pragmas.items()
     with pytest.raises((OrmKitError, ValueError)) as ei:
         engine = await create_engine(f"sqlite:///{tmp_path}/bad.db", pragmas=pragmas)
         await engine.dispose()
@@ -441,8 +441,10 @@ async def test_parameter_types_bind(engine):
         ph = ["?"] * 5
     else:  # untyped parameters are inferred as text on PostgreSQL: say what they are
         ph = ["$1::text", "$2::bigint", "$3::float8", "$4::text", "$5::bytea"]
-    r = await engine.execute(f"SELECT {ph[0]} AS a, {ph[1]} AS b, {ph[2]} AS c, {ph[3]} AS d, {ph[4]} AS e",
-                             [None, -(2**62), 1.5, "héllo 😀", b"\x00\xff"])
+    r = await engine.execute(
+        f"SELECT {ph[0]} AS a, {ph[1]} AS b, {ph[2]} AS c, {ph[3]} AS d, {ph[4]} AS e",
+        [None, -(2**62), 1.5, "héllo 😀", b"\x00\xff"],
+    )
     assert r.tuples() == [(None, -(2**62), 1.5, "héllo 😀", b"\x00\xff")]
 
 

@@ -85,7 +85,7 @@ class MGeneric(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     counts: Mapped[dict[str, int]] = mapped_column(default=dict)
     names: Mapped[list[str] | None]
-    flag: "Mapped[bool]" = False  # noqa: UP037 - a string annotation on purpose
+    flag: "Mapped[bool]" = False
     blob: Mapped[Optional[bytes]]  # noqa: UP045
 
 
@@ -119,9 +119,7 @@ async def _indexes(engine, table: str) -> list[tuple[tuple[str, ...], bool]]:
         rows = await engine.execute("SELECT indexdef FROM pg_indexes WHERE tablename = $1", [table])
         for (indexdef,) in rows.tuples():
             cols = indexdef[indexdef.rindex("(") + 1 : indexdef.rindex(")")]
-            out.append(
-                (tuple(c.strip().strip('"') for c in cols.split(",")), "UNIQUE INDEX" in indexdef.upper())
-            )
+            out.append((tuple(c.strip().strip('"') for c in cols.split(",")), "UNIQUE INDEX" in indexdef.upper()))
     return out
 
 
@@ -177,7 +175,7 @@ async def test_update_to_none_on_non_nullable_raises(session):
 
 async def test_not_null_in_ddl(engine):
     if engine.dialect == "sqlite":
-        r = await engine.execute("SELECT name, \"notnull\" FROM pragma_table_info(?)", ["m_authors"])
+        r = await engine.execute('SELECT name, "notnull" FROM pragma_table_info(?)', ["m_authors"])
         notnull = {row["name"]: bool(row["notnull"]) for row in r.all()}
     else:
         r = await engine.execute(
@@ -425,8 +423,13 @@ def test_bad_max_length():
 async def test_failed_classes_are_not_registered(engine):
     """A class that failed to build never reaches the schema: create_all still works and makes
     none of its tables."""
-    for bad in (test_unsupported_annotation_set, test_model_without_primary_key, test_foreign_key_without_dot,
-                test_foreign_key_bad_ondelete, test_two_primary_keys):
+    for bad in (
+        test_unsupported_annotation_set,
+        test_model_without_primary_key,
+        test_foreign_key_without_dot,
+        test_foreign_key_bad_ondelete,
+        test_two_primary_keys,
+    ):
         bad()
     await engine.create_all()
     tables = await _tables(engine)

@@ -52,7 +52,7 @@ async def test_url_forms_and_application_name():
 
 async def test_percent_encoded_credentials():
     admin = await create_engine(PG_URL)
-    await admin.execute("DROP ROLE IF EXISTS \"ormkit user@x\"")
+    await admin.execute('DROP ROLE IF EXISTS "ormkit user@x"')
     await admin.execute("CREATE ROLE \"ormkit user@x\" LOGIN PASSWORD 'p@ss:w/rd'")
     try:
         host = PG_URL.split("@", 1)[1]
@@ -61,7 +61,7 @@ async def test_percent_encoded_credentials():
         assert (await engine.execute("SELECT current_user")).scalar() == "ormkit user@x"
         await engine.dispose()
     finally:
-        await admin.execute("DROP ROLE IF EXISTS \"ormkit user@x\"")
+        await admin.execute('DROP ROLE IF EXISTS "ormkit user@x"')
         await admin.dispose()
 
 
@@ -106,7 +106,12 @@ async def test_terminated_connection_is_replaced(pg):
     admin = await create_engine(PG_URL)
     # Terminate every connection of the pool, idle ones included.
     for _ in range(3):
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ormkit' AND pid <> pg_backend_pid() AND datname = current_database() AND pid = ?", [pid])
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'ormkit' AND pid <> pg_backend_pid()"
+            " AND datname = current_database() AND pid = ?",
+            [pid],
+        )
     await admin.dispose()
     await asyncio.sleep(0.2)
     # The broken connection is noticed and replaced; queries go on.
@@ -129,7 +134,9 @@ async def test_cancelled_long_query_is_cancelled_server_side(pg):
     admin = await create_engine(PG_URL)
     for _ in range(50):
         sleeping = (
-            await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
+            await admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'"
+            )
         ).scalar()
         if sleeping == 0:
             break

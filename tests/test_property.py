@@ -323,8 +323,7 @@ def nullable(strategy: st.SearchStrategy) -> st.SearchStrategy:
 
 
 COMMON = ("", "exact", "ne", "gt", "gte", "lt", "lte", "in", "notin", "isnull", "range")
-STR_ONLY = ("like", "ilike", "contains", "icontains", "startswith", "istartswith", "endswith",
-            "iendswith", "iexact")
+STR_ONLY = ("like", "ilike", "contains", "icontains", "startswith", "istartswith", "endswith", "iendswith", "iexact")
 ORDERING = ("gt", "gte", "lt", "lte", "range")
 
 
@@ -359,16 +358,14 @@ def lookups_for(field: str, dialect: str) -> tuple[str, ...]:
 
 def leaf_strategy(dialect: str) -> st.SearchStrategy[Leaf]:
     pairs = [(f, lk) for f in FIELDS for lk in lookups_for(f, dialect)]
-    return st.sampled_from(pairs).flatmap(
-        lambda p: value_strategy(*p).map(lambda v: Leaf(p[0], p[1], v))
-    )
+    return st.sampled_from(pairs).flatmap(lambda p: value_strategy(*p).map(lambda v: Leaf(p[0], p[1], v)))
 
 
 def leaves_strategy(dialect: str, min_size: int, max_size: int = 2) -> st.SearchStrategy[tuple]:
     # kwargs need distinct keys
-    return st.lists(
-        leaf_strategy(dialect), min_size=min_size, max_size=max_size, unique_by=lambda lf: lf.key
-    ).map(tuple)
+    return st.lists(leaf_strategy(dialect), min_size=min_size, max_size=max_size, unique_by=lambda lf: lf.key).map(
+        tuple
+    )
 
 
 def tree_strategy(dialect: str) -> st.SearchStrategy:
@@ -408,9 +405,7 @@ row_strategy = st.fixed_dictionaries(
     {"n": nullable(small_ints), "s": nullable(row_text), "flag": nullable(bools), "k": small_ints}
 )
 # 0-15 rows; the size is drawn explicitly because st.lists favours very short lists
-rows_strategy = st.integers(0, 15).flatmap(
-    lambda size: st.lists(row_strategy, min_size=size, max_size=size)
-)
+rows_strategy = st.integers(0, 15).flatmap(lambda size: st.lists(row_strategy, min_size=size, max_size=size))
 
 
 # --------------------------------------------------------------------------------------

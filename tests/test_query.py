@@ -186,6 +186,7 @@ OPERATOR_CASES = [
     ({"vip": True, "role": "member"}, {"dave"}),
 ]
 
+
 async def check_cases(query, cases) -> list[str]:
     """Runs every (lookups, expected names) case against ``query``; returns the mismatches, so
     one test reports every failing case at once."""
@@ -359,8 +360,7 @@ async def test_q_nested_deeply(session, users):
 
     # level 4 with negations at several depths
     tree4 = ~(
-        (Q(role__in=["member", "guest"]) & ~(Q(age__lt=18) | (Q(vip=True) & ~Q(name="nobody"))))
-        | Q(age__isnull=True)
+        (Q(role__in=["member", "guest"]) & ~(Q(age__lt=18) | (Q(vip=True) & ~Q(name="nobody")))) | Q(age__isnull=True)
     )
     # inner: member/guest and not (age<18 or vip) -> Eve only (bob age<18, dave vip); plus Carol.
     assert await names(q.filter(tree4)) == {"Alice", "bob", "dave"}
@@ -833,4 +833,3 @@ async def test_queries_are_immutable(session, users, orders):
     await session.insert(User(name="Zed", email="zed@example.com", role="member"))
     assert await q.count() == 3
     assert "Zed" in await names(q)
-

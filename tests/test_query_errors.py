@@ -387,11 +387,7 @@ async def test_limited_update_and_delete_never_touch_rows_outside_the_limit(engi
         else:
             assert sorted(await session.query(User).values_list("name", flat=True)) == survivors
             await session.insert_all(
-                [
-                    User(name=n, email=f"{n}@example.com", age=i)
-                    for i, n in enumerate("abcde")
-                    if n not in survivors
-                ]
+                [User(name=n, email=f"{n}@example.com", age=i) for i, n in enumerate("abcde") if n not in survivors]
             )
 
 
@@ -508,9 +504,7 @@ async def test_insert_all_with_duplicate_rolls_back_everything(engine, session):
     assert await session.query(User).filter(name__in=["d1", "d2", "d3", "d4"]).count() == 0
     # duplicate of an existing row at the end of the batch
     with pytest.raises(IntegrityError):
-        await session.insert_all(
-            [User(name="e1", email="e1@example.com"), User(name="e2", email="bob@example.com")]
-        )
+        await session.insert_all([User(name="e1", email="e1@example.com"), User(name="e2", email="bob@example.com")])
     assert await _raw_count(engine) == 3
     assert await session.query(User).filter(email="e1@example.com").exists() is False
     # a good batch afterwards goes in whole

@@ -1079,10 +1079,10 @@ async def test_selectinload_with_more_keys_than_any_parameter_limit(engine, sess
     else:
         n = 33_000
         gen, src = f"WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})", "g"
-    await session.execute_raw(f"INSERT INTO r_authors (id, name) {gen} SELECT i, 'a' || i FROM {src}")  # noqa: S608
+    await session.execute_raw(f"INSERT INTO r_authors (id, name) {gen} SELECT i, 'a' || i FROM {src}")
     # a post for every 10th author (and the last one), inserted in descending key order
     await session.execute_raw(
-        f"INSERT INTO r_posts (id, title, author_id) {gen} SELECT i, 'p' || i, i FROM {src}"  # noqa: S608
+        f"INSERT INTO r_posts (id, title, author_id) {gen} SELECT i, 'p' || i, i FROM {src}"
         f" WHERE i % 10 = 0 OR i = {n} ORDER BY i DESC"
     )
     got = await session.query(RAuthor).options(selectinload("posts")).all()

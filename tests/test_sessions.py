@@ -241,13 +241,17 @@ async def test_select_rejects_non_conditions(session):
 async def test_upsert_inserts_then_updates(session):
     a = await session.upsert(User(email="alice@x", name="Alice"), conflict_target="email", update_fields=["name"])
     assert isinstance(a.id, int) and a.name == "Alice"
-    b = await session.upsert(User(email="alice@x", name="Alicia", age=9), conflict_target="email", update_fields=["name"])
+    b = await session.upsert(
+        User(email="alice@x", name="Alicia", age=9), conflict_target="email", update_fields=["name"]
+    )
     assert b.id == a.id and b.name == "Alicia"
     # the returned instance carries the row as stored: age was not in update_fields
     assert b.age is None
     assert await session.query(User).count() == 1
     users = await session.upsert_all(
-        [User(email="alice@x", name="A2"), User(email="bob@x", name="Bob")], conflict_target="email", update_fields=["name"]
+        [User(email="alice@x", name="A2"), User(email="bob@x", name="Bob")],
+        conflict_target="email",
+        update_fields=["name"],
     )
     assert [u.name for u in users] == ["A2", "Bob"] and users[0].id == a.id
     assert sorted(await session.query(User).values_list("name", flat=True)) == ["A2", "Bob"]
@@ -269,7 +273,9 @@ async def test_upsert_default_update_fields_and_errors(session):
 
 
 async def test_soft_delete_restore_force_delete(session):
-    a, b, c = await session.insert_all([Article(title="a", views=1), Article(title="b", views=2), Article(title="c", views=3)])
+    a, b, c = await session.insert_all(
+        [Article(title="a", views=1), Article(title="b", views=2), Article(title="c", views=3)]
+    )
     await session.soft_delete(b)
     assert isinstance(b.deleted_at, dt.datetime)
     assert [x.title for x in await session.query(Article).order_by("id").all()] == ["a", "c"]

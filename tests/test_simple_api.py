@@ -286,9 +286,7 @@ async def test_bulk_update_errors(session):
 
 
 async def test_execute_raw(engine, session):
-    await session.insert_all(
-        [User(name="Alice", email="a@x", age=30), User(name="Bob", email="b@x", age=12)]
-    )
+    await session.insert_all([User(name="Alice", email="a@x", age=30), User(name="Bob", email="b@x", age=12)])
     result = await session.execute_raw(f"SELECT * FROM t_users WHERE age > {_ph(engine, 1)}", [18])
     rows = result.all()
     assert [(row["name"], row["age"]) for row in rows] == [("Alice", 30)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import aiosqlite
-
 from common import (
     N_EAGER_USERS,
     SQL_ALL,
@@ -25,6 +24,7 @@ from common import (
     SQLITE_PRAGMA_SQL,
     W6_MIN_AGE,
 )
+
 from libs import Library
 
 

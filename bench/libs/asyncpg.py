@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-
 from common import (
     N_EAGER_USERS,
     SQL_ALL,
@@ -23,6 +22,7 @@ from common import (
     SQL_W4_PARAMS,
     W6_MIN_AGE,
 )
+
 from libs import Library, dollar
 
 GET = dollar(SQL_GET)
@@ -41,9 +41,7 @@ class Lib(Library):
     variants = {"asyncpg-copy": {"W3": "w3_copy"}}
 
     async def setup(self) -> None:
-        self.db = await asyncpg.connect(
-            self.env.pg_dsn, ssl=False, server_settings={"search_path": self.env.pg_schema}
-        )
+        self.db = await asyncpg.connect(self.env.pg_dsn, ssl=False, server_settings={"search_path": self.env.pg_schema})
 
     async def close(self) -> None:
         await self.db.close()

@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import ormkit
-from ormkit import AsyncSession, Base, ForeignKey, Mapped, create_engine, mapped_column, relationship
-
 from common import (
     N_EAGER_USERS,
     SQL_ALL,
@@ -19,7 +16,10 @@ from common import (
     W6_MIN_AGE,
     ormkit_build,
 )
+
+import ormkit
 from libs import Library
+from ormkit import AsyncSession, Base, ForeignKey, Mapped, create_engine, mapped_column, relationship
 
 try:  # relationship loading is being built; until it lands W5 is "n/a" for OrmKit
     from ormkit import selectinload
@@ -71,9 +71,7 @@ class Lib(Library):
         self.session = AsyncSession(self.engine)
         q = self.session.query(User)
         # Queries are immutable: build them once, as an application would.
-        self.q_w4 = (
-            q.filter(age__gte=W4_MIN_AGE, name__like=W4_LIKE).order_by("-age").limit(W4_LIMIT).offset(W4_OFFSET)
-        )
+        self.q_w4 = q.filter(age__gte=W4_MIN_AGE, name__like=W4_LIKE).order_by("-age").limit(W4_LIMIT).offset(W4_OFFSET)
         self.q_count = q.filter(age__gte=W6_MIN_AGE)
         self.q_all = q
         self.q_eager = None

@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from common import N_EAGER_USERS, SQLITE_PRAGMA_SQL, W4_LIKE, W4_LIMIT, W4_MIN_AGE, W4_OFFSET, W6_MIN_AGE
 from sqlalchemy import ForeignKey, String, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncAttrs, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
 
-from common import N_EAGER_USERS, SQLITE_PRAGMA_SQL, W4_LIKE, W4_LIMIT, W4_MIN_AGE, W4_OFFSET, W6_MIN_AGE
 from libs import Library, dollar
 
 

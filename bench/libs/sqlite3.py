@@ -23,6 +23,7 @@ from common import (
     SQLITE_PRAGMA_SQL,
     W6_MIN_AGE,
 )
+
 from libs import Library
 
 

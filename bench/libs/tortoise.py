@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import N_EAGER_USERS, SQLITE_PRAGMAS, W4_LIMIT, W4_MIN_AGE, W4_OFFSET, W6_MIN_AGE
 from tortoise import Tortoise, connections, fields
 from tortoise.functions import Avg
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from common import N_EAGER_USERS, SQLITE_PRAGMAS, W4_LIMIT, W4_MIN_AGE, W4_OFFSET, W6_MIN_AGE
 from libs import Library, dollar
 
 
@@ -51,7 +51,10 @@ class Lib(Library):
     async def setup(self) -> None:
         env = self.env
         if env.backend == "sqlite":
-            conn = {"engine": "tortoise.backends.sqlite", "credentials": {"file_path": env.sqlite_path, **SQLITE_PRAGMAS}}
+            conn = {
+                "engine": "tortoise.backends.sqlite",
+                "credentials": {"file_path": env.sqlite_path, **SQLITE_PRAGMAS},
+            }
             self._sql = lambda s: s
         else:
             p = urlsplit(env.pg_dsn)
