@@ -11,6 +11,7 @@ from ormkit import (
     AsyncSession,
     Base,
     FieldError,
+    ForeignKey,
     IntegrityError,
     InterfaceError,
     Mapped,
@@ -18,7 +19,9 @@ from ormkit import (
     NoResultFound,
     SoftDeleteMixin,
     create_engine,
+    joinedload,
     mapped_column,
+    relationship,
     select,
     selectinload,
     session_context,
@@ -348,3 +351,32 @@ async def test_stream_errors(session):
     async with session.begin():
         with pytest.raises(InterfaceError, match="outside session.begin"):
             session.query(User).stream()
+
+
+class Forum(Base):
+    __tablename__ = "s_forums"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+    threads: Mapped[list[Thread]] = relationship(back_populates="forum")
+
+
+class Thread(SoftDeleteMixin, Base):
+    __tablename__ = "s_threads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    forum_id: Mapped[int] = mapped_column(ForeignKey("s_forums.id"))
+
+    forum: Mapped[Forum] = relationship(back_populates="threads")
+
+
+async def test_eager_loads_leave_soft_deleted_children_out(session):
+    f = await session.insert(Forum(name="f", threads=[Thread(title="a"), Thread(title="b"), Thread(title="c")]))
+    await session.soft_delete(f.threads[1])
+    for option in (selectinload("threads"), joinedload("threads")):
+        (forum,) = await session.query(Forum).options(option).all()
+        assert [t.title for t in forum.threads] == ["a", "c"], option
+    await session.load(f, "threads")
+    assert [t.title for t in f.threads] == ["a", "c"]
