@@ -105,6 +105,18 @@ fn kwargs_cond(schema: &ModelSchema, kwargs: Option<&Bound<'_, PyDict>>, params:
     Ok(out)
 }
 
+/// The conditions of `filter(*qs, **lookups)`, in order.
+fn conditions(
+    schema: &ModelSchema,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    params: &mut Params,
+) -> PyResult<Vec<Cond>> {
+    let mut conds = args.iter().map(|q| q_cond(schema, &q, params, 0)).collect::<PyResult<Vec<_>>>()?;
+    conds.extend(kwargs_cond(schema, kwargs, params)?);
+    Ok(conds)
+}
+
 /// Converts a `Q` object (children, connector, negated) into a condition tree.
 pub fn q_cond(schema: &ModelSchema, q: &Bound<'_, PyAny>, params: &mut Params, depth: usize) -> PyResult<Cond> {
     let py = q.py();
@@ -266,12 +278,7 @@ impl QueryCore {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<QueryCore> {
         self.derive(py, |shape, params| {
-            let mut conds = Vec::new();
-            for q in args.iter() {
-                conds.push(q_cond(&self.schema, &q, params, 0)?);
-            }
-            conds.extend(kwargs_cond(&self.schema, kwargs, params)?);
-            for c in conds {
+            for c in conditions(&self.schema, args, kwargs, params)? {
                 shape.filter = Some(Cond::and_opt(shape.filter.take(), c));
             }
             Ok(())
@@ -286,11 +293,7 @@ impl QueryCore {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<QueryCore> {
         self.derive(py, |shape, params| {
-            let mut conds = Vec::new();
-            for q in args.iter() {
-                conds.push(q_cond(&self.schema, &q, params, 0)?);
-            }
-            conds.extend(kwargs_cond(&self.schema, kwargs, params)?);
+            let mut conds = conditions(&self.schema, args, kwargs, params)?;
             if conds.is_empty() {
                 return Ok(());
             }
