@@ -269,7 +269,6 @@ impl Pending {
     #[pyo3(signature = (typ, val=None, _tb=None))]
     fn throw(
         &self,
-        py: Python<'_>,
         typ: Bound<'_, PyAny>,
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
@@ -280,7 +279,6 @@ impl Pending {
             Some(v) if !v.is_none() => v,
             _ => typ,
         };
-        let _ = py;
         Err(PyErr::from_value(exc))
     }
 

@@ -731,7 +731,7 @@ impl EngineCore {
         let m = model.get();
         let pkv = m.pk_value(&obj)?;
         let mut params = Params::default();
-        let sets = set_list(py, m, values, &mut params)?;
+        let sets = set_list(m, values, &mut params)?;
         let filter = Some(Self::pk_filter(m, pkv, &mut params));
         let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
@@ -775,14 +775,13 @@ impl EngineCore {
     #[pyo3(signature = (model, values, **filters))]
     fn bulk_update(
         &self,
-        py: Python<'_>,
         model: Py<ModelHandle>,
         values: &Bound<'_, PyDict>,
         filters: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Pending> {
         let m = model.get();
         let mut params = Params::default();
-        let sets = set_list(py, m, Some(values), &mut params)?;
+        let sets = set_list(m, Some(values), &mut params)?;
         let mut filter = None;
         if let Some(f) = filters {
             for (k, v) in f.iter() {

@@ -593,10 +593,10 @@ impl QueryCore {
     }
 
     #[pyo3(signature = (engine, **kwargs))]
-    fn update(&self, engine: &EngineCore, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Pending> {
+    fn update(&self, engine: &EngineCore, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Pending> {
         self.check_plain("update")?;
         let mut params = self.params.clone();
-        let sets = set_list(py, self.model.get(), kwargs, &mut params)?;
+        let sets = set_list(self.model.get(), kwargs, &mut params)?;
         let stmt = Statement::Update(UpdateShape { model: self.schema.id, sets, filter: self.visible_filter() });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
         engine.run_compiled(&compiled, &params.values, |py, rows| {
@@ -692,12 +692,10 @@ pub fn parse_path(path: Vec<(String, String)>) -> PyResult<Vec<(String, load::St
 
 /// `field=value` pairs for UPDATE, checked against the model.
 pub fn set_list(
-    py: Python<'_>,
     model: &ModelHandle,
     kwargs: Option<&Bound<'_, PyDict>>,
     params: &mut Params,
 ) -> PyResult<Vec<(usize, u32)>> {
-    let _ = py;
     let mut sets = Vec::new();
     if let Some(kw) = kwargs {
         for (k, v) in kw.iter() {
