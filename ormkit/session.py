@@ -7,6 +7,7 @@ import datetime
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+from ormkit import _ormkit
 from ormkit.engine import Engine
 from ormkit.exceptions import FieldError, InterfaceError
 from ormkit.loading import paths_of
@@ -24,14 +25,17 @@ class AsyncSession:
     instances that ``flush()`` / ``commit()`` (or leaving ``begin()``) insert.
     """
 
-    __slots__ = ("_base", "_closed", "_core", "_depth", "_new", "engine")
+    __slots__ = ("_base", "_closed", "_core", "_depth", "_identity", "_new", "engine")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, identity_map: bool = False) -> None:
         if not isinstance(engine, Engine):
             raise TypeError(f"AsyncSession() takes an Engine (from await create_engine(...)), got {engine!r}")
         self.engine = engine
-        self._base = engine._core
-        self._core = engine._core
+        # With an identity map: one Python object per row for this session, and what each
+        # was last read or written with, so flush() writes the columns that changed.
+        self._identity = _ormkit.IdentityMap() if identity_map else None
+        self._base = engine._core.with_identity(self._identity) if identity_map else engine._core
+        self._core = self._base
         self._depth = 0
         self._new: dict[int, Any] = {}
         self._closed = False
@@ -153,7 +157,8 @@ class AsyncSession:
         SQLAlchemy does; with no names, every column."""
         model = type(instance)
         handle = _handle(model)
-        fresh = await self._executor().get(handle, instance.__dict__.get(handle.pk_name), True)
+        # Read through the engine, not the identity map, which would hand back `instance`.
+        fresh = await self.engine._core.get(handle, instance.__dict__.get(handle.pk_name), True)
         names = list(attribute_names) if attribute_names is not None else list(model.__ormkit_fields__)
         for name in names:
             if name in model.__ormkit_relations__:
@@ -178,21 +183,23 @@ class AsyncSession:
             self.add(i)
 
     async def flush(self) -> None:
-        """Writes what ``add()`` queued (with the related instances they hold), in one
-        transaction or inside the current one. Keys are filled in."""
-        if not self._new:
-            return
-        items = list(self._new.values())
-        self._new.clear()
-        try:
-            await self._executor().insert_many(items)
-        except BaseException:
-            for i in items:
-                self._new.setdefault(id(i), i)
-            raise
+        """Writes what ``add()`` queued (with the related instances they hold) and the columns
+        that changed on instances this session loaded or wrote, in one transaction or inside
+        the current one. Keys are filled in."""
+        if self._new:
+            items = list(self._new.values())
+            self._new.clear()
+            try:
+                await self._executor().insert_many(items)
+            except BaseException:
+                for i in items:
+                    self._new.setdefault(id(i), i)
+                raise
+        await self._executor().flush_dirty()
 
     async def commit(self) -> None:
-        """Flushes, then commits the current transaction (if ``begin()`` opened one)."""
+        """Flushes, then commits the current transaction (if ``begin()`` opened one).
+        Instances stay readable afterwards; nothing is expired."""
         await self.flush()
         if self._depth:
             core = self._core
@@ -204,8 +211,11 @@ class AsyncSession:
                 await core.release()
 
     async def rollback(self) -> None:
-        """Forgets what ``add()`` queued and rolls back the current transaction."""
+        """Forgets what ``add()`` queued and rolls back the current transaction. Loaded
+        instances are forgotten too: their attributes may no longer match the database."""
         self._new.clear()
+        if self._identity is not None:
+            self._identity.clear()
         if self._depth:
             core = self._core
             self._depth = 0

@@ -380,3 +380,62 @@ async def test_eager_loads_leave_soft_deleted_children_out(session):
         assert [t.title for t in forum.threads] == ["a", "c"], option
     await session.load(f, "threads")
     assert [t.title for t in f.threads] == ["a", "c"]
+
+
+# identity map and dirty tracking
+
+
+@pytest.fixture
+def imap(engine) -> AsyncSession:
+    return AsyncSession(engine, identity_map=True)
+
+
+async def test_identity_map_gives_one_object_per_row(imap):
+    session = imap
+    u = await session.insert(User(name="a", email="a@x"))
+    assert await session.get(User, u.id) is u
+    (again,) = await session.query(User).filter(name="a").all()
+    assert again is u
+    p = await session.insert(Post(title="t", author_id=u.id))
+    (post,) = await session.query(Post).options(joinedload("author")).all()
+    assert post is p and post.author is u
+    other = AsyncSession(session.engine)
+    assert await other.get(User, u.id) is not u
+
+
+async def test_commit_updates_only_changed_columns(imap, engine):
+    session = imap
+    u = await session.insert(User(name="a", email="a@x", age=1, metadata={"k": 1}))
+    loaded = await session.get(User, u.id)
+    loaded.age = 2
+    with engine.query_log() as log:
+        await session.commit()
+    updates = [q for q in log.statements if q.startswith("UPDATE")]
+    assert len(updates) == 1 and '"age"' in updates[0] and '"name"' not in updates[0]
+    loaded.metadata["k"] = 2  # an in-place change of a JSON value is seen too
+    await session.commit()
+    fresh = await AsyncSession(engine).get(User, u.id)
+    assert (fresh.age, fresh.metadata) == (2, {"k": 2})
+    assert loaded.age == 2  # readable after commit
+    with engine.query_log() as log:
+        await session.commit()
+    assert not [q for q in log.statements if q.startswith("UPDATE")]
+
+
+async def test_dirty_changes_commit_inside_begin_and_roll_back_with_it(imap, engine):
+    session = imap
+    u = await session.insert(User(name="a", email="a@x"))
+    async with session.begin():
+        u.name = "b"
+    assert (await AsyncSession(engine).get(User, u.id)).name == "b"
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            u.name = "c"
+            await session.flush()
+            raise RuntimeError
+    assert (await AsyncSession(engine).get(User, u.id)).name == "b"
+
+
+async def test_without_identity_map_reads_are_fresh_objects(session):
+    u = await session.insert(User(name="a", email="a@x"))
+    assert await session.get(User, u.id) is not u

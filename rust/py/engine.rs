@@ -8,8 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::convert;
+use super::identity::IdentityMap;
 use super::load::{run_for_instances, run_models};
-use super::model::ModelHandle;
+use super::model::{handle_for, ModelHandle};
 use super::query::{lookup_cond, parse_path, set_list};
 use super::result::RawResult;
 use super::write::{has_related, WritePlan};
@@ -38,6 +39,8 @@ pub struct EngineCore {
     observer: Arc<Observer>,
     /// Set on a session's core while it holds a connection for a transaction.
     pin: Option<Arc<PinState>>,
+    /// A session's identity map; `None` on an engine's own core.
+    identity: Option<Py<IdentityMap>>,
 }
 
 /// Where a stream runs.
@@ -57,6 +60,19 @@ struct PinState {
     pin: Pin,
     /// An operation is under way; a second one at the same time is a misuse.
     busy: AtomicBool,
+}
+
+/// Records instances just written in the session's identity map, with their values.
+fn remember_all<'py>(
+    identity: &Option<Py<IdentityMap>>,
+    objs: impl IntoIterator<Item = Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let Some(map) = identity else { return Ok(()) };
+    for o in objs {
+        let h = o.get_type().getattr(pyo3::intern!(o.py(), "__ormkit__"))?.cast_into::<ModelHandle>()?;
+        h.get().remember(&o, Some(map.get()))?;
+    }
+    Ok(())
 }
 
 /// Marks a pinned session free again when dropped.
@@ -213,6 +229,16 @@ impl EngineCore {
         Ok(pending)
     }
 
+    pub fn identity<'py>(&self, py: Python<'py>) -> Option<Py<IdentityMap>> {
+        self.identity.as_ref().map(|m| m.clone_ref(py))
+    }
+
+    pub fn forget_model(&self, model: u32) {
+        if let Some(m) = &self.identity {
+            m.get().forget_model(model);
+        }
+    }
+
     pub fn backend_for_stream(&self) -> StreamTarget {
         if self.pin.is_some() {
             return StreamTarget::Pinned;
@@ -262,6 +288,7 @@ impl EngineCore {
         let compiled = compile::compile(self.dialect, &stmt)?;
         let values: Vec<Value> = columns.into_iter().map(Value::List).collect();
         let list = PyList::new(py, objs)?.unbind();
+        let identity = self.identity(py);
         self.run_compiled(&compiled, &values, move |py, rows| {
             let m = model.get();
             let key = m.keys[m.schema.pk].bind(py);
@@ -274,6 +301,7 @@ impl EngineCore {
             for (i, pk) in keys.iter().enumerate() {
                 l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
             }
+            remember_all(&identity, l.iter())?;
             Ok(list.into_any())
         })
     }
@@ -285,8 +313,10 @@ impl EngineCore {
             plan.insert(o, &[])?;
         }
         let ops = std::mem::take(&mut plan.ops);
+        let identity = Python::attach(|py| self.identity(py));
         self.submit_response(Request::Writes { ops }, move |py, response| {
-            plan.apply(py, &response.units())?;
+            let written = plan.apply(py, &response.units())?;
+            remember_all(&identity, written.iter().map(|o| o.bind(py).clone()))?;
             Ok(result)
         })
     }
@@ -363,7 +393,7 @@ impl EngineCore {
                     .name("ormkit-connect".into())
                     .spawn(move || {
                         let result = SqlitePool::start(&cfg).map(|pool| {
-                            let core = EngineCore { backend: Backend::Sqlite(pool), dialect: Dialect::Sqlite, url, observer: Default::default(), pin: None };
+                            let core = EngineCore { backend: Backend::Sqlite(pool), dialect: Dialect::Sqlite, url, observer: Default::default(), pin: None, identity: None };
                             Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                         });
                         completer.complete(result);
@@ -394,7 +424,7 @@ impl EngineCore {
                     // Connect once now, so a wrong URL fails at create_engine.
                     let result = pool.acquire().await.map(|lease| {
                         drop(lease);
-                        let core = EngineCore { backend: Backend::Postgres(pool), dialect: Dialect::Postgres, url, observer: Default::default(), pin: None };
+                        let core = EngineCore { backend: Backend::Postgres(pool), dialect: Dialect::Postgres, url, observer: Default::default(), pin: None, identity: None };
                         Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                     });
                     completer.complete(result);
@@ -512,12 +542,14 @@ impl EngineCore {
         let compiled = compile::compile(self.dialect, &stmt)?;
         let obj = obj.unbind();
         let model = model.clone_ref(py);
+        let identity = self.identity(py);
         self.run_compiled(&compiled, &values, move |py, rows| {
             let m = model.get();
             let o = obj.bind(py);
             if let Some(pk) = rows.values.first() {
                 o.setattr(m.keys[m.schema.pk].bind(py), convert::to_py(py, pk)?)?;
             }
+            remember_all(&identity, [o.clone()])?;
             Ok(obj)
         })
     }
@@ -564,6 +596,7 @@ impl EngineCore {
             return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
         }
         let model = model.clone_ref(py);
+        let identity = self.identity(py);
         self.submit(Request::Batch { groups, columns: None }, move |py, rows| {
             let m = model.get();
             let key = m.keys[m.schema.pk].bind(py);
@@ -571,6 +604,7 @@ impl EngineCore {
             for (i, pk) in rows.values.iter().enumerate() {
                 l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
             }
+            remember_all(&identity, l.iter())?;
             Ok(list.into_any())
         })
     }
@@ -641,6 +675,7 @@ impl EngineCore {
             return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
         }
         let model = model.clone_ref(py);
+        let identity = self.identity(py);
         self.submit(Request::Batch { groups, columns }, move |py, rows| {
             let m = model.get();
             let l = list.bind(py);
@@ -650,6 +685,7 @@ impl EngineCore {
                     d.set_item(k.bind(py), convert::to_py(py, v)?)?;
                 }
             }
+            remember_all(&identity, l.iter())?;
             Ok(list.into_any())
         })
     }
@@ -741,6 +777,7 @@ impl EngineCore {
         };
         let obj = obj.unbind();
         let model = model.clone_ref(py);
+        let identity = self.identity(py);
         self.run_compiled(&compiled, &params.values, move |py, rows| {
             let m = model.get();
             if rows.affected == 0 {
@@ -754,6 +791,7 @@ impl EngineCore {
             for (k, v) in updates {
                 o.setattr(k.bind(py).cast::<PyString>()?, v)?;
             }
+            remember_all(&identity, [o.clone()])?;
             Ok(obj)
         })
     }
@@ -766,6 +804,9 @@ impl EngineCore {
         let filter = Some(Self::pk_filter(m, pkv, &mut params));
         let stmt = Statement::Delete(DeleteShape { model: m.schema.id, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
+        if let (Some(map), Some(key)) = (&self.identity, crate::rows::Key::of(&params.values[0])) {
+            map.get().forget(m.schema.id, &key);
+        }
         self.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(pyo3::types::PyBool::new(py, rows.affected > 0).to_owned().into_any().unbind())
         })
@@ -791,8 +832,69 @@ impl EngineCore {
         }
         let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
+        // The session's objects of this model may no longer match their rows.
+        self.forget_model(m.schema.id);
         self.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
+        })
+    }
+
+    /// This core for a session: the same engine, with the session's identity map.
+    fn with_identity(&self, identity: Py<IdentityMap>) -> EngineCore {
+        EngineCore {
+            backend: match &self.backend {
+                Backend::Sqlite(p) => Backend::Sqlite(p.clone()),
+                Backend::Postgres(p) => Backend::Postgres(p.clone()),
+            },
+            dialect: self.dialect,
+            url: self.url.clone(),
+            observer: self.observer.clone(),
+            pin: self.pin.clone(),
+            identity: Some(identity),
+        }
+    }
+
+    /// Writes the columns that changed on the session's instances since they were read or
+    /// written, one UPDATE per instance, in one transaction.
+    fn flush_dirty(&self, py: Python<'_>) -> PyResult<Pending> {
+        let none = || Ok(bridge::ready(Ok(Box::new(|py: Python<'_>| Ok(py.None())))));
+        let Some(map) = &self.identity else { return none() };
+        let mut ops = Vec::new();
+        let mut touched = Vec::new();
+        for (model, _key, obj, snapshot) in map.get().live(py) {
+            let handle = handle_for(py, model)?;
+            let m = handle.get();
+            let current = m.snapshot(&obj)?;
+            let changed: Vec<usize> =
+                (0..current.len()).filter(|i| *i != m.schema.pk && current[*i] != snapshot[*i]).collect();
+            if changed.is_empty() {
+                continue;
+            }
+            let dict = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+            let mut params = Params::default();
+            let mut sets = Vec::new();
+            for c in &changed {
+                let v = dict.get_item(m.keys[*c].bind(py))?.unwrap_or_else(|| py.None().into_bound(py));
+                sets.push((*c, params.push(m.value_for(*c, &v)?)));
+            }
+            let filter = Some(Self::pk_filter(m, snapshot[m.schema.pk].clone(), &mut params));
+            let stmt = Statement::Update(UpdateShape { model, sets, filter });
+            let compiled = compile::compile(self.dialect, &stmt)?;
+            ops.push(crate::driver::WriteOp {
+                sql: compiled.sql.clone(),
+                params: compiled.params(&params.values),
+                columns: None,
+                fixups: vec![],
+            });
+            touched.push(obj.unbind());
+        }
+        if ops.is_empty() {
+            return none();
+        }
+        let identity = self.identity(py);
+        self.submit_response(Request::Writes { ops }, move |py, _| {
+            remember_all(&identity, touched.iter().map(|o| o.bind(py).clone()))?;
+            Ok(py.None())
         })
     }
 
@@ -800,6 +902,7 @@ impl EngineCore {
     fn pin(&self) -> PyResult<Pending> {
         let (pending, completer) = bridge::pending();
         let (dialect, url, observer) = (self.dialect, self.url.clone(), self.observer.clone());
+        let identity = Python::attach(|py| self.identity.as_ref().map(|m| m.clone_ref(py)));
         match &self.backend {
             Backend::Sqlite(pool) => {
                 let pool2 = pool.clone();
@@ -810,6 +913,7 @@ impl EngineCore {
                         url,
                         observer,
                         pin: Some(Arc::new(PinState { pin: Pin::Sqlite(pinned), busy: AtomicBool::new(false) })),
+                        identity,
                     };
                     completer.complete(Ok(Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any()))));
                 }))?;
@@ -825,6 +929,7 @@ impl EngineCore {
                             url,
                             observer,
                             pin: Some(Arc::new(PinState { pin: Pin::Postgres(slot), busy: AtomicBool::new(false) })),
+                            identity,
                         };
                         Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                     });

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::engine::EngineCore;
+use super::identity::IdentityMap;
 use super::model::handle_for;
 use crate::bridge::Pending;
 use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
@@ -28,20 +29,21 @@ pub fn run_models(
     finish: Finish,
 ) -> PyResult<Pending> {
     let py_model = handle_for(py, shape.model)?;
+    let identity = engine.identity(py);
     if shape.loads.is_empty() {
         let compiled = match plain {
             Some(c) => c,
             None => compile::compile(engine.dialect(), &Statement::Select(shape.clone()))?,
         };
         return engine.run_compiled(&compiled, &params.values, move |py, rows| {
-            let list = py_model.get().instances(py, &rows)?;
+            let list = py_model.get().instances_in(py, &rows, identity.as_ref().map(|m| m.get()))?;
             finish(py, list)
         });
     }
     let load = compile_load(engine.dialect(), shape)?;
     let units = units_for(&load, Some(&params.values), None);
     engine.submit_response(Request::Load { units }, move |py, response| {
-        let list = assemble(py, &load, response.units(), None)?;
+        let list = assemble(py, &load, response.units(), None, identity.as_ref().map(|m| m.get()))?;
         finish(py, list)
     })
 }
@@ -63,8 +65,9 @@ pub fn run_for_instances(
     }
     let load = compile_load(engine.dialect(), &shape)?;
     let units = units_for(&load, None, Some(given));
+    let identity = Python::attach(|py| engine.identity(py));
     engine.submit_response(Request::Load { units }, move |py, response| {
-        let list = assemble(py, &load, response.units(), Some(&instances))?;
+        let list = assemble(py, &load, response.units(), Some(&instances), identity.as_ref().map(|m| m.get()))?;
         Ok(list.into_any().unbind())
     })
 }
@@ -107,6 +110,7 @@ fn assemble<'py>(
     load: &CompiledLoad,
     units: Vec<RowSet>,
     given: Option<&Vec<Py<PyAny>>>,
+    session: Option<&IdentityMap>,
 ) -> PyResult<Bound<'py, PyList>> {
     let _gc = super::GcPause::new(py, units.iter().map(|u| u.len()).sum());
     let mut identity: FastMap<(u32, Key), Bound<'py, PyAny>> = FastMap::default();
@@ -132,7 +136,7 @@ fn assemble<'py>(
                     None => {
                         let o = match (u, s, given) {
                             (0, 0, Some(g)) => g[r].bind(py).clone(),
-                            _ => h.new_instance(py, row)?,
+                            _ => h.instance_in(py, row, session)?,
                         };
                         identity.insert((seg.model, key), o.clone());
                         o

@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod engine;
+pub mod identity;
 pub mod load;
 pub mod model;
 pub mod query;
@@ -46,6 +47,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<engine::EngineCore>()?;
     m.add_class::<engine::QueryLog>()?;
+    m.add_class::<identity::IdentityMap>()?;
     m.add_class::<model::ModelHandle>()?;
     m.add_class::<query::QueryCore>()?;
     m.add_class::<stream::StreamCore>()?;

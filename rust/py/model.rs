@@ -8,8 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
 
 use super::convert;
+use super::identity::IdentityMap;
 use crate::errors::{Error, Result as OResult};
-use crate::rows::RowSet;
+use crate::rows::{Key, RowSet};
 use crate::schema::{self, ColumnSchema, FkAction, ForeignKeySchema, ModelSchema, RelationSchema};
 use crate::value::{ColType, Value};
 
@@ -214,6 +215,63 @@ impl ModelHandle {
             dict.set_item(k.bind(py), convert::to_py(py, v)?)?;
         }
         Ok(obj)
+    }
+
+    /// The instance for `row`: the session's object for that row if it has one, else a new
+    /// one that the session then remembers.
+    pub fn instance_in<'py>(
+        &self,
+        py: Python<'py>,
+        row: &[Value],
+        identity: Option<&IdentityMap>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (Some(map), Some(key)) = (identity, Key::of(&row[self.schema.pk])) else {
+            return self.new_instance(py, row);
+        };
+        if let Some(obj) = map.lookup(py, self.schema.id, &key) {
+            return Ok(obj);
+        }
+        let obj = self.new_instance(py, row)?;
+        map.remember(&obj, self.schema.id, key, row.to_vec())?;
+        Ok(obj)
+    }
+
+    /// The column values of an instance as they would be written (unconvertible ones as NULL).
+    pub fn snapshot(&self, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Value>> {
+        Ok(self
+            .instance_values(obj)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v.and_then(|v| convert::to_value(&v, self.schema.columns[i].ty).ok()).unwrap_or(Value::Null))
+            .collect())
+    }
+
+    /// Records `obj` in the session's map with its current values.
+    pub fn remember(&self, obj: &Bound<'_, PyAny>, identity: Option<&IdentityMap>) -> PyResult<()> {
+        let Some(map) = identity else { return Ok(()) };
+        let snapshot = self.snapshot(obj)?;
+        match Key::of(&snapshot[self.schema.pk]) {
+            Some(key) => map.remember(obj, self.schema.id, key, snapshot),
+            None => Ok(()),
+        }
+    }
+
+    pub fn instances_in<'py>(
+        &self,
+        py: Python<'py>,
+        rows: &RowSet,
+        identity: Option<&IdentityMap>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        if identity.is_none() {
+            return self.instances(py, rows);
+        }
+        let list = PyList::empty(py);
+        let w = rows.width();
+        let _gc = super::GcPause::new(py, rows.len());
+        for chunk in rows.values.chunks(w.max(1)) {
+            list.append(self.instance_in(py, chunk, identity)?)?;
+        }
+        Ok(list)
     }
 
     pub fn instances<'py>(&self, py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>> {

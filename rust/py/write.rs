@@ -36,6 +36,8 @@ pub struct WritePlan {
     planned: HashMap<usize, usize>,
     in_progress: HashSet<usize>,
     dialect: Dialect,
+    /// Every instance planned for insertion, in order.
+    objects: Vec<Py<PyAny>>,
 }
 
 fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandle>> {
@@ -87,7 +89,14 @@ fn items<'py>(v: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
 
 impl WritePlan {
     pub fn new(dialect: Dialect) -> Self {
-        WritePlan { ops: vec![], effects: vec![], planned: HashMap::new(), in_progress: HashSet::new(), dialect }
+        WritePlan {
+            ops: vec![],
+            effects: vec![],
+            planned: HashMap::new(),
+            in_progress: HashSet::new(),
+            dialect,
+            objects: vec![],
+        }
     }
 
     fn key_of(obj: &Bound<'_, PyAny>) -> usize {
@@ -160,6 +169,7 @@ impl WritePlan {
         self.ops.push(WriteOp { sql: compiled.sql.clone(), params, columns: Some(compiled.out.clone()), fixups });
         self.effects.push(Effect::FromOp { obj: obj.clone().unbind(), key: m.keys[pk].clone_ref(py), op, col: 0 });
         self.planned.insert(id, op);
+        self.objects.push(obj.clone().unbind());
         // Then what hangs below it.
         for r in rels.iter().filter(|r| r.kind != RelKind::ManyToOne) {
             let Some(v) = d.get_item(r.name.as_str())? else { continue };
@@ -264,8 +274,9 @@ impl WritePlan {
         Ok(())
     }
 
-    /// Applies the keys the statements returned to the Python objects.
-    pub fn apply(self, py: Python<'_>, results: &[crate::rows::RowSet]) -> PyResult<()> {
+    /// Applies the keys the statements returned to the Python objects; returns the
+    /// instances that were inserted.
+    pub fn apply(self, py: Python<'_>, results: &[crate::rows::RowSet]) -> PyResult<Vec<Py<PyAny>>> {
         for e in self.effects {
             match e {
                 Effect::FromOp { obj, key, op, col } => {
@@ -278,6 +289,6 @@ impl WritePlan {
                 }
             }
         }
-        Ok(())
+        Ok(self.objects)
     }
 }
