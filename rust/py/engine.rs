@@ -26,6 +26,7 @@ use crate::rows::RowSet;
 use crate::schema;
 use crate::value::Value;
 
+#[derive(Clone)]
 enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
@@ -842,10 +843,7 @@ impl EngineCore {
     /// This core for a session: the same engine, with the session's identity map.
     fn with_identity(&self, identity: Py<IdentityMap>) -> EngineCore {
         EngineCore {
-            backend: match &self.backend {
-                Backend::Sqlite(p) => Backend::Sqlite(p.clone()),
-                Backend::Postgres(p) => Backend::Postgres(p.clone()),
-            },
+            backend: self.backend.clone(),
             dialect: self.dialect,
             url: self.url.clone(),
             observer: self.observer.clone(),
