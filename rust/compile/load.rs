@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use sea_query::{Alias, Expr, ExprTrait, JoinType, NullOrdering, Order, Query, SelectStatement};
+use sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query, SelectStatement};
 
 use super::{custom, marker, render, select, Bind, Columns, Dialect, OutCol, Transform};
 use crate::errors::{Error, Result};
@@ -309,14 +309,7 @@ impl Builder {
             Base::Root(shape) => {
                 for o in &shape.order {
                     let c = &model.columns[o.col];
-                    let order = if o.desc { Order::Desc } else { Order::Asc };
-                    let column = (alias(0), Alias::new(c.name.as_str()));
-                    if c.nullable && d == Dialect::Sqlite {
-                        let nulls = if o.desc { NullOrdering::First } else { NullOrdering::Last };
-                        q.order_by_with_nulls(column, order, nulls);
-                    } else {
-                        q.order_by(column, order);
-                    }
+                    select::order_by(d, &mut q, (alias(0), Alias::new(c.name.as_str())), c.nullable, o.desc);
                 }
                 q.order_by((alias(0), Alias::new(model.pk_column().name.as_str())), Order::Asc);
             }

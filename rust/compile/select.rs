@@ -37,6 +37,24 @@ fn agg_name(f: AggFn, c: Option<usize>, schema: &ModelSchema) -> String {
     }
 }
 
+/// Adds one ORDER BY term. NULLs sort as PostgreSQL sorts them (last ascending, first
+/// descending) on both databases, so a query returns the same order everywhere.
+pub(crate) fn order_by<C: sea_query::IntoColumnRef>(
+    d: Dialect,
+    q: &mut SelectStatement,
+    column: C,
+    nullable: bool,
+    desc: bool,
+) {
+    let order = if desc { Order::Desc } else { Order::Asc };
+    if nullable && d == Dialect::Sqlite {
+        let nulls = if desc { NullOrdering::First } else { NullOrdering::Last };
+        q.order_by_with_nulls(column, order, nulls);
+    } else {
+        q.order_by(column, order);
+    }
+}
+
 pub(crate) fn build(d: Dialect, schema: &ModelSchema, s: &SelectShape, out: &mut Vec<OutCol>) -> SelectStatement {
     let mut q = Query::select();
     q.from(Alias::new(schema.table.as_str()));
@@ -85,15 +103,7 @@ pub(crate) fn build(d: Dialect, schema: &ModelSchema, s: &SelectShape, out: &mut
     }
     for o in &s.order {
         let c = &schema.columns[o.col];
-        let order = if o.desc { Order::Desc } else { Order::Asc };
-        // NULLs sort as PostgreSQL sorts them (last ascending, first descending) on both
-        // databases, so a query returns the same order everywhere.
-        if c.nullable && d == Dialect::Sqlite {
-            let nulls = if o.desc { NullOrdering::First } else { NullOrdering::Last };
-            q.order_by_with_nulls(Alias::new(c.name.as_str()), order, nulls);
-        } else {
-            q.order_by(Alias::new(c.name.as_str()), order);
-        }
+        order_by(d, &mut q, Alias::new(c.name.as_str()), c.nullable, o.desc);
     }
     match (s.limit, s.offset) {
         (Some(l), off) => {
