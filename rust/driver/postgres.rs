@@ -282,7 +282,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            if !c.is_closed() && !self.pool.permits.is_closed() {
+            // A connection still inside a transaction (a session dropped mid-way) is closed,
+            // never handed to the next caller.
+            if !c.is_closed() && !c.in_tx && !self.pool.permits.is_closed() {
                 self.pool.idle.lock().unwrap().push(c);
             }
         }

@@ -61,6 +61,9 @@ struct PinState {
     pin: Pin,
     /// An operation is under way; a second one at the same time is a misuse.
     busy: AtomicBool,
+    /// A statement on this connection was cancelled: a cancel request may still be on
+    /// its way, so the connection is closed at release rather than reused.
+    tainted: Arc<AtomicBool>,
 }
 
 /// Records instances just written in the session's identity map, with their values.
@@ -94,8 +97,9 @@ async fn run_pg(
     req: Request,
     obs: &Observer,
     completer: &bridge::Completer,
-    pinned: bool,
+    taint: Option<Arc<AtomicBool>>,
 ) -> crate::errors::Result<Response> {
+    let pinned = taint.is_some();
     if completer.is_cancelled() {
         return Err(Error::operational("cancelled"));
     }
@@ -104,6 +108,9 @@ async fn run_pg(
     let cancel_pool = pool.clone();
     let cancel_tx = std::sync::Mutex::new(Some(cancel_tx));
     completer.on_cancel(Box::new(move || {
+        if let Some(t) = &taint {
+            t.store(true, Ordering::SeqCst);
+        }
         let handle = runtime().spawn(async move { cancel_pool.cancel(token).await });
         if let Some(tx) = cancel_tx.lock().unwrap().take() {
             let _ = tx.send(handle);
@@ -201,6 +208,7 @@ impl EngineCore {
                     Some(Pin::Postgres(lease)) => Some(lease.clone()),
                     _ => None,
                 };
+                let taint = self.pin.as_ref().map(|p| p.tainted.clone());
                 runtime().spawn(async move {
                     match pinned {
                         Some(slot) => {
@@ -210,7 +218,7 @@ impl EngineCore {
                                     Error::interface("the session's connection was released; start a new transaction");
                                 return done(Err(e), completer);
                             };
-                            let result = run_pg(&pool, lease, req, &obs, &completer, true).await;
+                            let result = run_pg(&pool, lease, req, &obs, &completer, taint).await;
                             drop(guard);
                             done(result, completer);
                         }
@@ -219,7 +227,7 @@ impl EngineCore {
                                 Ok(l) => l,
                                 Err(e) => return done(Err(e), completer),
                             };
-                            let result = run_pg(&pool, &mut lease, req, &obs, &completer, false).await;
+                            let result = run_pg(&pool, &mut lease, req, &obs, &completer, None).await;
                             drop(lease);
                             done(result, completer);
                         }
@@ -910,7 +918,11 @@ impl EngineCore {
                         dialect,
                         url,
                         observer,
-                        pin: Some(Arc::new(PinState { pin: Pin::Sqlite(pinned), busy: AtomicBool::new(false) })),
+                        pin: Some(Arc::new(PinState {
+                            pin: Pin::Sqlite(pinned),
+                            busy: AtomicBool::new(false),
+                            tainted: Default::default(),
+                        })),
                         identity,
                     };
                     completer.complete(Ok(Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any()))));
@@ -926,7 +938,11 @@ impl EngineCore {
                             dialect,
                             url,
                             observer,
-                            pin: Some(Arc::new(PinState { pin: Pin::Postgres(slot), busy: AtomicBool::new(false) })),
+                            pin: Some(Arc::new(PinState {
+                                pin: Pin::Postgres(slot),
+                                busy: AtomicBool::new(false),
+                                tainted: Default::default(),
+                            })),
                             identity,
                         };
                         Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
@@ -957,15 +973,19 @@ impl EngineCore {
             }
             Pin::Postgres(slot) => {
                 let slot = slot.clone();
+                let tainted = pin.tainted.clone();
                 runtime().spawn(async move {
                     if let Some(mut lease) = slot.lock().await.take() {
+                        let mut clean = !tainted.load(Ordering::SeqCst);
                         if lease.conn().in_transaction() {
-                            let _ = postgres::run(
-                                lease.conn(),
-                                Request::Control { sql: "ROLLBACK".into() },
-                                &Observer::default(),
-                            )
-                            .await;
+                            let rollback = Request::Control { sql: "ROLLBACK".into() };
+                            let undone = postgres::run(lease.conn(), rollback, &Observer::default()).await;
+                            clean = clean && undone.is_ok() && !lease.conn().in_transaction();
+                        }
+                        // Only a connection known to be idle, outside any transaction, and
+                        // with no cancel request in flight goes back to the pool.
+                        if !clean {
+                            lease.discard();
                         }
                     }
                     completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None()))));
