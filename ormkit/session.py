@@ -23,11 +23,17 @@ class AsyncSession:
     ceremony. ``async with session.begin():`` runs everything inside it in one database
     transaction on one connection; a nested ``begin()`` is a SAVEPOINT. ``add()`` queues
     instances that ``flush()`` / ``commit()`` (or leaving ``begin()``) insert.
+
+    The session keeps an identity map: reading a row it already holds gives the same object
+    (brought up to date with the row, except for attributes changed and not yet flushed), and
+    ``flush()`` / ``commit()`` write the columns changed on the objects it read or wrote.
     """
 
     __slots__ = ("_base", "_closed", "_core", "_depth", "_identity", "_new", "engine")
 
-    def __init__(self, engine: Engine, *, identity_map: bool = False) -> None:
+    def __init__(self, engine: Engine, *, identity_map: bool = True) -> None:
+        """``identity_map=False`` gives a session that hands out a new object for every row
+        it reads and tracks no changes (``flush()`` then writes only what ``add()`` queued)."""
         if not isinstance(engine, Engine):
             raise TypeError(f"AsyncSession() takes an Engine (from await create_engine(...)), got {engine!r}")
         self.engine = engine
@@ -154,7 +160,8 @@ class AsyncSession:
 
     async def refresh(self, instance: Any, attribute_names: Any = None) -> Any:
         """Reloads the named attributes (columns and relationships) from the database, as
-        SQLAlchemy does; with no names, every column."""
+        SQLAlchemy does; with no names, every column. Unflushed changes to those attributes
+        are dropped."""
         model = type(instance)
         handle = _handle(model)
         # Read through the engine, not the identity map, which would hand back `instance`.
@@ -166,6 +173,10 @@ class AsyncSession:
             if name not in model.__ormkit_fields__:
                 raise FieldError(f"{model.__name__} has no field or relationship {name!r}")
             instance.__dict__[name] = fresh.__dict__[name]
+        columns = [n for n in names if n in model.__ormkit_fields__]
+        if self._identity is not None and columns:
+            # What was just read is what the database holds: not a change for flush() to write.
+            self._identity.settle(handle, instance, columns)
         relations = [n for n in names if n in model.__ormkit_relations__]
         if relations:
             await self.load(instance, *relations)

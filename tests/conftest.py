@@ -96,3 +96,10 @@ async def engine(backend: str, tmp_path):
 @pytest.fixture
 def session(engine) -> AsyncSession:
     return AsyncSession(engine)
+
+
+@pytest.fixture
+def reader(engine) -> AsyncSession:
+    """A second session on the same engine: reading back through it proves a database round
+    trip, where the writing session's identity map would hand back the very object written."""
+    return AsyncSession(engine)

@@ -131,15 +131,15 @@ def _author(**kw):
 # ---------------------------------------------------------------- nullability
 
 
-async def test_optional_and_union_none_columns_accept_none(session):
+async def test_optional_and_union_none_columns_accept_none(session, reader):
     a = await session.insert(_author(nickname=None, bio=None, score=None))
-    got = await session.get(MAuthor, a.id)
+    got = await reader.get(MAuthor, a.id)
     assert got.nickname is None and got.bio is None and got.score is None
 
 
-async def test_nullable_columns_keep_values(session):
+async def test_nullable_columns_keep_values(session, reader):
     a = await session.insert(_author(nickname="nick", bio="b", score=7))
-    got = await session.get(MAuthor, a.id)
+    got = await reader.get(MAuthor, a.id)
     assert (got.nickname, got.bio, got.score) == ("nick", "b", 7)
 
 
@@ -159,18 +159,18 @@ async def test_explicit_nullable_false_overrides_optional_annotation(session):
         await session.insert(_author(forced=None))
 
 
-async def test_shared_model_nullability(session):
+async def test_shared_model_nullability(session, reader):
     with pytest.raises(ValueTypeError, match=r"User\.email"):
         await session.insert(User(name="A"))
     u = await session.insert(User(name="A", email="a@x", age=None))
-    assert (await session.get(User, u.id)).age is None
+    assert (await reader.get(User, u.id)).age is None
 
 
-async def test_update_to_none_on_non_nullable_raises(session):
+async def test_update_to_none_on_non_nullable_raises(session, reader):
     a = await session.insert(_author())
     with pytest.raises(ValueTypeError, match=r"MAuthor\.name"):
         await session.update(a, name=None)
-    assert (await session.get(MAuthor, a.id)).name == "Ann"
+    assert (await reader.get(MAuthor, a.id)).name == "Ann"
 
 
 async def test_not_null_in_ddl(engine):
@@ -187,12 +187,12 @@ async def test_not_null_in_ddl(engine):
     assert not notnull["nickname"] and not notnull["bio"] and not notnull["score"]
 
 
-async def test_parametrised_json_and_string_annotations(session):
+async def test_parametrised_json_and_string_annotations(session, reader):
     g = await session.insert(MGeneric(names=["a", "b"], blob=b"\x00"))
-    got = await session.get(MGeneric, g.id)
+    got = await reader.get(MGeneric, g.id)
     assert got.counts == {} and got.names == ["a", "b"] and got.flag is False and got.blob == b"\x00"
     h = await session.insert(MGeneric(counts={"x": 2}, flag=True))
-    got = await session.get(MGeneric, h.id)
+    got = await reader.get(MGeneric, h.id)
     assert got.counts == {"x": 2} and got.names is None and got.flag is True and got.blob is None
     with pytest.raises(ValueTypeError, match=r"MGeneric\.counts"):
         await session.insert(MGeneric(counts=None))
@@ -229,9 +229,9 @@ def test_explicit_value_overrides_default():
     assert (a.status, a.tags, a.rank) == ("live", ["t"], 5)
 
 
-async def test_defaults_persist(session):
+async def test_defaults_persist(session, reader):
     a = await session.insert(MAuthor(name="a"))
-    got = await session.get(MAuthor, a.id)
+    got = await reader.get(MAuthor, a.id)
     assert got.status == "draft"
     assert got.tags == []
     assert got.rank == 0
@@ -239,9 +239,9 @@ async def test_defaults_persist(session):
     assert got.email == a.email and got.email.startswith("code-")
 
 
-async def test_shared_model_defaults(session):
+async def test_shared_model_defaults(session, reader):
     u = await session.insert(User(name="A", email="a@x"))
-    got = await session.get(User, u.id)
+    got = await reader.get(User, u.id)
     assert got.role == "member" and got.vip is False and got.metadata == {}
     assert User(name="a", email="b").metadata is not User(name="a", email="c").metadata
 
@@ -277,12 +277,12 @@ def test_repr_of_new_instance():
     assert "name='A'" in r and "email='a@x'" in r
 
 
-async def test_repr_after_insert(session):
+async def test_repr_after_insert(session, reader):
     u = await session.insert(User(name="A", email="a@x", age=3))
     r = repr(u)
     assert r.startswith(f"User(id={u.id}, name='A'")
     assert "email='a@x'" in r and "age=3" in r
-    assert repr(await session.get(User, u.id)) == r
+    assert repr(await reader.get(User, u.id)) == r
 
 
 def test_unloaded_relationship_raises_relation_not_loaded():
@@ -484,11 +484,11 @@ async def test_unique_and_index_in_schema(engine):
     assert "name" not in indexed and "bio" not in indexed
 
 
-async def test_big_integer_primary_key(session):
+async def test_big_integer_primary_key(session, reader):
     m = await session.insert(MBig(slug="x", a=1))
     assert isinstance(m.id, int)
     m2 = await session.insert(MBig(id=2**40, slug="y", a=2))
-    assert (await session.get(MBig, 2**40)).slug == "y"
+    assert (await reader.get(MBig, 2**40)).slug == "y"
     assert m2.id == 2**40
 
 
@@ -516,13 +516,13 @@ async def test_drop_all_given_models_drops_children_first(engine, session):
     assert {"t_users", "t_posts"} <= tables
 
 
-async def test_drop_then_create_again(engine, session):
+async def test_drop_then_create_again(engine, session, reader):
     await session.insert(_author())
     await engine.drop_all(MComment, MArticle, MAuthor)
     await engine.create_all(MAuthor, MArticle, MComment)
     assert await session.query(MAuthor).count() == 0
     a = await session.insert(_author())
-    assert (await session.get(MAuthor, a.id)).name == "Ann"
+    assert (await reader.get(MAuthor, a.id)).name == "Ann"
 
 
 # ---------------------------------------------------------------- foreign keys
@@ -551,28 +551,28 @@ async def test_foreign_key_ondelete_cascade_via_query_delete(session):
     assert await session.query(Post).count() == 0
 
 
-async def test_foreign_key_default_refuses_delete_of_referenced_row(session):
+async def test_foreign_key_default_refuses_delete_of_referenced_row(session, reader):
     a = await session.insert(_author())
     await session.insert(MArticle(title="t", author_id=a.id))
     with pytest.raises(IntegrityError):
         await session.remove(a)
-    assert await session.get(MAuthor, a.id) is not None
+    assert await reader.get(MAuthor, a.id) is not None
 
 
-async def test_foreign_key_ondelete_set_null(session):
+async def test_foreign_key_ondelete_set_null(session, reader):
     a = await session.insert(_author())
     art = await session.insert(MArticle(title="t", author_id=a.id))
     c = await session.insert(MComment(text="c", article_id=art.id))
     assert await session.remove(art) is True
-    assert (await session.get(MComment, c.id)).article_id is None
+    assert (await reader.get(MComment, c.id)).article_id is None
 
 
-async def test_foreign_key_update_to_missing_parent(session):
+async def test_foreign_key_update_to_missing_parent(session, reader):
     u = await session.insert(User(name="A", email="a@x"))
     p = await session.insert(Post(title="p", author_id=u.id))
     with pytest.raises(IntegrityError):
         await session.update(p, author_id=u.id + 1000)
-    assert (await session.get(Post, p.id)).author_id == u.id
+    assert (await reader.get(Post, p.id)).author_id == u.id
 
 
 async def test_two_sessions_on_one_engine(engine):

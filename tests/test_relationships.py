@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 
 from ormkit import (
+    AsyncSession,
     Base,
     BigInteger,
     FieldError,
@@ -497,7 +498,9 @@ async def test_many_to_many(session):
         assert g[3].members == []
         assert g[1].members[0] is g[2].members[0]
         # devs.members would only hold bob here (alice was not queried): it must stay unloaded
-        (bob,) = await session.query(RAuthor).filter(id=2).options(strategy("groups")).all()
+        # (a second session: this one's devs object already has its members from above)
+        fresh = AsyncSession(session.engine)
+        (bob,) = await fresh.query(RAuthor).filter(id=2).options(strategy("groups")).all()
         with pytest.raises(RelationNotLoaded):
             bob.groups[0].members  # noqa: B018
         # filter / order_by on a column name both tables have ("name") stay on the queried model
@@ -854,7 +857,9 @@ async def test_lazy_defaults(session):
     assert sorted(await q.values_list("name", flat=True)) == ["empty", "p1", "p2"]
     assert await q.filter(id=3).update(name="none") == 1
     assert await session.query(RLzChild).count() == 4
-    # defaults apply to get / get_or_raise / first / one / one_or_none
+    # defaults apply to get / get_or_raise / first / one / one_or_none (read through a second
+    # session, whose objects carry nothing the queries above loaded)
+    session = AsyncSession(session.engine)
     p = await session.get(RLzParent, 1)
     assert ids(p.kids_selectin) == [11, 12] and ids(p.kids_joined) == [11, 12] and p.kids_noload == []
     with pytest.raises(RelationNotLoaded):
@@ -1124,7 +1129,8 @@ async def test_query_counts_per_strategy(engine, session):
             await session.query(RAuthor).options(*options).all()
         assert len(log) == expected, (options, log.statements)
     with engine.query_log() as log:
-        (a,) = await session.query(RAuthor).filter(id=1).all()
+        # a second session: this one's objects carry what the queries above loaded
+        (a,) = await AsyncSession(engine).query(RAuthor).filter(id=1).all()
         with pytest.raises(RelationNotLoaded):
             a.posts  # noqa: B018
     assert len(log) == 1, log.statements  # reading the unloaded relation ran nothing

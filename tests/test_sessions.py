@@ -385,13 +385,7 @@ async def test_eager_loads_leave_soft_deleted_children_out(session):
 # identity map and dirty tracking
 
 
-@pytest.fixture
-def imap(engine) -> AsyncSession:
-    return AsyncSession(engine, identity_map=True)
-
-
-async def test_identity_map_gives_one_object_per_row(imap):
-    session = imap
+async def test_identity_map_gives_one_object_per_row(session):
     u = await session.insert(User(name="a", email="a@x"))
     assert await session.get(User, u.id) is u
     (again,) = await session.query(User).filter(name="a").all()
@@ -403,8 +397,7 @@ async def test_identity_map_gives_one_object_per_row(imap):
     assert await other.get(User, u.id) is not u
 
 
-async def test_commit_updates_only_changed_columns(imap, engine):
-    session = imap
+async def test_commit_updates_only_changed_columns(session, engine):
     u = await session.insert(User(name="a", email="a@x", age=1, metadata={"k": 1}))
     loaded = await session.get(User, u.id)
     loaded.age = 2
@@ -422,8 +415,7 @@ async def test_commit_updates_only_changed_columns(imap, engine):
     assert not [q for q in log.statements if q.startswith("UPDATE")]
 
 
-async def test_dirty_changes_commit_inside_begin_and_roll_back_with_it(imap, engine):
-    session = imap
+async def test_dirty_changes_commit_inside_begin_and_roll_back_with_it(session, engine):
     u = await session.insert(User(name="a", email="a@x"))
     async with session.begin():
         u.name = "b"
@@ -436,6 +428,54 @@ async def test_dirty_changes_commit_inside_begin_and_roll_back_with_it(imap, eng
     assert (await AsyncSession(engine).get(User, u.id)).name == "b"
 
 
-async def test_without_identity_map_reads_are_fresh_objects(session):
+async def test_without_identity_map_reads_are_fresh_objects(engine):
+    session = AsyncSession(engine, identity_map=False)
     u = await session.insert(User(name="a", email="a@x"))
     assert await session.get(User, u.id) is not u
+
+
+async def test_reading_a_row_again_brings_the_object_up_to_date(session, engine):
+    """A row changed behind the session (another session, a bulk update, a database cascade)
+    updates the session's object when it is read again; an attribute the user changed and has
+    not flushed keeps the user's value, and the next flush still writes it."""
+    u = await session.insert(User(name="a", email="a@x", age=1))
+    await AsyncSession(engine).update(await AsyncSession(engine).get(User, u.id), name="b", age=5)
+    u.age = 9  # a change of our own, not flushed yet
+    assert await session.get(User, u.id) is u
+    assert (u.name, u.age) == ("b", 9)
+    await session.commit()
+    fresh = await AsyncSession(engine).get(User, u.id)
+    assert (fresh.name, fresh.age) == ("b", 9)
+    # a bulk update through the same session is seen by the next read too
+    await session.bulk_update(User, {"name": "c"}, id=u.id)
+    (again,) = await session.query(User).filter(id=u.id).all()
+    assert again is u and u.name == "c"
+    with engine.query_log() as log:
+        await session.commit()
+    assert not [q for q in log.statements if q.startswith("UPDATE")]  # nothing left to write
+
+
+async def test_database_cascades_are_seen_on_the_next_read(session):
+    """ON DELETE CASCADE removes child rows in the database only; the session's child object
+    is not handed back by a later read."""
+    u = await session.insert(User(name="a", email="a@x"))
+    p = await session.insert(Post(title="t", author_id=u.id))
+    assert await session.get(Post, p.id) is p
+    await session.remove(u)
+    assert await session.get(Post, p.id) is None
+    assert await session.query(Post).all() == []
+
+
+async def test_refresh_drops_unflushed_changes_and_leaves_nothing_to_write(session, engine):
+    u = await session.insert(User(name="a", email="a@x", age=1))
+    await AsyncSession(engine).bulk_update(User, {"age": 2}, id=u.id)
+    u.name = "mine"
+    u.age = 7
+    await session.refresh(u, ["age"])
+    assert (u.name, u.age) == ("mine", 2)
+    with engine.query_log() as log:
+        await session.commit()
+    updates = [q for q in log.statements if q.startswith("UPDATE")]
+    assert len(updates) == 1 and '"name"' in updates[0] and '"age"' not in updates[0]
+    fresh = await AsyncSession(engine).get(User, u.id)
+    assert (fresh.name, fresh.age) == ("mine", 2)

@@ -21,13 +21,13 @@ def _ph(engine, n: int) -> str:
 # ---------------------------------------------------------------- insert
 
 
-async def test_insert_returns_the_instance_with_id(session):
+async def test_insert_returns_the_instance_with_id(session, reader):
     u = User(name="Alice", email="alice@example.com", age=30)
     assert u.id is None
     got = await session.insert(u)
     assert got is u
     assert isinstance(u.id, int) and u.id > 0
-    row = await session.get(User, u.id)
+    row = await reader.get(User, u.id)
     assert (row.name, row.email, row.age, row.role, row.vip, row.metadata) == (
         "Alice",
         "alice@example.com",
@@ -44,17 +44,17 @@ async def test_insert_ids_increase(session):
     assert b.id > a.id
 
 
-async def test_insert_with_explicit_id(session):
+async def test_insert_with_explicit_id(session, reader):
     u = await session.insert(User(id=4242, name="A", email="a@x"))
     assert u.id == 4242
-    assert (await session.get(User, 4242)).name == "A"
+    assert (await reader.get(User, 4242)).name == "A"
     nxt = await session.insert(User(name="B", email="b@x"))
     assert nxt.id != 4242
 
 
-async def test_insert_float_and_int_defaults(session):
+async def test_insert_float_and_int_defaults(session, reader):
     o = await session.insert(Order(status="new", amount=9.5))
-    got = await session.get(Order, o.id)
+    got = await reader.get(Order, o.id)
     assert (got.status, got.amount, got.quantity) == ("new", 9.5, 1)
 
 
@@ -142,17 +142,17 @@ async def test_insert_all_with_foreign_keys(session):
 # ---------------------------------------------------------------- get / get_or_raise
 
 
-async def test_get(session):
+async def test_get(session, reader):
     u = await session.insert(User(name="A", email="a@x", metadata={"plan": "pro"}))
-    got = await session.get(User, u.id)
+    got = await reader.get(User, u.id)
     assert isinstance(got, User)
     assert got.id == u.id and got.name == "A" and got.metadata == {"plan": "pro"}
-    assert await session.get(User, u.id + 1000) is None
+    assert await reader.get(User, u.id + 1000) is None
 
 
-async def test_get_wrong_pk_type(session):
+async def test_get_wrong_pk_type(session, reader):
     with pytest.raises(ValueTypeError, match=r"User\.id"):
-        await session.get(User, "abc")
+        await reader.get(User, "abc")
 
 
 async def test_get_or_raise(session):
@@ -166,30 +166,30 @@ async def test_get_or_raise(session):
 # ---------------------------------------------------------------- update
 
 
-async def test_update_sets_attributes_and_persists(session):
+async def test_update_sets_attributes_and_persists(session, reader):
     u = await session.insert(User(name="Alice", email="a@x", age=25))
     other = await session.insert(User(name="Bob", email="b@x", age=40))
     got = await session.update(u, name="Alicia", age=26, metadata={"plan": "premium"})
     assert got is u
     assert (u.name, u.age, u.metadata) == ("Alicia", 26, {"plan": "premium"})
-    row = await session.get(User, u.id)
+    row = await reader.get(User, u.id)
     assert (row.name, row.age, row.email, row.metadata) == ("Alicia", 26, "a@x", {"plan": "premium"})
-    untouched = await session.get(User, other.id)
+    untouched = await reader.get(User, other.id)
     assert (untouched.name, untouched.age) == ("Bob", 40)
 
 
-async def test_update_to_none_on_nullable(session):
+async def test_update_to_none_on_nullable(session, reader):
     u = await session.insert(User(name="A", email="a@x", age=5))
     await session.update(u, age=None)
-    assert u.age is None and (await session.get(User, u.id)).age is None
+    assert u.age is None and (await reader.get(User, u.id)).age is None
 
 
-async def test_update_of_removed_row_raises_no_result_found(session):
+async def test_update_of_removed_row_raises_no_result_found(session, reader):
     u = await session.insert(User(name="A", email="a@x"))
     assert await session.remove(u) is True
     with pytest.raises(NoResultFound):
         await session.update(u, name="B")
-    assert await session.get(User, u.id) is None
+    assert await reader.get(User, u.id) is None
 
 
 async def test_update_unknown_field(session):
@@ -199,20 +199,20 @@ async def test_update_unknown_field(session):
     assert u.name == "A" and not hasattr(u, "nope")
 
 
-async def test_update_wrong_type_leaves_row_and_instance(session):
+async def test_update_wrong_type_leaves_row_and_instance(session, reader):
     u = await session.insert(User(name="A", email="a@x", age=3))
     with pytest.raises(ValueTypeError, match=r"User\.age"):
         await session.update(u, age="old")
     assert u.age == 3
-    assert (await session.get(User, u.id)).age == 3
+    assert (await reader.get(User, u.id)).age == 3
 
 
-async def test_update_unique_violation(session):
+async def test_update_unique_violation(session, reader):
     await session.insert(User(name="A", email="a@x"))
     b = await session.insert(User(name="B", email="b@x"))
     with pytest.raises(IntegrityError):
         await session.update(b, email="a@x")
-    assert (await session.get(User, b.id)).email == "b@x"
+    assert (await reader.get(User, b.id)).email == "b@x"
 
 
 async def test_update_never_inserted_instance(session):
@@ -223,13 +223,13 @@ async def test_update_never_inserted_instance(session):
 # ---------------------------------------------------------------- remove
 
 
-async def test_remove_returns_true_then_false(session):
+async def test_remove_returns_true_then_false(session, reader):
     u = await session.insert(User(name="A", email="a@x"))
     keep = await session.insert(User(name="B", email="b@x"))
     assert await session.remove(u) is True
-    assert await session.get(User, u.id) is None
+    assert await reader.get(User, u.id) is None
     assert await session.remove(u) is False
-    assert await session.get(User, keep.id) is not None
+    assert await reader.get(User, keep.id) is not None
     assert await session.query(User).count() == 1
 
 
@@ -301,7 +301,7 @@ async def test_execute_raw(engine, session):
 # ---------------------------------------------------------------- the spec's walk-through
 
 
-async def test_spec_simple_api_sequence(engine):
+async def test_spec_simple_api_sequence(engine, reader):
     session = AsyncSession(engine)
 
     # Insert - returns model with generated ID
@@ -318,18 +318,18 @@ async def test_spec_simple_api_sequence(engine):
     assert user.name == "Alice" and user.id == first_id
 
     # Get by primary key
-    user = await session.get(User, first_id)
+    user = await reader.get(User, first_id)
     assert user.email == "alice@example.com"
 
     # Update
     await session.update(user, name="Alicia", age=26)
     assert (user.name, user.age) == ("Alicia", 26)
-    again = await session.get(User, first_id)
+    again = await reader.get(User, first_id)
     assert (again.name, again.age) == ("Alicia", 26)
 
     # Delete
     assert await session.remove(user) is True
-    assert await session.get(User, first_id) is None
+    assert await reader.get(User, first_id) is None
     assert await session.query(User).count() == 0
 
     # insert_all from the Batch Operations section

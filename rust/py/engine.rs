@@ -841,8 +841,8 @@ impl EngineCore {
         }
         let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
-        // The session's objects of this model may no longer match their rows.
-        self.forget_model(m.schema.id);
+        // The session's objects keep their identity: the next read of their rows brings them
+        // up to date (IdentityMap::hit), and their own unflushed changes are still written.
         self.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
         })

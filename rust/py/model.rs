@@ -228,12 +228,37 @@ impl ModelHandle {
         let (Some(map), Some(key)) = (identity, Key::of(&row[self.schema.pk])) else {
             return self.new_instance(py, row);
         };
-        if let Some(obj) = map.lookup(py, self.schema.id, &key) {
-            return Ok(obj);
+        if let Some(hit) = map.hit(py, self.schema.id, &key, row) {
+            if let Some(old) = hit.stale {
+                self.refresh_unchanged(&hit.obj, &old, row)?;
+            }
+            return Ok(hit.obj);
         }
         let obj = self.new_instance(py, row)?;
         map.remember(&obj, self.schema.id, key, row.to_vec())?;
         Ok(obj)
+    }
+
+    /// Brings an object up to date with a row read again: a column the database changed
+    /// takes the new value unless the object holds an unflushed change of its own there,
+    /// which wins (and is still written at the next flush).
+    fn refresh_unchanged(&self, obj: &Bound<'_, PyAny>, old: &[Value], row: &[Value]) -> PyResult<()> {
+        let py = obj.py();
+        let dict = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        for (i, (was, now)) in old.iter().zip(row).enumerate() {
+            if was == now {
+                continue;
+            }
+            let key = self.keys[i].bind(py);
+            let untouched = match dict.get_item(key)? {
+                Some(v) => convert::to_value(&v, self.schema.columns[i].ty).is_ok_and(|v| &v == was),
+                None => true,
+            };
+            if untouched {
+                dict.set_item(key, convert::to_py(py, now)?)?;
+            }
+        }
+        Ok(())
     }
 
     /// The column values of an instance as they would be written (unconvertible ones as NULL).

@@ -599,7 +599,6 @@ impl QueryCore {
         let mut params = self.params.clone();
         let sets = set_list(self.model.get(), kwargs, &mut params)?;
         let stmt = Statement::Update(UpdateShape { model: self.schema.id, sets, filter: self.visible_filter() });
-        engine.forget_model(self.schema.id);
         let compiled = compile::compile(engine.dialect(), &stmt)?;
         engine.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
