@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use super::convert;
 use super::identity::IdentityMap;
 use super::load::{run_for_instances, run_models};
-use super::model::{handle_for, ModelHandle};
+use super::model::{ModelHandle, Rels};
 use super::query::{lookup_cond, parse_path, set_list};
 use super::result::RawResult;
 use super::write::{has_related, WritePlan};
@@ -67,14 +67,15 @@ struct PinState {
 }
 
 /// Records instances just written in the session's identity map, with their values.
-fn remember_all<'py>(
+pub(super) fn remember_all<'py>(
     identity: &Option<Py<IdentityMap>>,
     objs: impl IntoIterator<Item = Bound<'py, PyAny>>,
+    rels: Rels,
 ) -> PyResult<()> {
     let Some(map) = identity else { return Ok(()) };
     for o in objs {
         let h = o.get_type().getattr(pyo3::intern!(o.py(), "__ormkit__"))?.cast_into::<ModelHandle>()?;
-        h.get().remember(&o, Some(map.get()))?;
+        h.get().remember(&o, Some(map.get()), rels)?;
     }
     Ok(())
 }
@@ -310,7 +311,7 @@ impl EngineCore {
             for (i, pk) in keys.iter().enumerate() {
                 l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
             }
-            remember_all(&identity, l.iter())?;
+            remember_all(&identity, l.iter(), Rels::Inserted)?;
             Ok(list.into_any())
         })
     }
@@ -325,7 +326,7 @@ impl EngineCore {
         let identity = Python::attach(|py| self.identity(py));
         self.submit_response(Request::Writes { ops }, move |py, response| {
             let written = plan.apply(py, &response.units())?;
-            remember_all(&identity, written.iter().map(|o| o.bind(py).clone()))?;
+            remember_all(&identity, written.iter().map(|o| o.bind(py).clone()), Rels::Inserted)?;
             Ok(result)
         })
     }
@@ -558,7 +559,7 @@ impl EngineCore {
             if let Some(pk) = rows.values.first() {
                 o.setattr(m.keys[m.schema.pk].bind(py), convert::to_py(py, pk)?)?;
             }
-            remember_all(&identity, [o.clone()])?;
+            remember_all(&identity, [o.clone()], Rels::Inserted)?;
             Ok(obj)
         })
     }
@@ -613,7 +614,7 @@ impl EngineCore {
             for (i, pk) in rows.values.iter().enumerate() {
                 l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
             }
-            remember_all(&identity, l.iter())?;
+            remember_all(&identity, l.iter(), Rels::Inserted)?;
             Ok(list.into_any())
         })
     }
@@ -694,7 +695,7 @@ impl EngineCore {
                     d.set_item(k.bind(py), convert::to_py(py, v)?)?;
                 }
             }
-            remember_all(&identity, l.iter())?;
+            remember_all(&identity, l.iter(), Rels::Keep)?;
             Ok(list.into_any())
         })
     }
@@ -800,7 +801,7 @@ impl EngineCore {
             for (k, v) in updates {
                 o.setattr(k.bind(py).cast::<PyString>()?, v)?;
             }
-            remember_all(&identity, [o.clone()])?;
+            remember_all(&identity, [o.clone()], Rels::Keep)?;
             Ok(obj)
         })
     }
@@ -860,46 +861,16 @@ impl EngineCore {
         }
     }
 
-    /// Writes the columns that changed on the session's instances since they were read or
-    /// written, one UPDATE per instance, in one transaction.
+    /// Writes what changed on the session's instances since they were read or written
+    /// (columns, and loaded relationships: see `flush.rs`), in one transaction.
     fn flush_dirty(&self, py: Python<'_>) -> PyResult<Pending> {
         let none = || Ok(bridge::ready(Ok(Box::new(|py: Python<'_>| Ok(py.None())))));
         let Some(map) = &self.identity else { return none() };
-        let mut ops = Vec::new();
-        let mut touched = Vec::new();
-        for (model, _key, obj, snapshot) in map.get().live(py) {
-            let handle = handle_for(py, model)?;
-            let m = handle.get();
-            let current = m.snapshot(&obj)?;
-            let changed: Vec<usize> =
-                (0..current.len()).filter(|i| *i != m.schema.pk && current[*i] != snapshot[*i]).collect();
-            if changed.is_empty() {
-                continue;
-            }
-            let dict = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
-            let mut params = Params::default();
-            let mut sets = Vec::new();
-            for c in &changed {
-                let v = dict.get_item(m.keys[*c].bind(py))?.unwrap_or_else(|| py.None().into_bound(py));
-                sets.push((*c, params.push(m.value_for(*c, &v)?)));
-            }
-            let filter = Some(Self::pk_filter(m, snapshot[m.schema.pk].clone(), &mut params));
-            let stmt = Statement::Update(UpdateShape { model, sets, filter });
-            let compiled = compile::compile(self.dialect, &stmt)?;
-            ops.push(crate::driver::WriteOp {
-                sql: compiled.sql.clone(),
-                params: compiled.params(&params.values),
-                columns: None,
-                fixups: vec![],
-            });
-            touched.push(obj.unbind());
-        }
-        if ops.is_empty() {
-            return none();
-        }
+        let Some(mut plan) = super::flush::plan(py, self.dialect, map.get())? else { return none() };
+        let ops = plan.take_ops();
         let identity = self.identity(py);
-        self.submit_response(Request::Writes { ops }, move |py, _| {
-            remember_all(&identity, touched.iter().map(|o| o.bind(py).clone()))?;
+        self.submit_response(Request::Writes { ops }, move |py, response| {
+            plan.finish(py, response, &identity)?;
             Ok(py.None())
         })
     }

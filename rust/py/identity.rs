@@ -1,5 +1,5 @@
-//! A session's identity map: one Python object per row, and the column values it was last
-//! read or written with, so that a flush can send just the columns that changed.
+//! A session's identity map: one Python object per row, and the column values and related
+//! objects it was last read or written with, so that a flush can send just what changed.
 
 use std::sync::Mutex;
 
@@ -13,6 +13,9 @@ use crate::value::Value;
 struct Entry {
     obj: Py<PyWeakrefReference>,
     snapshot: Vec<Value>,
+    /// Loaded relationships as last read or written, by relation index: a tuple of the
+    /// collection's objects, or the related object (or None) of a scalar relation.
+    rels: RelSnapshots,
 }
 
 #[derive(Default)]
@@ -23,7 +26,19 @@ struct Entries {
     sweep_at: usize,
 }
 
+/// Removes and returns the entries matching `pred`, for the caller to drop after unlocking.
+fn take_where(map: &mut FastMap<(u32, Key), Entry>, pred: impl Fn(&(u32, Key), &Entry) -> bool) -> Vec<Entry> {
+    let keys: Vec<(u32, Key)> = map.iter().filter(|(k, e)| pred(k, e)).map(|(k, _)| k.clone()).collect();
+    keys.iter().filter_map(|k| map.remove(k)).collect()
+}
+
+/// Relation snapshots by relation index (see `Entry::rels`).
+pub type RelSnapshots = Vec<(usize, Py<PyAny>)>;
+
 /// Objects are held weakly: the map never keeps an instance alive on its own.
+///
+/// Python references are never dropped while the lock is held: a drop can run arbitrary
+/// finalizers, which must not find the map locked.
 #[pyclass(frozen, module = "ormkit._ormkit")]
 #[derive(Default)]
 pub struct IdentityMap {
@@ -38,6 +53,14 @@ pub struct Hit<'py> {
     pub stale: Option<Vec<Value>>,
 }
 
+/// One tracked object, as `live()` hands it to a flush.
+pub struct Tracked<'py> {
+    pub model: u32,
+    pub obj: Bound<'py, PyAny>,
+    pub snapshot: Vec<Value>,
+    pub rels: Vec<(usize, Bound<'py, PyAny>)>,
+}
+
 impl IdentityMap {
     /// The session's object for a row just read; the row becomes its snapshot.
     pub fn hit<'py>(&self, py: Python<'py>, model: u32, key: &Key, row: &[Value]) -> Option<Hit<'py>> {
@@ -48,35 +71,88 @@ impl IdentityMap {
         Some(Hit { obj, stale })
     }
 
-    pub fn remember(&self, obj: &Bound<'_, PyAny>, model: u32, key: Key, snapshot: Vec<Value>) -> PyResult<()> {
+    /// Tracks `obj` with the given column values; `rels` replaces its relation snapshots
+    /// when given, else the ones it had are kept.
+    pub fn remember(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        model: u32,
+        key: Key,
+        snapshot: Vec<Value>,
+        rels: Option<RelSnapshots>,
+    ) -> PyResult<()> {
         let py = obj.py();
         let weak = PyWeakrefReference::new(obj)?.unbind();
         let mut entries = self.entries.lock().unwrap();
+        let mut dropped: Vec<Entry> = Vec::new();
         if entries.map.len() >= entries.sweep_at {
-            entries.map.retain(|_, e| e.obj.bind(py).upgrade().is_some());
+            dropped.extend(take_where(&mut entries.map, |_, e| e.obj.bind(py).upgrade().is_none()));
             entries.sweep_at = (entries.map.len() * 2).max(1024);
         }
-        entries.map.insert((model, key), Entry { obj: weak, snapshot });
+        let slot = entries.map.entry((model, key));
+        match slot {
+            std::collections::hash_map::Entry::Occupied(mut o) if rels.is_none() && o.get().obj.bind(py).is(obj) => {
+                o.get_mut().snapshot = snapshot;
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut(), Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() });
+                dropped.push(old);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() });
+            }
+        }
+        drop(entries);
+        drop(dropped);
         Ok(())
     }
 
+    /// Records what a relation of a tracked object was just loaded with.
+    pub fn note_relation(&self, model: u32, key: Key, rel: usize, value: Py<PyAny>) {
+        let mut entries = self.entries.lock().unwrap();
+        let old = match entries.map.get_mut(&(model, key)) {
+            Some(e) => match e.rels.iter_mut().find(|(i, _)| *i == rel) {
+                Some(slot) => Some(std::mem::replace(&mut slot.1, value)),
+                None => {
+                    e.rels.push((rel, value));
+                    None
+                }
+            },
+            None => Some(value),
+        };
+        drop(entries);
+        drop(old);
+    }
+
     pub fn forget(&self, model: u32, key: &Key) {
-        self.entries.lock().unwrap().map.remove(&(model, key.clone()));
+        let old = self.entries.lock().unwrap().map.remove(&(model, key.clone()));
+        drop(old);
     }
 
     pub fn forget_model(&self, model: u32) {
-        self.entries.lock().unwrap().map.retain(|(m, _), _| *m != model);
+        let old: Vec<Entry> = take_where(&mut self.entries.lock().unwrap().map, |(m, _), _| *m == model);
+        drop(old);
     }
 
-    /// Every live object with its model and snapshot; dead entries are dropped.
-    pub fn live<'py>(&self, py: Python<'py>) -> Vec<(u32, Key, Bound<'py, PyAny>, Vec<Value>)> {
+    /// Every live object with its model and snapshots; dead entries are dropped.
+    pub fn live<'py>(&self, py: Python<'py>) -> Vec<Tracked<'py>> {
         let mut entries = self.entries.lock().unwrap();
-        entries.map.retain(|_, e| e.obj.bind(py).upgrade().is_some());
-        entries
+        let dead: Vec<Entry> = take_where(&mut entries.map, |_, e| e.obj.bind(py).upgrade().is_none());
+        let live = entries
             .map
             .iter()
-            .filter_map(|((m, k), e)| e.obj.bind(py).upgrade().map(|o| (*m, k.clone(), o, e.snapshot.clone())))
-            .collect()
+            .filter_map(|((m, _), e)| {
+                e.obj.bind(py).upgrade().map(|obj| Tracked {
+                    model: *m,
+                    obj,
+                    snapshot: e.snapshot.clone(),
+                    rels: e.rels.iter().map(|(i, v)| (*i, v.bind(py).clone())).collect(),
+                })
+            })
+            .collect();
+        drop(entries);
+        drop(dead);
+        live
     }
 }
 
@@ -104,14 +180,15 @@ impl IdentityMap {
             }
             None => {
                 drop(entries);
-                self.remember(obj, handle.schema.id, key, now)
+                self.remember(obj, handle.schema.id, key, now, None)
             }
         }
     }
 
     /// Forgets every object (after a rollback their state may not match the database).
     fn clear(&self) {
-        self.entries.lock().unwrap().map.clear();
+        let old = std::mem::take(&mut self.entries.lock().unwrap().map);
+        drop(old);
     }
 
     fn __len__(&self) -> usize {

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::convert;
 use super::engine::EngineCore;
 use super::identity::IdentityMap;
 use super::model::handle_for;
@@ -159,6 +160,16 @@ fn assemble<'py>(
         let parents = distinct(&objects[e.parent.0][e.parent.1]);
         let name = pyo3::types::PyString::intern(py, &e.name);
         let back = e.back.as_ref().map(|b| pyo3::types::PyString::intern(py, b));
+        // In a session, what each relation was loaded with is recorded, so that a flush can
+        // tell what the user added to or removed from it.
+        let note = match session {
+            Some(map) => {
+                let ph = handle_for(py, load.units[e.parent.0].segs[e.parent.1].model)?;
+                let idx = ph.get().schema.relation_index(&e.name);
+                idx.map(|i| (map, ph, i))
+            }
+            None => None,
+        };
         let attach = |parent: &Bound<'py, PyAny>, children: Vec<Bound<'py, PyAny>>| -> PyResult<()> {
             let pd = dict_of(parent)?;
             if let Some(b) = &back {
@@ -166,11 +177,25 @@ fn assemble<'py>(
                     dict_of(c)?.set_item(b, parent)?;
                 }
             }
-            if e.uselist {
-                pd.set_item(&name, PyList::new(py, children)?)
+            let (value, snapshot) = if e.uselist {
+                let list = PyList::new(py, children)?;
+                let tuple = list.to_tuple().into_any();
+                (list.into_any(), tuple)
             } else {
-                pd.set_item(&name, children.into_iter().next().map(|c| c.unbind()).unwrap_or_else(|| py.None()))
+                let one = children.into_iter().next().unwrap_or_else(|| py.None().into_bound(py));
+                (one.clone(), one)
+            };
+            pd.set_item(&name, value)?;
+            if let Some((map, ph, i)) = &note {
+                let h = ph.get();
+                let pk = pd.get_item(h.keys[h.schema.pk].bind(py))?;
+                let key =
+                    pk.and_then(|v| convert::to_value(&v, h.schema.pk_column().ty).ok()).and_then(|v| Key::of(&v));
+                if let Some(k) = key {
+                    map.note_relation(h.schema.id, k, *i, snapshot.unbind());
+                }
             }
+            Ok(())
         };
         match e.kind {
             EdgeKind::NoLoad => {

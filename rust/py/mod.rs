@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod engine;
+pub mod flush;
 pub mod identity;
 pub mod load;
 pub mod model;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 use super::convert;
-use super::identity::IdentityMap;
+use super::identity::{IdentityMap, RelSnapshots};
 use crate::errors::{Error, Result as OResult};
 use crate::rows::{Key, RowSet};
-use crate::schema::{self, ColumnSchema, FkAction, ForeignKeySchema, ModelSchema, RelationSchema};
+use crate::schema::{self, ColumnSchema, FkAction, ForeignKeySchema, ModelSchema, RelKind, RelationSchema};
 use crate::value::{ColType, Value};
 
 /// A registered model: its schema in Rust and its Python class.
@@ -235,7 +235,7 @@ impl ModelHandle {
             return Ok(hit.obj);
         }
         let obj = self.new_instance(py, row)?;
-        map.remember(&obj, self.schema.id, key, row.to_vec())?;
+        map.remember(&obj, self.schema.id, key, row.to_vec(), None)?;
         Ok(obj)
     }
 
@@ -271,14 +271,43 @@ impl ModelHandle {
             .collect())
     }
 
-    /// Records `obj` in the session's map with its current values.
-    pub fn remember(&self, obj: &Bound<'_, PyAny>, identity: Option<&IdentityMap>) -> PyResult<()> {
+    /// Records `obj` in the session's map with its current values; `rels` says what to take
+    /// as its relationships' state in the database.
+    pub fn remember(&self, obj: &Bound<'_, PyAny>, identity: Option<&IdentityMap>, rels: Rels) -> PyResult<()> {
         let Some(map) = identity else { return Ok(()) };
         let snapshot = self.snapshot(obj)?;
-        match Key::of(&snapshot[self.schema.pk]) {
-            Some(key) => map.remember(obj, self.schema.id, key, snapshot),
-            None => Ok(()),
+        let Some(key) = Key::of(&snapshot[self.schema.pk]) else { return Ok(()) };
+        let rels = match rels {
+            Rels::Keep => None,
+            Rels::Current => self.relation_snapshots(obj, false)?,
+            Rels::Inserted => self.relation_snapshots(obj, true)?,
+        };
+        map.remember(obj, self.schema.id, key, snapshot, rels)
+    }
+
+    /// The loaded relationships of `obj` as a flush will compare them later: a tuple per
+    /// collection, the object (or None) per scalar. A row just inserted has no related rows
+    /// pointing at it, so its unset collections are known to be empty.
+    fn relation_snapshots(&self, obj: &Bound<'_, PyAny>, inserted: bool) -> PyResult<Option<RelSnapshots>> {
+        if self.schema.relations.is_empty() {
+            return Ok(Some(vec![]));
         }
+        // A model whose relations cannot be resolved yet is not tracked by relation.
+        let Ok(rels) = self.schema.resolved_relations() else { return Ok(None) };
+        let py = obj.py();
+        let d = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        let mut out = Vec::new();
+        for (i, r) in rels.iter().enumerate() {
+            match d.get_item(r.name.as_str())? {
+                Some(v) if r.uselist => out.push((i, PyTuple::new(py, super::write::items(&v)?)?.into_any().unbind())),
+                Some(v) => out.push((i, v.unbind())),
+                None if inserted && r.kind != RelKind::ManyToOne => {
+                    out.push((i, if r.uselist { PyTuple::empty(py).into_any().unbind() } else { py.None() }))
+                }
+                None => {}
+            }
+        }
+        Ok(Some(out))
     }
 
     pub fn instances_in<'py>(
@@ -311,6 +340,17 @@ impl ModelHandle {
         }
         Ok(list)
     }
+}
+
+/// What `ModelHandle::remember` takes as an object's relationships in the database.
+#[derive(Clone, Copy)]
+pub enum Rels {
+    /// What was recorded before (the write touched columns only).
+    Keep,
+    /// What the object holds now (everything it holds was just written).
+    Current,
+    /// What it holds now, and empty collections for those it does not (a new row).
+    Inserted,
 }
 
 #[pymethods]

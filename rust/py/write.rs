@@ -40,7 +40,7 @@ pub struct WritePlan {
     objects: Vec<Py<PyAny>>,
 }
 
-fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandle>> {
+pub fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandle>> {
     let h = obj
         .get_type()
         .getattr(pyo3::intern!(obj.py(), "__ormkit__"))
@@ -48,7 +48,7 @@ fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandle>> 
     Ok(h.cast_into::<ModelHandle>()?)
 }
 
-fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+pub fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     Ok(obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?)
 }
 
@@ -69,12 +69,12 @@ pub fn has_related(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(false)
 }
 
-fn is_new(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub fn is_new(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let d = dict_of(obj)?;
     Ok(d.get_item(m.keys[m.schema.pk].bind(obj.py()))?.is_none_or(|v| v.is_none()))
 }
 
-fn items<'py>(v: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+pub fn items<'py>(v: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     if v.is_none() {
         return Ok(vec![]);
     }
@@ -250,7 +250,7 @@ impl WritePlan {
     }
 
     /// `UPDATE child SET fk = <new parent key> WHERE pk = <child key>`.
-    fn move_child(
+    pub fn move_child(
         &mut self,
         child: &Bound<'_, PyAny>,
         c: &ModelHandle,
