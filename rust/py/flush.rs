@@ -411,7 +411,7 @@ impl<'py> Planner<'py> {
 
 /// Plans a flush of everything the session's map tracks; None when nothing changed.
 pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Option<FlushPlan>> {
-    let live = map.live(py);
+    let live = map.live(py)?;
     let mut p = Planner {
         py,
         dialect,

@@ -26,6 +26,17 @@ struct Entries {
     sweep_at: usize,
 }
 
+/// A weak reference to `obj`, left out of the cyclic collector's lists: without a callback
+/// it holds no strong reference, so it can be part of no cycle, and a map of thousands of
+/// them would otherwise make every collection walk them.
+fn weak_ref(obj: &Bound<'_, PyAny>) -> PyResult<Py<PyWeakrefReference>> {
+    let weak = PyWeakrefReference::new(obj)?;
+    // SAFETY: `weak` is a live, GC-tracked weak reference without a callback; untracking
+    // only removes it from the collector's lists (its dealloc untracks again, harmlessly).
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(weak.as_ptr().cast()) };
+    Ok(weak.unbind())
+}
+
 /// Removes and returns the entries matching `pred`, for the caller to drop after unlocking.
 fn take_where(map: &mut FastMap<(u32, Key), Entry>, pred: impl Fn(&(u32, Key), &Entry) -> bool) -> Vec<Entry> {
     let keys: Vec<(u32, Key)> = map.iter().filter(|(k, e)| pred(k, e)).map(|(k, _)| k.clone()).collect();
@@ -34,6 +45,27 @@ fn take_where(map: &mut FastMap<(u32, Key), Entry>, pred: impl Fn(&(u32, Key), &
 
 /// Relation snapshots by relation index (see `Entry::rels`).
 pub type RelSnapshots = Vec<(usize, Py<PyAny>)>;
+
+impl Entries {
+    /// Drops the entries of dead objects once the map (with `adding` more) has outgrown
+    /// twice what was alive at the last sweep; `usize::MAX` sweeps now. Relation snapshots
+    /// can hold live objects, so they go to `rels` to be dropped after unlocking; the rest
+    /// (dead weak references, values) runs no Python code when dropped.
+    fn sweep(&mut self, py: Python<'_>, adding: usize, rels: &mut Vec<RelSnapshots>) {
+        if adding != usize::MAX && self.map.len().saturating_add(adding) <= self.sweep_at {
+            return;
+        }
+        self.map.retain(|_, e| {
+            let alive = e.obj.bind(py).upgrade().is_some();
+            if !alive && !e.rels.is_empty() {
+                rels.push(std::mem::take(&mut e.rels));
+            }
+            alive
+        });
+        let room = if adding == usize::MAX { 0 } else { adding };
+        self.sweep_at = (self.map.len().saturating_add(room) * 2).max(1024);
+    }
+}
 
 /// Objects are held weakly: the map never keeps an instance alive on its own.
 ///
@@ -62,9 +94,80 @@ pub struct Tracked<'py> {
 }
 
 impl IdentityMap {
+    /// Objects for the rows of one model (`values`, `width` per row): the session's object
+    /// for a row it already holds, brought up to date by `refresh(obj, old, new)` when the row
+    /// changed, else a new one from `make`, then tracked. One lock and one probe per row, and
+    /// each row's values move into its snapshot instead of being copied.
+    #[allow(clippy::too_many_arguments)]
+    pub fn objects_for<'py>(
+        &self,
+        py: Python<'py>,
+        model: u32,
+        pk: usize,
+        width: usize,
+        values: Vec<Value>,
+        make: impl Fn(&[Value]) -> PyResult<Bound<'py, PyAny>>,
+        refresh: impl Fn(&Bound<'py, PyAny>, &[Value], &[Value]) -> PyResult<()>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let n = if width == 0 { 0 } else { values.len() / width };
+        let mut out = Vec::with_capacity(n);
+        let mut stale: Vec<(Bound<'py, PyAny>, Vec<Value>, Vec<Value>)> = Vec::new();
+        let mut dropped: Vec<Entry> = Vec::new();
+        let mut dropped_rels: Vec<RelSnapshots> = Vec::new();
+        {
+            let mut entries = self.guard()?;
+            entries.sweep(py, n, &mut dropped_rels);
+            entries.map.reserve(n);
+            let mut it = values.into_iter();
+            for _ in 0..n {
+                let row: Vec<Value> = it.by_ref().take(width).collect();
+                let Some(key) = Key::of(&row[pk]) else {
+                    out.push(make(&row)?);
+                    continue;
+                };
+                match entries.map.entry((model, key)) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        if let Some(obj) = o.get().obj.bind(py).upgrade() {
+                            if o.get().snapshot != row {
+                                let old = std::mem::replace(&mut o.get_mut().snapshot, row.clone());
+                                stale.push((obj.clone(), old, row));
+                            }
+                            out.push(obj);
+                            continue;
+                        }
+                        let obj = make(&row)?;
+                        let weak = weak_ref(&obj)?;
+                        dropped.push(std::mem::replace(o.get_mut(), Entry { obj: weak, snapshot: row, rels: vec![] }));
+                        out.push(obj);
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let obj = make(&row)?;
+                        let weak = weak_ref(&obj)?;
+                        v.insert(Entry { obj: weak, snapshot: row, rels: vec![] });
+                        out.push(obj);
+                    }
+                }
+            }
+        }
+        drop(dropped);
+        drop(dropped_rels);
+        for (obj, old, new) in &stale {
+            refresh(obj, old, new)?;
+        }
+        Ok(out)
+    }
+
+    /// The lock; everything runs under the GIL on one thread, so finding it taken means a
+    /// finalizer reached the map while it was being changed: an error, never a deadlock.
+    fn guard(&self) -> PyResult<std::sync::MutexGuard<'_, Entries>> {
+        self.entries.try_lock().map_err(|_| {
+            crate::errors::Error::interface("the session's identity map was used while it was being updated").into()
+        })
+    }
+
     /// The session's object for a row just read; the row becomes its snapshot.
     pub fn hit<'py>(&self, py: Python<'py>, model: u32, key: &Key, row: &[Value]) -> Option<Hit<'py>> {
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = self.guard().ok()?;
         let e = entries.map.get_mut(&(model, key.clone()))?;
         let obj = e.obj.bind(py).upgrade()?;
         let stale = (e.snapshot.as_slice() != row).then(|| std::mem::replace(&mut e.snapshot, row.to_vec()));
@@ -82,13 +185,11 @@ impl IdentityMap {
         rels: Option<RelSnapshots>,
     ) -> PyResult<()> {
         let py = obj.py();
-        let weak = PyWeakrefReference::new(obj)?.unbind();
-        let mut entries = self.entries.lock().unwrap();
+        let weak = weak_ref(obj)?;
+        let mut entries = self.guard()?;
         let mut dropped: Vec<Entry> = Vec::new();
-        if entries.map.len() >= entries.sweep_at {
-            dropped.extend(take_where(&mut entries.map, |_, e| e.obj.bind(py).upgrade().is_none()));
-            entries.sweep_at = (entries.map.len() * 2).max(1024);
-        }
+        let mut dropped_rels: Vec<RelSnapshots> = Vec::new();
+        entries.sweep(py, 1, &mut dropped_rels);
         let slot = entries.map.entry((model, key));
         match slot {
             std::collections::hash_map::Entry::Occupied(mut o) if rels.is_none() && o.get().obj.bind(py).is(obj) => {
@@ -104,12 +205,13 @@ impl IdentityMap {
         }
         drop(entries);
         drop(dropped);
+        drop(dropped_rels);
         Ok(())
     }
 
     /// Records what a relation of a tracked object was just loaded with.
     pub fn note_relation(&self, model: u32, key: Key, rel: usize, value: Py<PyAny>) {
-        let mut entries = self.entries.lock().unwrap();
+        let Ok(mut entries) = self.guard() else { return };
         let old = match entries.map.get_mut(&(model, key)) {
             Some(e) => match e.rels.iter_mut().find(|(i, _)| *i == rel) {
                 Some(slot) => Some(std::mem::replace(&mut slot.1, value)),
@@ -125,7 +227,7 @@ impl IdentityMap {
     }
 
     pub fn forget(&self, model: u32, key: &Key) {
-        let old = self.entries.lock().unwrap().map.remove(&(model, key.clone()));
+        let old = self.guard().ok().and_then(|mut e| e.map.remove(&(model, key.clone())));
         drop(old);
     }
 
@@ -135,9 +237,10 @@ impl IdentityMap {
     }
 
     /// Every live object with its model and snapshots; dead entries are dropped.
-    pub fn live<'py>(&self, py: Python<'py>) -> Vec<Tracked<'py>> {
-        let mut entries = self.entries.lock().unwrap();
-        let dead: Vec<Entry> = take_where(&mut entries.map, |_, e| e.obj.bind(py).upgrade().is_none());
+    pub fn live<'py>(&self, py: Python<'py>) -> PyResult<Vec<Tracked<'py>>> {
+        let mut entries = self.guard()?;
+        let mut dead: Vec<RelSnapshots> = Vec::new();
+        entries.sweep(py, usize::MAX, &mut dead);
         let live = entries
             .map
             .iter()
@@ -152,7 +255,7 @@ impl IdentityMap {
             .collect();
         drop(entries);
         drop(dead);
-        live
+        Ok(live)
     }
 }
 
@@ -168,7 +271,7 @@ impl IdentityMap {
     fn settle(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>, columns: Vec<String>) -> PyResult<()> {
         let now = handle.snapshot(obj)?;
         let Some(key) = Key::of(&now[handle.schema.pk]) else { return Ok(()) };
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = self.guard()?;
         match entries.map.get_mut(&(handle.schema.id, key.clone())) {
             Some(e) => {
                 for (i, c) in handle.schema.columns.iter().enumerate() {
@@ -186,12 +289,13 @@ impl IdentityMap {
     }
 
     /// Forgets every object (after a rollback their state may not match the database).
-    fn clear(&self) {
-        let old = std::mem::take(&mut self.entries.lock().unwrap().map);
+    fn clear(&self) -> PyResult<()> {
+        let old = std::mem::take(&mut self.guard()?.map);
         drop(old);
+        Ok(())
     }
 
-    fn __len__(&self) -> usize {
-        self.entries.lock().unwrap().map.len()
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.guard()?.map.len())
     }
 }

@@ -37,7 +37,7 @@ pub fn run_models(
             None => compile::compile(engine.dialect(), &Statement::Select(shape.clone()))?,
         };
         return engine.run_compiled(&compiled, &params.values, move |py, rows| {
-            let list = py_model.get().instances_in(py, &rows, identity.as_ref().map(|m| m.get()))?;
+            let list = py_model.get().instances_in(py, rows, identity.as_ref().map(|m| m.get()))?;
             finish(py, list)
         });
     }

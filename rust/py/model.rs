@@ -310,22 +310,29 @@ impl ModelHandle {
         Ok(Some(out))
     }
 
+    /// Instances for `rows`, through the session's identity map when there is one.
     pub fn instances_in<'py>(
         &self,
         py: Python<'py>,
-        rows: &RowSet,
+        rows: RowSet,
         identity: Option<&IdentityMap>,
     ) -> PyResult<Bound<'py, PyList>> {
-        if identity.is_none() {
-            return self.instances(py, rows);
-        }
-        let list = PyList::empty(py);
+        let Some(map) = identity else { return self.instances(py, &rows) };
         let w = rows.width();
-        let _gc = super::GcPause::new(py, rows.len());
-        for chunk in rows.values.chunks(w.max(1)) {
-            list.append(self.instance_in(py, chunk, identity)?)?;
+        if w != self.keys.len() {
+            return Err(Error::internal("row width does not match the model").into());
         }
-        Ok(list)
+        let _gc = super::GcPause::new(py, rows.len());
+        let objs = map.objects_for(
+            py,
+            self.schema.id,
+            self.schema.pk,
+            w,
+            rows.values,
+            |row| self.new_instance(py, row),
+            |obj, old, new| self.refresh_unchanged(obj, old, new),
+        )?;
+        PyList::new(py, objs)
     }
 
     pub fn instances<'py>(&self, py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>> {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 
 use super::engine::EngineCore;
+use super::identity::IdentityMap;
 use super::model::ModelHandle;
 use crate::bridge::{self, Completer, Payload, Pending};
 use crate::compile::Columns;
@@ -27,6 +28,9 @@ enum Channel {
 pub struct StreamCore {
     channel: Mutex<Option<Channel>>,
     model: Py<ModelHandle>,
+    /// The session's identity map: streamed objects are tracked like any others (weakly, so
+    /// memory still holds about one batch).
+    identity: Option<Py<IdentityMap>>,
 }
 
 fn deliver(completer: Completer, finish: BatchFinish, rows: Result<RowSet>) {
@@ -84,6 +88,7 @@ impl StreamCore {
         columns: Columns,
         batch: usize,
     ) -> PyResult<StreamCore> {
+        let identity = Python::attach(|py| engine.identity(py));
         let channel = match engine.backend_for_stream() {
             super::engine::StreamTarget::Sqlite(pool) => {
                 let (tx, rx) = std::sync::mpsc::channel::<Ask>();
@@ -125,7 +130,7 @@ impl StreamCore {
                 .into())
             }
         };
-        Ok(StreamCore { channel: Mutex::new(Some(channel)), model })
+        Ok(StreamCore { channel: Mutex::new(Some(channel)), model, identity })
     }
 }
 
@@ -135,7 +140,10 @@ impl StreamCore {
     fn next_batch(&self, py: Python<'_>) -> PyResult<Pending> {
         let (pending, completer) = bridge::pending();
         let model = self.model.clone_ref(py);
-        let finish: BatchFinish = Box::new(move |py, rows| Ok(model.get().instances(py, &rows)?.into_any().unbind()));
+        let identity = self.identity.as_ref().map(|m| m.clone_ref(py));
+        let finish: BatchFinish = Box::new(move |py, rows| {
+            Ok(model.get().instances_in(py, rows, identity.as_ref().map(|m| m.get()))?.into_any().unbind())
+        });
         let channel = self.channel.lock().unwrap();
         let sent = match channel.as_ref() {
             Some(Channel::Sqlite(tx)) => tx.send((completer, finish)).is_ok(),
