@@ -109,7 +109,7 @@ impl IdentityMap {
         make: impl Fn(&[Value]) -> PyResult<Bound<'py, PyAny>>,
         refresh: impl Fn(&Bound<'py, PyAny>, &[Value], &[Value]) -> PyResult<()>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let n = if width == 0 { 0 } else { values.len() / width };
+        let n = values.len().checked_div(width).unwrap_or(0);
         let mut out = Vec::with_capacity(n);
         let mut stale: Vec<(Bound<'py, PyAny>, Vec<Value>, Vec<Value>)> = Vec::new();
         let mut dropped: Vec<Entry> = Vec::new();
