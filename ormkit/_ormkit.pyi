@@ -75,6 +75,16 @@ class ModelHandle:
 
 def register_model(cls: type[Any], spec: dict[str, Any]) -> ModelHandle: ...
 
+# rust/py/init.rs
+
+def install_init(
+    cls: type[Any],
+    accepts: frozenset[str],
+    statics: dict[str, Any],
+    factories: list[tuple[str, Any]],
+    fields: str,
+) -> None: ...
+
 # rust/py/mod.rs
 
 def new_query(model: ModelHandle) -> QueryCore: ...

@@ -515,6 +515,15 @@ def _register(cls: type[Base]) -> None:
     cls.__ormkit_accepts__ = frozenset(cls.__ormkit_fields__) | frozenset(relations)
     cls.__ormkit_static_defaults__ = {k: v for k, v in defaults.items() if not callable(v)}
     cls.__ormkit_factories__ = tuple((k, v) for k, v in defaults.items() if callable(v))
+    if cls.__init__ is Base.__init__:
+        # The same constructor, run by the engine without Python bytecode.
+        _ormkit.install_init(
+            cls,
+            cls.__ormkit_accepts__,
+            dict(cls.__ormkit_static_defaults__),
+            list(cls.__ormkit_factories__),
+            ", ".join(cls.__ormkit_fields__),
+        )
     Base.__ormkit_models__[cls.__name__] = cls
     for c in columns:
         setattr(cls, c["name"], Column(c["name"], cls.__name__, c["type"]))

@@ -262,8 +262,37 @@ def test_unknown_keyword_on_shared_model():
 
 
 def test_positional_arguments_rejected():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"MAuthor\(\) takes keyword arguments only.*fields are: id, name"):
         MAuthor("a")
+
+
+def test_a_model_with_its_own_init_keeps_it():
+    """The engine's constructor stands in for Base.__init__ only; a model's own __init__ runs,
+    and super().__init__ still validates and fills defaults."""
+
+    class MOwnInit(Base):
+        __tablename__ = "m_own_init"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+        tag: Mapped[str] = mapped_column(default="t")
+
+        def __init__(self, name: str, **kw: object) -> None:
+            super().__init__(name=name.upper(), **kw)
+
+    o = MOwnInit("abc")
+    assert (o.name, o.tag, o.id) == ("ABC", "t", None)
+    with pytest.raises(TypeError, match="bogus"):
+        MOwnInit("x", bogus=1)
+
+
+def test_subclass_of_a_model_constructs_like_its_parent():
+    class MChildOfAuthor(MAuthor):
+        pass
+
+    c = MChildOfAuthor(name="n")
+    assert c.name == "n" and type(c) is MChildOfAuthor
+    with pytest.raises(TypeError, match="MChildOfAuthor.*bogus"):
+        MChildOfAuthor(bogus=1)
 
 
 def test_constructor_sets_attributes():

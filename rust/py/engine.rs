@@ -282,6 +282,7 @@ impl EngineCore {
         let m = model.get();
         let cols = rows[0].0.clone();
         let generated = !cols.contains(&m.schema.pk);
+        let snapshots = self.identity.as_ref().map(|_| m.insert_snapshots(&rows));
         let mut columns: Vec<Vec<Value>> = cols.iter().map(|_| Vec::with_capacity(rows.len())).collect();
         for (_, values) in rows {
             for (c, v) in values.into_iter().enumerate() {
@@ -311,7 +312,9 @@ impl EngineCore {
             for (i, pk) in keys.iter().enumerate() {
                 l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
             }
-            remember_all(&identity, l.iter(), Rels::Inserted)?;
+            if let (Some(map), Some(snaps)) = (&identity, snapshots) {
+                m.remember_inserted(py, map.get(), l, snaps, &keys)?;
+            }
             Ok(list.into_any())
         })
     }
@@ -581,6 +584,10 @@ impl EngineCore {
         let mut last_cols: Option<Vec<usize>> = None;
         let rows: Vec<(Vec<usize>, Vec<Value>)> =
             objs.iter().map(|o| Self::insert_values(m, o)).collect::<PyResult<_>>()?;
+        let snapshots = match &self.identity {
+            Some(_) if self.dialect == Dialect::Sqlite => Some(m.insert_snapshots(&rows)),
+            _ => None,
+        };
         if self.dialect == Dialect::Postgres
             && !rows.is_empty()
             && rows.iter().all(|r| r.0 == rows[0].0 && !r.0.is_empty())
@@ -614,7 +621,9 @@ impl EngineCore {
             for (i, pk) in rows.values.iter().enumerate() {
                 l.get_item(i)?.setattr(key, convert::to_py(py, pk)?)?;
             }
-            remember_all(&identity, l.iter(), Rels::Inserted)?;
+            if let (Some(map), Some(snaps)) = (&identity, snapshots) {
+                m.remember_inserted(py, map.get(), l, snaps, &rows.values)?;
+            }
             Ok(list.into_any())
         })
     }

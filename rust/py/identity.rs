@@ -157,6 +157,43 @@ impl IdentityMap {
         Ok(out)
     }
 
+    /// Tracks many objects of one model with their snapshots (and relation snapshots, the
+    /// same for all) under one lock.
+    pub fn remember_batch(
+        &self,
+        py: Python<'_>,
+        model: u32,
+        pk: usize,
+        items: Vec<(Bound<'_, PyAny>, Vec<Value>)>,
+        rels: Option<RelSnapshots>,
+    ) -> PyResult<()> {
+        let mut weak = Vec::with_capacity(items.len());
+        for (obj, _) in &items {
+            weak.push(weak_ref(obj)?);
+        }
+        let rels_for = |py: Python<'_>| -> RelSnapshots {
+            rels.as_ref().map(|r| r.iter().map(|(i, v)| (*i, v.clone_ref(py))).collect()).unwrap_or_default()
+        };
+        let mut dropped: Vec<Entry> = Vec::new();
+        let mut dropped_rels: Vec<RelSnapshots> = Vec::new();
+        {
+            let mut entries = self.guard()?;
+            entries.sweep(py, items.len(), &mut dropped_rels);
+            entries.map.reserve(items.len());
+            for ((_, snapshot), obj) in items.into_iter().zip(weak) {
+                let Some(key) = Key::of(&snapshot[pk]) else { continue };
+                let entry = Entry { obj, snapshot, rels: rels_for(py) };
+                if let Some(old) = entries.map.insert((model, key), entry) {
+                    dropped.push(old);
+                }
+            }
+        }
+        drop(dropped);
+        drop(dropped_rels);
+        drop(rels);
+        Ok(())
+    }
+
     /// The lock; everything runs under the GIL on one thread, so finding it taken means a
     /// finalizer reached the map while it was being changed: an error, never a deadlock.
     fn guard(&self) -> PyResult<std::sync::MutexGuard<'_, Entries>> {

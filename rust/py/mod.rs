@@ -4,6 +4,7 @@ pub mod convert;
 pub mod engine;
 pub mod flush;
 pub mod identity;
+pub mod init;
 pub mod load;
 pub mod model;
 pub mod query;
@@ -57,6 +58,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::bridge::Pending>()?;
     m.add_function(wrap_pyfunction!(model::register_model, m)?)?;
     m.add_function(wrap_pyfunction!(new_query, m)?)?;
+    m.add_function(wrap_pyfunction!(init::install_init, m)?)?;
     crate::errors::py::register(py, m)?;
     Ok(())
 }

@@ -285,6 +285,50 @@ impl ModelHandle {
         map.remember(obj, self.schema.id, key, snapshot, rels)
     }
 
+    /// Full-width column values of rows about to be inserted (`insert_values` output), to
+    /// become their snapshots once the generated keys are known.
+    pub fn insert_snapshots(&self, rows: &[(Vec<usize>, Vec<Value>)]) -> Vec<Vec<Value>> {
+        rows.iter()
+            .map(|(cols, values)| {
+                let mut full = vec![Value::Null; self.keys.len()];
+                for (c, v) in cols.iter().zip(values) {
+                    full[*c] = v.clone();
+                }
+                full
+            })
+            .collect()
+    }
+
+    /// Tracks objects just inserted by `insert_all` with the values they were written with
+    /// and the keys the database returned, in one pass over the map.
+    pub fn remember_inserted(
+        &self,
+        py: Python<'_>,
+        map: &IdentityMap,
+        objs: &Bound<'_, PyList>,
+        mut snapshots: Vec<Vec<Value>>,
+        keys: &[Value],
+    ) -> PyResult<()> {
+        let pk = self.schema.pk;
+        for (snap, key) in snapshots.iter_mut().zip(keys) {
+            snap[pk] = key.clone();
+        }
+        // Nothing was set on these objects' relations (else the insert took another path),
+        // and a new row has no related rows yet: its collections are known to be empty.
+        let rels = match self.schema.resolved_relations() {
+            Ok(rels) => Some(
+                rels.iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.kind != RelKind::ManyToOne)
+                    .map(|(i, r)| (i, if r.uselist { PyTuple::empty(py).into_any().unbind() } else { py.None() }))
+                    .collect::<RelSnapshots>(),
+            ),
+            Err(_) => None,
+        };
+        let items: Vec<(Bound<'_, PyAny>, Vec<Value>)> = objs.iter().zip(snapshots).collect();
+        map.remember_batch(py, self.schema.id, pk, items, rels)
+    }
+
     /// The loaded relationships of `obj` as a flush will compare them later: a tuple per
     /// collection, the object (or None) per scalar. A row just inserted has no related rows
     /// pointing at it, so its unset collections are known to be empty.
