@@ -218,15 +218,27 @@ class AsyncSession:
             self._core = self._base
             try:
                 await core.control("COMMIT")
+            except BaseException:
+                self._forget_transaction(0)
+                raise
             finally:
+                if self._identity is not None:
+                    self._identity.tx_end()
                 await core.release()
 
-    async def rollback(self) -> None:
-        """Forgets what ``add()`` queued and rolls back the current transaction. Loaded
-        instances are forgotten too: their attributes may no longer match the database."""
-        self._new.clear()
+    def _forget_transaction(self, mark: int) -> None:
         if self._identity is not None:
-            self._identity.clear()
+            self._identity.tx_rollback(mark)
+
+    async def rollback(self) -> None:
+        """Forgets what ``add()`` queued and rolls back the current transaction. Rows
+        inserted in it are forgotten; other objects stay this session's objects, nothing
+        they hold is pending any more, and they may not match the database until their rows
+        are read again (or ``refresh()``-ed): nothing is reloaded behind your back."""
+        self._new.clear()
+        self._forget_transaction(0)
+        if self._identity is not None:
+            self._identity.tx_end()
         if self._depth:
             core = self._core
             self._depth = 0
@@ -259,12 +271,13 @@ class AsyncSession:
 class Transaction:
     """A transaction (or savepoint) of a session; see ``AsyncSession.begin()``."""
 
-    __slots__ = ("_core", "_savepoint", "_session")
+    __slots__ = ("_core", "_mark", "_savepoint", "_session")
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
         self._savepoint: str | None = None
         self._core: Any = None
+        self._mark = 0
 
     def add(self, instance: Any) -> None:
         self._session.add(instance)
@@ -283,7 +296,13 @@ class Transaction:
                 await core.release()
                 raise
             s._core = core
+            if s._identity is not None:
+                s._identity.tx_begin()
         else:
+            # What is pending belongs to the outer transaction: written before the savepoint,
+            # so that rolling the savepoint back cannot take it along.
+            await s.flush()
+            self._mark = s._identity.tx_mark() if s._identity is not None else 0
             self._savepoint = f"ormkit_sp{s._depth}"
             await s._core.control(f"SAVEPOINT {self._savepoint}")
         s._depth += 1
@@ -316,6 +335,9 @@ class Transaction:
             s._depth -= 1
             await s._core.control(f"ROLLBACK TO SAVEPOINT {self._savepoint}")
             await s._core.control(f"RELEASE SAVEPOINT {self._savepoint}")
+            # As after rollback(), for what happened since the savepoint.
+            s._new.clear()
+            s._forget_transaction(self._mark)
         else:
             await s.rollback()
 

@@ -1307,8 +1307,13 @@ async def test_a_new_parent_with_children_then_changed(engine, session, reader):
     await session.commit()
     assert await group_names(reader, a.id) == []
     assert sorted(x.title for x in await reader.query(RPost).filter(author_id=a.id).all()) == ["p1", "p2"]
-    # a collection it was inserted without is known to be empty
+    # a collection it was inserted without was never loaded: assigning it is refused (rows
+    # linked to it by key since would not be in it), loading it first works
     b = await session.insert(RAuthor(name="fay"))
     b.groups = [g]
+    with pytest.raises(InterfaceError, match="never loaded"):
+        await session.commit()
+    await session.load(b, "groups")
+    b.groups.append(g)
     await session.commit()
     assert await group_names(reader, b.id) == ["g"]

@@ -1,23 +1,23 @@
 //! The unit of work's flush: compares a session's tracked objects with what they were last
 //! read or written with, and plans the statements that bring the database in line.
 //!
-//! Relationships are compared by object identity against their snapshots: an object added
-//! to a one-to-many collection gets its foreign key set (inserted first if new), one removed
-//! gets it set to NULL (or an error if the column is NOT NULL); an object added to or removed
-//! from a many-to-many collection gets its association row inserted or deleted; assigning a
-//! many-to-one relation sets the foreign key. Then every changed column is updated. All of
-//! it runs as one request, in one transaction.
+//! Many-to-one relations are compared first: assigning one sets the foreign key (a new parent
+//! is inserted first). Then collections, by the keys recorded when they were loaded: an
+//! object added to a one-to-many collection gets its foreign key set (inserted first if new),
+//! one removed gets it set to NULL (or an error if the column is NOT NULL); an object added
+//! to or removed from a many-to-many collection gets its association row inserted or
+//! deleted. Then every changed column is updated. All of it runs as one request, in one
+//! transaction, and nothing is sent if planning fails.
 
 use std::collections::HashSet;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
-use super::convert;
 use super::engine::remember_all;
-use super::identity::{IdentityMap, Tracked};
-use super::model::{handle_for, ModelHandle, Rels};
-use super::write::{dict_of, handle_of, is_new, items, WritePlan};
+use super::identity::{IdentityMap, RelSnap, Tracked};
+use super::model::{handle_for, related_key, ModelHandle, Rels};
+use super::write::{dict_of, handle_of, items, WritePlan};
 use crate::compile::{self, Dialect};
 use crate::driver::{Response, WriteOp};
 use crate::errors::{Error, Kind};
@@ -89,6 +89,9 @@ impl FlushPlan {
         }
         remember_all(identity, written.iter().map(|o| o.bind(py).clone()), Rels::Inserted)?;
         remember_all(identity, again, Rels::Current)?;
+        if let Some(map) = identity {
+            map.get().clear_deleted();
+        }
         Ok(())
     }
 }
@@ -96,7 +99,7 @@ impl FlushPlan {
 /// The value of column `col` of `obj` as it would be written.
 fn value_of(m: &ModelHandle, obj: &Bound<'_, PyAny>, col: usize) -> PyResult<Value> {
     let v = dict_of(obj)?.get_item(m.keys[col].bind(obj.py()))?;
-    Ok(v.and_then(|v| convert::to_value(&v, m.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
+    Ok(v.and_then(|v| super::convert::to_value(&v, m.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
 }
 
 /// The name of the relation on the other side, and whether it is a collection.
@@ -117,7 +120,7 @@ fn not_loaded(m: &ModelHandle, r: &ResolvedRel) -> PyErr {
         format!(
             "{model}.{rel} was set on an instance whose {rel} were never loaded, so the session cannot tell what \
              to add or remove; load it first (await session.load(obj, \"{rel}\") or selectinload(\"{rel}\")) and \
-             then change the collection",
+             then change it",
             model = m.schema.name,
             rel = r.name
         ),
@@ -125,32 +128,46 @@ fn not_loaded(m: &ModelHandle, r: &ResolvedRel) -> PyErr {
     .into()
 }
 
-struct Planner<'py> {
+struct Planner<'py, 'a> {
     py: Python<'py>,
     dialect: Dialect,
+    map: &'a IdentityMap,
     plan: WritePlan,
     /// Column UPDATEs of objects the map does not track (their dicts were changed here).
     updates: Vec<(Bound<'py, PyAny>, Vec<usize>)>,
+    /// Statements that need no object: unlinking children that are no longer in memory.
+    by_key: Vec<WriteOp>,
     link_deletes: Vec<WriteOp>,
     link_inserts: Vec<WriteOp>,
     links_seen: HashSet<(u32, Key, Key)>,
+    /// New many-to-many targets already linked to an owner in this flush: (target, owner).
+    new_links: HashSet<(usize, usize)>,
     mirrors: Vec<Mirror>,
     touched: Vec<Py<PyAny>>,
     tracked: HashSet<usize>,
+    /// One-to-many children given a new parent in this flush, by (child, foreign key column).
+    adopted: HashSet<(usize, usize)>,
+    live: Vec<(u32, Bound<'py, PyAny>)>,
 }
 
 /// A one-to-many child taken out of a collection, settled once every addition is known.
 struct Removal<'py> {
-    child: Bound<'py, PyAny>,
     owner: Bound<'py, PyAny>,
     owner_model: String,
-    rel: String,
-    fk: usize,
+    rel: ResolvedRel,
+    /// The child's key, and the child if it is still in memory.
+    key: Value,
+    child: Option<Bound<'py, PyAny>>,
     owner_value: Value,
-    back: Option<(String, bool)>,
 }
 
-impl<'py> Planner<'py> {
+impl<'py> Planner<'py, '_> {
+    /// An object the flush must insert: one without a key, or one this session has never
+    /// read or written (SQLAlchemy's "transient"), whatever key it was given.
+    fn is_new(&self, m: &ModelHandle, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        Ok(value_of(m, obj, m.schema.pk)?.is_null() || !self.tracked.contains(&ptr(obj)))
+    }
+
     fn mirror(
         &mut self,
         target: &Bound<'py, PyAny>,
@@ -167,6 +184,22 @@ impl<'py> Planner<'py> {
                 list: *list,
             });
         }
+    }
+
+    /// The session's object for a related row recorded in a snapshot, when it is alive and
+    /// the recorded value is the row's key.
+    fn object_for(&self, r: &ResolvedRel, v: &Value) -> Option<Bound<'py, PyAny>> {
+        let by_pk = r.kind == RelKind::OneToMany || r.remote_col == r.target.pk;
+        if by_pk {
+            return self.map.lookup(self.py, r.target.id, &Key::of(v)?);
+        }
+        // Referenced through another unique column: look among the tracked objects.
+        let h = handle_for(self.py, r.target.id).ok()?;
+        self.live
+            .iter()
+            .filter(|(m, _)| *m == r.target.id)
+            .find(|(_, o)| value_of(h.get(), o, r.remote_col).is_ok_and(|x| &x == v))
+            .map(|(_, o)| o.clone())
     }
 
     /// Sets column `col` of `obj` in memory and makes sure it gets written.
@@ -188,31 +221,44 @@ impl<'py> Planner<'py> {
         Ok(())
     }
 
-    /// An association row of `r` between `owner` and `target`: inserted, or deleted.
+    /// An association row of `r` between `owner` and the target: inserted, or deleted.
     fn link(
         &mut self,
         m: &ModelHandle,
         r: &ResolvedRel,
         owner: &Bound<'py, PyAny>,
-        target: &Bound<'py, PyAny>,
+        target: Linked<'py>,
         add: bool,
     ) -> PyResult<()> {
         let sec = r.secondary.as_ref().expect("many-to-many has a secondary");
-        let th = handle_of(target)?;
-        let t = th.get();
         let owner_value = value_of(m, owner, r.local_col)?;
         let mut fixups = vec![];
-        let target_value = if add && is_new(t, target)? {
-            let op = self.plan.insert(target, &[])?;
-            match op {
-                Some(op) if r.remote_col == t.schema.pk => {
-                    fixups.push((1, op, 0));
-                    Value::Null
+        let target_value = match target {
+            Linked::Row(v) => v,
+            Linked::New(obj) => {
+                if !self.new_links.insert((ptr(&obj), ptr(owner))) {
+                    return Ok(()); // the same new object twice in one collection
                 }
-                _ => value_of(t, target, r.remote_col)?,
+                let th = handle_of(&obj)?;
+                let t = th.get();
+                // A new target that lists the owner in its own collection gets that link
+                // written by its insert.
+                if let Some((b, true)) = back_of(r) {
+                    if let Some(list) = dict_of(&obj)?.get_item(b.as_str())? {
+                        if items(&list)?.iter().any(|o| o.is(owner)) {
+                            self.plan.insert(&obj, &[])?;
+                            return Ok(());
+                        }
+                    }
+                }
+                match self.plan.insert(&obj, &[])? {
+                    Some(op) if r.remote_col == t.schema.pk && value_of(t, &obj, t.schema.pk)?.is_null() => {
+                        fixups.push((1, op, 0));
+                        Value::Null
+                    }
+                    _ => value_of(t, &obj, r.remote_col)?,
+                }
             }
-        } else {
-            value_of(t, target, r.remote_col)?
         };
         if fixups.is_empty() {
             // The same row reached from both sides (both collections loaded and changed)
@@ -262,13 +308,9 @@ impl<'py> Planner<'py> {
         Ok(())
     }
 
-    /// Compares the relationships of one tracked object with their snapshots.
-    fn relations(
-        &mut self,
-        t: &Tracked<'py>,
-        removals: &mut Vec<Removal<'py>>,
-        added: &mut HashSet<usize>,
-    ) -> PyResult<bool> {
+    /// Pass one: many-to-one relations of a tracked object. Compared with the relation's
+    /// snapshot when it was loaded, else with the foreign key the row was read with.
+    fn parents(&mut self, t: &Tracked<'py>) -> PyResult<bool> {
         let py = self.py;
         let handle = handle_for(py, t.model)?;
         let m = handle.get();
@@ -278,60 +320,101 @@ impl<'py> Planner<'py> {
         let Ok(rels) = m.schema.resolved_relations() else { return Ok(false) };
         let d = dict_of(&t.obj)?;
         let mut changed = false;
-        for (ri, r) in rels.iter().enumerate() {
+        for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind == RelKind::ManyToOne) {
             let Some(cur) = d.get_item(r.name.as_str())? else { continue };
-            let snap = t.rels.iter().find(|(i, _)| *i == ri).map(|(_, v)| v);
-            if r.kind == RelKind::ManyToOne {
-                if snap.is_some_and(|s| s.is(&cur)) {
+            let before = match t.rels.iter().find(|(i, _)| *i == ri) {
+                Some((_, RelSnap::One(v))) => v.clone(),
+                _ => t.snapshot[r.local_col].clone(),
+            };
+            let back = back_of(r);
+            let old_parent = if before.is_null() { None } else { self.object_for(r, &before) };
+            if cur.is_none() {
+                if before.is_null() {
                     continue;
                 }
-                let back = back_of(r);
-                if cur.is_none() {
-                    // Only a relation that held something is cleared; an unset one says nothing.
-                    if let Some(old) = snap.filter(|s| !s.is_none()) {
-                        self.set_column(&t.obj, m, r.local_col, &py.None().into_bound(py))?;
-                        self.mirror(old, &back, &t.obj, false);
-                        changed = true;
-                    }
-                    continue;
-                }
+                self.set_column(&t.obj, m, r.local_col, &py.None().into_bound(py))?;
+            } else {
                 let ph = handle_of(&cur)?;
                 let p = ph.get();
-                if is_new(p, &cur)? && r.remote_col == p.schema.pk {
-                    if let Some(op) = self.plan.insert(&cur, &[])? {
-                        self.plan.move_child(&t.obj, m, r.local_col, op, 0)?;
-                    }
-                } else {
-                    let v = dict_of(&cur)?
-                        .get_item(p.keys[r.remote_col].bind(py))?
-                        .unwrap_or_else(|| py.None().into_bound(py));
-                    if value_of(m, &t.obj, r.local_col)? == value_of(p, &cur, r.remote_col)? {
-                        // Same row: a reassignment to the object already linked.
-                        if snap.is_none() {
-                            continue;
+                if self.is_new(p, &cur)? {
+                    let op = self.plan.insert(&cur, &[])?;
+                    match op {
+                        Some(op) if r.remote_col == p.schema.pk && value_of(p, &cur, p.schema.pk)?.is_null() => {
+                            self.plan.move_child(&t.obj, m, r.local_col, op, 0)?;
+                        }
+                        _ => {
+                            let v = dict_of(&cur)?.get_item(p.keys[r.remote_col].bind(py))?;
+                            self.set_column(&t.obj, m, r.local_col, &v.unwrap_or_else(|| py.None().into_bound(py)))?;
                         }
                     }
-                    self.set_column(&t.obj, m, r.local_col, &v)?;
-                }
-                if let Some(old) = snap.filter(|s| !s.is_none()) {
-                    self.mirror(old, &back, &t.obj, false);
+                } else {
+                    let now = value_of(p, &cur, r.remote_col)?;
+                    if now == before {
+                        continue;
+                    }
+                    let v = dict_of(&cur)?.get_item(p.keys[r.remote_col].bind(py))?;
+                    self.set_column(&t.obj, m, r.local_col, &v.unwrap_or_else(|| py.None().into_bound(py)))?;
                 }
                 self.mirror(&cur, &back, &t.obj, true);
-                changed = true;
-                continue;
             }
-            let Some(snap) = snap else {
-                if items(&cur)?.is_empty() {
+            if let Some(old) = old_parent {
+                self.mirror(&old, &back, &t.obj, false);
+            }
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Pass two: one-to-many and many-to-many relations of a tracked object, compared with
+    /// the keys they were loaded with.
+    fn collections(&mut self, t: &Tracked<'py>, removals: &mut Vec<Removal<'py>>) -> PyResult<bool> {
+        let py = self.py;
+        let handle = handle_for(py, t.model)?;
+        let m = handle.get();
+        if m.schema.relations.is_empty() {
+            return Ok(false);
+        }
+        let Ok(rels) = m.schema.resolved_relations() else { return Ok(false) };
+        let d = dict_of(&t.obj)?;
+        let mut changed = false;
+        for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind != RelKind::ManyToOne) {
+            let Some(cur) = d.get_item(r.name.as_str())? else { continue };
+            let before: Vec<Value> = match t.rels.iter().find(|(i, _)| *i == ri) {
+                Some((_, RelSnap::Many(v))) => v.clone(),
+                Some((_, RelSnap::One(v))) => {
+                    if v.is_null() {
+                        vec![]
+                    } else {
+                        vec![v.clone()]
+                    }
+                }
+                None => return Err(not_loaded(m, r)),
+            };
+            let mut seen = HashSet::new();
+            let now: Vec<Bound<'py, PyAny>> = items(&cur)?.into_iter().filter(|o| seen.insert(ptr(o))).collect();
+            let before_keys: HashSet<Key> = before.iter().filter_map(Key::of).collect();
+            let mut now_keys: HashSet<Key> = HashSet::new();
+            let mut gained: Vec<(Bound<'py, PyAny>, Option<Value>)> = Vec::new();
+            for o in &now {
+                let th = handle_of(o)?;
+                if self.is_new(th.get(), o)? {
+                    gained.push((o.clone(), None));
                     continue;
                 }
-                return Err(not_loaded(m, r));
-            };
-            let now = items(&cur)?;
-            let before = items(snap)?;
-            let before_set: HashSet<usize> = before.iter().map(ptr).collect();
-            let now_set: HashSet<usize> = now.iter().map(ptr).collect();
-            let gained: Vec<_> = now.iter().filter(|o| !before_set.contains(&ptr(o))).cloned().collect();
-            let lost: Vec<_> = before.iter().filter(|o| !now_set.contains(&ptr(o))).cloned().collect();
+                let v = related_key(r, o)?;
+                match Key::of(&v) {
+                    Some(k) if before_keys.contains(&k) => {
+                        now_keys.insert(k);
+                    }
+                    Some(k) => {
+                        now_keys.insert(k);
+                        gained.push((o.clone(), Some(v)));
+                    }
+                    None => gained.push((o.clone(), None)),
+                }
+            }
+            let lost: Vec<Value> =
+                before.into_iter().filter(|v| Key::of(v).is_some_and(|k| !now_keys.contains(&k))).collect();
             if gained.is_empty() && lost.is_empty() {
                 continue;
             }
@@ -339,74 +422,124 @@ impl<'py> Planner<'py> {
             let back = back_of(r);
             match r.kind {
                 RelKind::ManyToMany => {
-                    for o in &lost {
-                        self.link(m, r, &t.obj, o, false)?;
-                        self.mirror(o, &back, &t.obj, false);
+                    for v in lost {
+                        if let Some(o) = self.object_for(r, &v) {
+                            self.mirror(&o, &back, &t.obj, false);
+                        }
+                        self.link(m, r, &t.obj, Linked::Row(v), false)?;
                     }
-                    for o in &gained {
-                        self.link(m, r, &t.obj, o, true)?;
-                        self.mirror(o, &back, &t.obj, true);
+                    for (o, v) in gained {
+                        self.mirror(&o, &back, &t.obj, true);
+                        let target = match v {
+                            Some(v) => Linked::Row(v),
+                            None => Linked::New(o),
+                        };
+                        self.link(m, r, &t.obj, target, true)?;
                     }
                 }
                 RelKind::OneToMany => {
                     let owner_value = value_of(m, &t.obj, r.local_col)?;
                     let owner_py =
                         d.get_item(m.keys[r.local_col].bind(py))?.unwrap_or_else(|| py.None().into_bound(py));
-                    for o in &gained {
-                        added.insert(ptr(o));
-                        let ch = handle_of(o)?;
+                    for (o, v) in gained {
+                        self.adopted.insert((ptr(&o), r.remote_col));
+                        let ch = handle_of(&o)?;
                         let c = ch.get();
-                        if is_new(c, o)? {
-                            dict_of(o)?.set_item(c.keys[r.remote_col].bind(py), &owner_py)?;
-                            self.plan.insert(o, &[])?;
-                        } else if value_of(c, o, r.remote_col)? != owner_value {
-                            self.set_column(o, c, r.remote_col, &owner_py)?;
+                        if v.is_none() {
+                            dict_of(&o)?.set_item(c.keys[r.remote_col].bind(py), &owner_py)?;
+                            self.plan.insert(&o, &[])?;
+                        } else if value_of(c, &o, r.remote_col)? != owner_value {
+                            self.set_column(&o, c, r.remote_col, &owner_py)?;
                         }
-                        self.mirror(o, &back, &t.obj, true);
+                        self.mirror(&o, &back, &t.obj, true);
                     }
-                    for o in lost {
+                    for key in lost {
                         removals.push(Removal {
-                            child: o,
                             owner: t.obj.clone(),
                             owner_model: m.schema.name.clone(),
-                            rel: r.name.clone(),
-                            fk: r.remote_col,
+                            rel: r.clone(),
+                            child: self.object_for(r, &key),
+                            key,
                             owner_value: owner_value.clone(),
-                            back: back.clone(),
                         });
                     }
                 }
-                RelKind::ManyToOne => unreachable!("handled above"),
+                RelKind::ManyToOne => unreachable!("filtered above"),
             }
         }
         Ok(changed)
     }
 
-    /// A child taken out of a one-to-many collection and put in no other: its foreign key
-    /// becomes NULL, unless the column cannot hold NULL.
+    /// A child taken out of a one-to-many collection and given no other parent: its
+    /// foreign key becomes NULL, unless the column cannot hold NULL.
     fn settle_removal(&mut self, r: Removal<'py>) -> PyResult<()> {
-        let ch = handle_of(&r.child)?;
-        let c = ch.get();
-        if value_of(c, &r.child, r.fk)? != r.owner_value {
-            return Ok(()); // the user moved it already
+        let fk = r.rel.remote_col;
+        let Some(k) = Key::of(&r.key) else { return Ok(()) };
+        if self.map.is_deleted(r.rel.target.id, &k) {
+            return Ok(()); // the session deleted that row itself
         }
-        let col = &c.schema.columns[r.fk];
+        if let Some(child) = &r.child {
+            if self.adopted.contains(&(ptr(child), fk)) {
+                return Ok(());
+            }
+            let ch = handle_of(child)?;
+            if value_of(ch.get(), child, fk)? != r.owner_value {
+                return Ok(()); // the user gave it another parent already
+            }
+        }
+        let col = &r.rel.target.columns[fk];
         if !col.nullable {
+            let child = &r.rel.target.name;
             return Err(Error::new(
                 Kind::Interface,
                 format!(
-                    "{}.{}: a {} was taken out of the collection, but {}.{} is NOT NULL so it cannot be unlinked; \
-                     delete it with await session.remove(obj), or put it in another {}'s {}",
-                    r.owner_model, r.rel, c.schema.name, c.schema.name, col.name, r.owner_model, r.rel
+                    "{}.{}: a {child} was taken out of it, but {child}.{} is NOT NULL so it cannot be unlinked; delete \
+                     it with await session.remove(obj), or give it another {}",
+                    r.owner_model, r.rel.name, col.name, r.owner_model
                 ),
             )
             .into());
         }
-        let none = self.py.None().into_bound(self.py);
-        self.set_column(&r.child, c, r.fk, &none)?;
-        self.mirror(&r.child, &r.back, &r.owner, false);
+        let back = back_of(&r.rel);
+        match &r.child {
+            Some(child) => {
+                let ch = handle_of(child)?;
+                let none = self.py.None().into_bound(self.py);
+                self.set_column(child, ch.get(), fk, &none)?;
+                self.mirror(child, &back, &r.owner, false);
+            }
+            None => {
+                // Not in memory: unlink it by key, and only if it still points at the owner.
+                let mut params = Params::default();
+                let set = params.push(Value::Null);
+                let a = params.push(r.key.clone());
+                let b = params.push(r.owner_value.clone());
+                let filter = Cond::And(vec![
+                    Cond::Leaf { target: Target::Column(r.rel.target.pk), op: Op::Eq, slots: vec![a] },
+                    Cond::Leaf { target: Target::Column(fk), op: Op::Eq, slots: vec![b] },
+                ]);
+                let stmt = Statement::Update(UpdateShape {
+                    model: r.rel.target.id,
+                    sets: vec![(fk, set)],
+                    filter: Some(filter),
+                });
+                let compiled = compile::compile(self.dialect, &stmt)?;
+                self.by_key.push(WriteOp {
+                    sql: compiled.sql.clone(),
+                    params: compiled.params(&params.values),
+                    columns: None,
+                    fixups: vec![],
+                });
+            }
+        }
         Ok(())
     }
+}
+
+/// The other end of a many-to-many link: a row by its referenced value, or a new object.
+enum Linked<'py> {
+    Row(Value),
+    New(Bound<'py, PyAny>),
 }
 
 /// Plans a flush of everything the session's map tracks; None when nothing changed.
@@ -415,26 +548,33 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
     let mut p = Planner {
         py,
         dialect,
+        map,
         plan: WritePlan::new(dialect),
         updates: vec![],
+        by_key: vec![],
         link_deletes: vec![],
         link_inserts: vec![],
         links_seen: HashSet::new(),
+        new_links: HashSet::new(),
         mirrors: vec![],
         touched: vec![],
         tracked: live.iter().map(|t| ptr(&t.obj)).collect(),
+        adopted: HashSet::new(),
+        live: live.iter().map(|t| (t.model, t.obj.clone())).collect(),
     };
-    let mut removals = Vec::new();
-    let mut added = HashSet::new();
     for t in &live {
-        if p.relations(t, &mut removals, &mut added)? {
+        if p.parents(t)? {
+            p.touched.push(t.obj.clone().unbind());
+        }
+    }
+    let mut removals = Vec::new();
+    for t in &live {
+        if p.collections(t, &mut removals)? {
             p.touched.push(t.obj.clone().unbind());
         }
     }
     for r in removals {
-        if !added.contains(&ptr(&r.child)) {
-            p.settle_removal(r)?;
-        }
+        p.settle_removal(r)?;
     }
     let mut ops = Vec::new();
     let mut update = |m: &ModelHandle, obj: &Bound<'_, PyAny>, cols: &[usize], key: Value| -> PyResult<()> {
@@ -475,9 +615,11 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         update(m, &obj, &cols, m.pk_value(&obj)?)?;
         p.touched.push(obj.unbind());
     }
+    ops.append(&mut p.by_key);
     ops.append(&mut p.link_deletes);
     ops.append(&mut p.link_inserts);
     if ops.is_empty() && p.plan.ops.is_empty() && p.mirrors.is_empty() {
+        map.clear_deleted();
         return Ok(None);
     }
     Ok(Some(FlushPlan { plan: p.plan, ops, mirrors: p.mirrors, touched: p.touched }))

@@ -1,5 +1,5 @@
 //! A session's identity map: one Python object per row, and the column values and related
-//! objects it was last read or written with, so that a flush can send just what changed.
+//! keys it was last read or written with, so that a flush can send just what changed.
 
 use std::sync::Mutex;
 
@@ -7,14 +7,24 @@ use pyo3::prelude::*;
 use pyo3::types::{PyWeakrefMethods, PyWeakrefReference};
 
 use super::model::ModelHandle;
-use crate::rows::{FastMap, Key};
+use crate::rows::{FastMap, FastSet, Key};
 use crate::value::Value;
+
+/// What a relationship held when it was last loaded or written, as the values of the
+/// related rows' linking column (the key of a child, the referenced column of a parent or
+/// of a many-to-many target). Values, not objects: the map must not keep objects alive.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RelSnap {
+    Many(Vec<Value>),
+    One(Value),
+}
+
+/// Relation snapshots by relation index.
+pub type RelSnapshots = Vec<(usize, RelSnap)>;
 
 struct Entry {
     obj: Py<PyWeakrefReference>,
     snapshot: Vec<Value>,
-    /// Loaded relationships as last read or written, by relation index: a tuple of the
-    /// collection's objects, or the related object (or None) of a scalar relation.
     rels: RelSnapshots,
 }
 
@@ -24,6 +34,11 @@ struct Entries {
     /// Size at which dead entries are next swept, so a session that streams or reads many
     /// short-lived objects keeps a map the size of what is alive, at O(1) amortised cost.
     sweep_at: usize,
+    /// Rows this session deleted since its last flush: a flush leaves them alone.
+    deleted: FastSet<(u32, Key)>,
+    /// Inside a transaction: the rows inserted in it, in order, so that rolling it (or a
+    /// savepoint) back forgets exactly those.
+    inserted: Option<Vec<(u32, Key)>>,
 }
 
 /// A weak reference to `obj`, left out of the cyclic collector's lists: without a callback
@@ -37,40 +52,21 @@ fn weak_ref(obj: &Bound<'_, PyAny>) -> PyResult<Py<PyWeakrefReference>> {
     Ok(weak.unbind())
 }
 
-/// Removes and returns the entries matching `pred`, for the caller to drop after unlocking.
-fn take_where(map: &mut FastMap<(u32, Key), Entry>, pred: impl Fn(&(u32, Key), &Entry) -> bool) -> Vec<Entry> {
-    let keys: Vec<(u32, Key)> = map.iter().filter(|(k, e)| pred(k, e)).map(|(k, _)| k.clone()).collect();
-    keys.iter().filter_map(|k| map.remove(k)).collect()
-}
-
-/// Relation snapshots by relation index (see `Entry::rels`).
-pub type RelSnapshots = Vec<(usize, Py<PyAny>)>;
-
 impl Entries {
     /// Drops the entries of dead objects once the map (with `adding` more) has outgrown
-    /// twice what was alive at the last sweep; `usize::MAX` sweeps now. Relation snapshots
-    /// can hold live objects, so they go to `rels` to be dropped after unlocking; the rest
-    /// (dead weak references, values) runs no Python code when dropped.
-    fn sweep(&mut self, py: Python<'_>, adding: usize, rels: &mut Vec<RelSnapshots>) {
+    /// twice what was alive at the last sweep; `usize::MAX` sweeps now. Dropping an entry
+    /// (a weak reference and plain values) runs no Python code, so it is done under the lock.
+    fn sweep(&mut self, py: Python<'_>, adding: usize) {
         if adding != usize::MAX && self.map.len().saturating_add(adding) <= self.sweep_at {
             return;
         }
-        self.map.retain(|_, e| {
-            let alive = e.obj.bind(py).upgrade().is_some();
-            if !alive && !e.rels.is_empty() {
-                rels.push(std::mem::take(&mut e.rels));
-            }
-            alive
-        });
+        self.map.retain(|_, e| e.obj.bind(py).upgrade().is_some());
         let room = if adding == usize::MAX { 0 } else { adding };
         self.sweep_at = (self.map.len().saturating_add(room) * 2).max(1024);
     }
 }
 
 /// Objects are held weakly: the map never keeps an instance alive on its own.
-///
-/// Python references are never dropped while the lock is held: a drop can run arbitrary
-/// finalizers, which must not find the map locked.
 #[pyclass(frozen, module = "ormkit._ormkit")]
 #[derive(Default)]
 pub struct IdentityMap {
@@ -90,7 +86,7 @@ pub struct Tracked<'py> {
     pub model: u32,
     pub obj: Bound<'py, PyAny>,
     pub snapshot: Vec<Value>,
-    pub rels: Vec<(usize, Bound<'py, PyAny>)>,
+    pub rels: RelSnapshots,
 }
 
 impl IdentityMap {
@@ -112,11 +108,9 @@ impl IdentityMap {
         let n = values.len().checked_div(width).unwrap_or(0);
         let mut out = Vec::with_capacity(n);
         let mut stale: Vec<(Bound<'py, PyAny>, Vec<Value>, Vec<Value>)> = Vec::new();
-        let mut dropped: Vec<Entry> = Vec::new();
-        let mut dropped_rels: Vec<RelSnapshots> = Vec::new();
         {
             let mut entries = self.guard()?;
-            entries.sweep(py, n, &mut dropped_rels);
+            entries.sweep(py, n);
             entries.map.reserve(n);
             let mut it = values.into_iter();
             for _ in 0..n {
@@ -136,21 +130,17 @@ impl IdentityMap {
                             continue;
                         }
                         let obj = make(&row)?;
-                        let weak = weak_ref(&obj)?;
-                        dropped.push(std::mem::replace(o.get_mut(), Entry { obj: weak, snapshot: row, rels: vec![] }));
+                        *o.get_mut() = Entry { obj: weak_ref(&obj)?, snapshot: row, rels: vec![] };
                         out.push(obj);
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
                         let obj = make(&row)?;
-                        let weak = weak_ref(&obj)?;
-                        v.insert(Entry { obj: weak, snapshot: row, rels: vec![] });
+                        v.insert(Entry { obj: weak_ref(&obj)?, snapshot: row, rels: vec![] });
                         out.push(obj);
                     }
                 }
             }
         }
-        drop(dropped);
-        drop(dropped_rels);
         for (obj, old, new) in &stale {
             refresh(obj, old, new)?;
         }
@@ -165,32 +155,22 @@ impl IdentityMap {
         model: u32,
         pk: usize,
         items: Vec<(Bound<'_, PyAny>, Vec<Value>)>,
-        rels: Option<RelSnapshots>,
+        rels: RelSnapshots,
     ) -> PyResult<()> {
         let mut weak = Vec::with_capacity(items.len());
         for (obj, _) in &items {
             weak.push(weak_ref(obj)?);
         }
-        let rels_for = |py: Python<'_>| -> RelSnapshots {
-            rels.as_ref().map(|r| r.iter().map(|(i, v)| (*i, v.clone_ref(py))).collect()).unwrap_or_default()
-        };
-        let mut dropped: Vec<Entry> = Vec::new();
-        let mut dropped_rels: Vec<RelSnapshots> = Vec::new();
-        {
-            let mut entries = self.guard()?;
-            entries.sweep(py, items.len(), &mut dropped_rels);
-            entries.map.reserve(items.len());
-            for ((_, snapshot), obj) in items.into_iter().zip(weak) {
-                let Some(key) = Key::of(&snapshot[pk]) else { continue };
-                let entry = Entry { obj, snapshot, rels: rels_for(py) };
-                if let Some(old) = entries.map.insert((model, key), entry) {
-                    dropped.push(old);
-                }
+        let mut entries = self.guard()?;
+        entries.sweep(py, items.len());
+        entries.map.reserve(items.len());
+        for ((_, snapshot), obj) in items.into_iter().zip(weak) {
+            let Some(key) = Key::of(&snapshot[pk]) else { continue };
+            if let Some(log) = entries.inserted.as_mut() {
+                log.push((model, key.clone()));
             }
+            entries.map.insert((model, key), Entry { obj, snapshot, rels: rels.clone() });
         }
-        drop(dropped);
-        drop(dropped_rels);
-        drop(rels);
         Ok(())
     }
 
@@ -211,6 +191,12 @@ impl IdentityMap {
         Some(Hit { obj, stale })
     }
 
+    /// The session's live object for a row, if it has one.
+    pub fn lookup<'py>(&self, py: Python<'py>, model: u32, key: &Key) -> Option<Bound<'py, PyAny>> {
+        let entries = self.guard().ok()?;
+        entries.map.get(&(model, key.clone())).and_then(|e| e.obj.bind(py).upgrade())
+    }
+
     /// Tracks `obj` with the given column values; `rels` replaces its relation snapshots
     /// when given, else the ones it had are kept.
     pub fn remember(
@@ -224,61 +210,78 @@ impl IdentityMap {
         let py = obj.py();
         let weak = weak_ref(obj)?;
         let mut entries = self.guard()?;
-        let mut dropped: Vec<Entry> = Vec::new();
-        let mut dropped_rels: Vec<RelSnapshots> = Vec::new();
-        entries.sweep(py, 1, &mut dropped_rels);
-        let slot = entries.map.entry((model, key));
-        match slot {
+        entries.sweep(py, 1);
+        match entries.map.entry((model, key)) {
             std::collections::hash_map::Entry::Occupied(mut o) if rels.is_none() && o.get().obj.bind(py).is(obj) => {
                 o.get_mut().snapshot = snapshot;
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut(), Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() });
-                dropped.push(old);
+                *o.get_mut() = Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() };
             }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() });
             }
         }
-        drop(entries);
-        drop(dropped);
-        drop(dropped_rels);
         Ok(())
     }
 
-    /// Records what a relation of a tracked object was just loaded with.
-    pub fn note_relation(&self, model: u32, key: Key, rel: usize, value: Py<PyAny>) {
-        let Ok(mut entries) = self.guard() else { return };
-        let old = match entries.map.get_mut(&(model, key)) {
-            Some(e) => match e.rels.iter_mut().find(|(i, _)| *i == rel) {
-                Some(slot) => Some(std::mem::replace(&mut slot.1, value)),
-                None => {
-                    e.rels.push((rel, value));
-                    None
-                }
-            },
-            None => Some(value),
-        };
-        drop(entries);
-        drop(old);
+    /// Notes a row inserted inside the current transaction.
+    pub fn log_insert(&self, model: u32, key: Key) {
+        if let Ok(mut e) = self.guard() {
+            if let Some(log) = e.inserted.as_mut() {
+                log.push((model, key));
+            }
+        }
     }
 
+    /// What relation `rel` of a tracked row was last loaded or written with.
+    pub fn relation(&self, model: u32, key: &Key, rel: usize) -> Option<RelSnap> {
+        let entries = self.guard().ok()?;
+        let e = entries.map.get(&(model, key.clone()))?;
+        e.rels.iter().find(|(i, _)| *i == rel).map(|(_, s)| s.clone())
+    }
+
+    /// Records what a relation of a tracked row was just loaded with.
+    pub fn note_relation(&self, model: u32, key: Key, rel: usize, value: RelSnap) {
+        let Ok(mut entries) = self.guard() else { return };
+        if let Some(e) = entries.map.get_mut(&(model, key)) {
+            match e.rels.iter_mut().find(|(i, _)| *i == rel) {
+                Some(slot) => slot.1 = value,
+                None => e.rels.push((rel, value)),
+            }
+        }
+    }
+
+    /// Stops tracking a row the session deleted; a flush then leaves it alone.
     pub fn forget(&self, model: u32, key: &Key) {
-        let old = self.guard().ok().and_then(|mut e| e.map.remove(&(model, key.clone())));
-        drop(old);
+        if let Ok(mut e) = self.guard() {
+            e.map.remove(&(model, key.clone()));
+            e.deleted.insert((model, key.clone()));
+        }
     }
 
     pub fn forget_model(&self, model: u32) {
-        let old: Vec<Entry> = take_where(&mut self.entries.lock().unwrap().map, |(m, _), _| *m == model);
-        drop(old);
+        if let Ok(mut e) = self.guard() {
+            e.map.retain(|(m, _), _| *m != model);
+        }
+    }
+
+    pub fn is_deleted(&self, model: u32, key: &Key) -> bool {
+        self.guard().map(|e| e.deleted.contains(&(model, key.clone()))).unwrap_or(false)
+    }
+
+    /// After a flush: what was deleted before it no longer needs leaving alone.
+    pub fn clear_deleted(&self) {
+        if let Ok(mut e) = self.guard() {
+            e.deleted.clear();
+        }
     }
 
     /// Every live object with its model and snapshots; dead entries are dropped.
     pub fn live<'py>(&self, py: Python<'py>) -> PyResult<Vec<Tracked<'py>>> {
         let mut entries = self.guard()?;
-        let mut dead: Vec<RelSnapshots> = Vec::new();
-        entries.sweep(py, usize::MAX, &mut dead);
-        let live = entries
+        entries.sweep(py, usize::MAX);
+        Ok(entries
             .map
             .iter()
             .filter_map(|((m, _), e)| {
@@ -286,13 +289,10 @@ impl IdentityMap {
                     model: *m,
                     obj,
                     snapshot: e.snapshot.clone(),
-                    rels: e.rels.iter().map(|(i, v)| (*i, v.bind(py).clone())).collect(),
+                    rels: e.rels.clone(),
                 })
             })
-            .collect();
-        drop(entries);
-        drop(dead);
-        Ok(live)
+            .collect())
     }
 }
 
@@ -325,10 +325,65 @@ impl IdentityMap {
         }
     }
 
-    /// Forgets every object (after a rollback their state may not match the database).
+    /// A transaction begins: inserts are logged from here on.
+    fn tx_begin(&self) -> PyResult<()> {
+        self.guard()?.inserted = Some(vec![]);
+        Ok(())
+    }
+
+    /// Where a savepoint begins in the insert log.
+    fn tx_mark(&self) -> PyResult<usize> {
+        Ok(self.guard()?.inserted.as_ref().map_or(0, |l| l.len()))
+    }
+
+    /// The transaction committed.
+    fn tx_end(&self) -> PyResult<()> {
+        self.guard()?.inserted = None;
+        Ok(())
+    }
+
+    /// The transaction (or the savepoint that began at `mark`) rolled back. Rows inserted in
+    /// it are forgotten (their objects are new again to this session), and every other
+    /// object is taken as it stands: what it held unflushed is no longer pending, and the
+    /// next read of its row brings it back in line with the database.
+    fn tx_rollback(&self, py: Python<'_>, mark: usize) -> PyResult<()> {
+        let live = {
+            let mut e = self.guard()?;
+            if let Some(log) = e.inserted.as_mut() {
+                let gone: Vec<(u32, Key)> = log.drain(mark.min(log.len())..).collect();
+                for k in &gone {
+                    e.map.remove(k);
+                }
+            }
+            e.deleted.clear();
+            e.sweep(py, usize::MAX);
+            e.map
+                .iter()
+                .filter_map(|((m, k), en)| en.obj.bind(py).upgrade().map(|o| (*m, k.clone(), o)))
+                .collect::<Vec<_>>()
+        };
+        for (model, key, obj) in live {
+            let h = super::model::handle_for(py, model)?;
+            let h = h.get();
+            let snapshot = h.snapshot(&obj)?;
+            let rels = h.relation_snapshots(&obj)?;
+            let mut e = self.guard()?;
+            if let Some(en) = e.map.get_mut(&(model, key)) {
+                en.snapshot = snapshot;
+                if let Some(r) = rels {
+                    en.rels = r;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every object.
     fn clear(&self) -> PyResult<()> {
-        let old = std::mem::take(&mut self.guard()?.map);
-        drop(old);
+        let mut e = self.guard()?;
+        e.map.clear();
+        e.deleted.clear();
+        e.inserted = None;
         Ok(())
     }
 

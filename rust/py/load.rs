@@ -6,8 +6,8 @@ use pyo3::types::{PyDict, PyList};
 
 use super::convert;
 use super::engine::EngineCore;
-use super::identity::IdentityMap;
-use super::model::handle_for;
+use super::identity::{IdentityMap, RelSnap};
+use super::model::{handle_for, related_key};
 use crate::bridge::Pending;
 use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
 use crate::compile::{self, Compiled};
@@ -15,6 +15,7 @@ use crate::driver::{LoadUnit, Request};
 use crate::plan::Statement;
 use crate::plan::{Params, SelectShape};
 use crate::rows::{FastMap, FastSet, Key, RowSet};
+use crate::schema::{RelKind, ResolvedRel};
 use crate::value::Value;
 
 pub type Finish = Box<dyn FnOnce(Python<'_>, Bound<'_, PyList>) -> PyResult<Py<PyAny>> + Send>;
@@ -105,6 +106,17 @@ fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     Ok(d.cast_into::<PyDict>()?)
 }
 
+/// A relationship's current value in snapshot form.
+pub fn current_snap(r: &ResolvedRel, now: &Bound<'_, PyAny>) -> PyResult<RelSnap> {
+    Ok(if r.uselist {
+        RelSnap::Many(super::write::items(now)?.iter().map(|o| related_key(r, o)).collect::<PyResult<_>>()?)
+    } else if now.is_none() {
+        RelSnap::One(Value::Null)
+    } else {
+        RelSnap::One(related_key(r, now)?)
+    })
+}
+
 /// Builds every unit's instances (one object per row identity) and links them.
 fn assemble<'py>(
     py: Python<'py>,
@@ -160,40 +172,69 @@ fn assemble<'py>(
         let parents = distinct(&objects[e.parent.0][e.parent.1]);
         let name = pyo3::types::PyString::intern(py, &e.name);
         let back = e.back.as_ref().map(|b| pyo3::types::PyString::intern(py, b));
-        // In a session, what each relation was loaded with is recorded, so that a flush can
-        // tell what the user added to or removed from it.
+        // In a session, what each relation was loaded with is recorded (as the linking
+        // column of each related row), so that a flush can tell what the user added to or
+        // removed from it.
+        let child_seg = &load.units[e.child.0].segs[e.child.1];
         let note = match session {
             Some(map) => {
                 let ph = handle_for(py, load.units[e.parent.0].segs[e.parent.1].model)?;
-                let idx = ph.get().schema.relation_index(&e.name);
-                idx.map(|i| (map, ph, i))
+                let rels = ph.get().schema.resolved_relations()?;
+                let found = rels.iter().position(|r| r.name == e.name);
+                match found {
+                    Some(i) => {
+                        let r = &rels[i];
+                        let link = if r.kind == RelKind::OneToMany {
+                            handle_for(py, child_seg.model)?.get().schema.pk
+                        } else {
+                            r.remote_col
+                        };
+                        Some((map, ph, i, child_seg.offset + link, r.clone()))
+                    }
+                    None => None,
+                }
             }
             None => None,
         };
-        let attach = |parent: &Bound<'py, PyAny>, children: Vec<Bound<'py, PyAny>>| -> PyResult<()> {
+        let child_rows = &units[e.child.0];
+        let attach = |parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
             let pd = dict_of(parent)?;
-            if let Some(b) = &back {
-                for c in &children {
-                    dict_of(c)?.set_item(b, parent)?;
-                }
-            }
-            let (value, snapshot) = if e.uselist {
-                let list = PyList::new(py, children)?;
-                let tuple = list.to_tuple().into_any();
-                (list.into_any(), tuple)
-            } else {
-                let one = children.into_iter().next().unwrap_or_else(|| py.None().into_bound(py));
-                (one.clone(), one)
-            };
-            pd.set_item(&name, value)?;
-            if let Some((map, ph, i)) = &note {
+            let mut noted = None;
+            if let Some((map, ph, i, link, rel)) = &note {
                 let h = ph.get();
                 let pk = pd.get_item(h.keys[h.schema.pk].bind(py))?;
                 let key =
                     pk.and_then(|v| convert::to_value(&v, h.schema.pk_column().ty).ok()).and_then(|v| Key::of(&v));
                 if let Some(k) = key {
-                    map.note_relation(h.schema.id, k, *i, snapshot.unbind());
+                    // A collection changed and not flushed yet keeps the user's version, as a
+                    // changed column does when its row is read again.
+                    if let (Some(before), Some(now)) = (map.relation(h.schema.id, &k, *i), pd.get_item(&name)?) {
+                        if current_snap(rel, &now)? != before {
+                            return Ok(());
+                        }
+                    }
+                    let values = children.iter().map(|(_, r)| child_rows.row(*r)[*link].clone());
+                    let snap = if e.uselist {
+                        RelSnap::Many(values.collect())
+                    } else {
+                        RelSnap::One(values.into_iter().next().unwrap_or(Value::Null))
+                    };
+                    noted = Some((map, h.schema.id, k, *i, snap));
                 }
+            }
+            if let Some(b) = &back {
+                for (c, _) in &children {
+                    dict_of(c)?.set_item(b, parent)?;
+                }
+            }
+            if e.uselist {
+                pd.set_item(&name, PyList::new(py, children.into_iter().map(|(c, _)| c))?)?;
+            } else {
+                let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
+                pd.set_item(&name, one)?;
+            }
+            if let Some((map, model, k, i, snap)) = noted {
+                map.note_relation(model, k, i, snap);
             }
             Ok(())
         };
@@ -206,12 +247,13 @@ fn assemble<'py>(
             EdgeKind::Joined => {
                 let children_col = &objects[e.child.0][e.child.1];
                 let parent_col = &objects[e.parent.0][e.parent.1];
-                let mut grouped: FastMap<usize, (Vec<Bound<'py, PyAny>>, FastSet<usize>)> = FastMap::default();
-                for (p, c) in parent_col.iter().zip(children_col) {
+                type Group<'py> = (Vec<(Bound<'py, PyAny>, usize)>, FastSet<usize>);
+                let mut grouped: FastMap<usize, Group<'py>> = FastMap::default();
+                for (r, (p, c)) in parent_col.iter().zip(children_col).enumerate() {
                     let (Some(p), Some(c)) = (p, c) else { continue };
                     let entry = grouped.entry(p.as_ptr() as usize).or_default();
                     if entry.1.insert(c.as_ptr() as usize) {
-                        entry.0.push(c.clone());
+                        entry.0.push((c.clone(), r));
                     }
                 }
                 for (_, p) in parents {
@@ -220,12 +262,11 @@ fn assemble<'py>(
                 }
             }
             EdgeKind::Selectin => {
-                let child_rows = &units[e.child.0];
                 let children_col = &objects[e.child.0][e.child.1];
-                let mut by_key: FastMap<Key, Vec<Bound<'py, PyAny>>> = FastMap::default();
+                let mut by_key: FastMap<Key, Vec<(Bound<'py, PyAny>, usize)>> = FastMap::default();
                 for (r, c) in children_col.iter().enumerate() {
                     let (Some(c), Some(k)) = (c, Key::of(&child_rows.row(r)[e.child_match])) else { continue };
-                    by_key.entry(k).or_default().push(c.clone());
+                    by_key.entry(k).or_default().push((c.clone(), r));
                 }
                 let parent_rows = &units[e.parent.0];
                 for (r, p) in parents {

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyType};
 
 use super::convert;
-use super::identity::{IdentityMap, RelSnapshots};
+use super::identity::{IdentityMap, RelSnap, RelSnapshots};
 use crate::errors::{Error, Result as OResult};
 use crate::rows::{Key, RowSet};
-use crate::schema::{self, ColumnSchema, FkAction, ForeignKeySchema, ModelSchema, RelKind, RelationSchema};
+use crate::schema::{
+    self, ColumnSchema, FkAction, ForeignKeySchema, ModelSchema, RelKind, RelationSchema, ResolvedRel,
+};
 use crate::value::{ColType, Value};
 
 /// A registered model: its schema in Rust and its Python class.
@@ -277,12 +279,15 @@ impl ModelHandle {
         let Some(map) = identity else { return Ok(()) };
         let snapshot = self.snapshot(obj)?;
         let Some(key) = Key::of(&snapshot[self.schema.pk]) else { return Ok(()) };
-        let rels = match rels {
+        let rel_snaps = match rels {
             Rels::Keep => None,
-            Rels::Current => self.relation_snapshots(obj, false)?,
-            Rels::Inserted => self.relation_snapshots(obj, true)?,
+            Rels::Current => self.relation_snapshots(obj)?,
+            Rels::Inserted => self.relation_snapshots(obj)?,
         };
-        map.remember(obj, self.schema.id, key, snapshot, rels)
+        if matches!(rels, Rels::Inserted) {
+            map.log_insert(self.schema.id, key.clone());
+        }
+        map.remember(obj, self.schema.id, key, snapshot, rel_snaps)
     }
 
     /// Full-width column values of rows about to be inserted (`insert_values` output), to
@@ -313,26 +318,16 @@ impl ModelHandle {
         for (snap, key) in snapshots.iter_mut().zip(keys) {
             snap[pk] = key.clone();
         }
-        // Nothing was set on these objects' relations (else the insert took another path),
-        // and a new row has no related rows yet: its collections are known to be empty.
-        let rels = match self.schema.resolved_relations() {
-            Ok(rels) => Some(
-                rels.iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.kind != RelKind::ManyToOne)
-                    .map(|(i, r)| (i, if r.uselist { PyTuple::empty(py).into_any().unbind() } else { py.None() }))
-                    .collect::<RelSnapshots>(),
-            ),
-            Err(_) => None,
-        };
+        // Nothing was set on these objects' relations (else the insert took another path).
+        let rels: RelSnapshots = vec![];
         let items: Vec<(Bound<'_, PyAny>, Vec<Value>)> = objs.iter().zip(snapshots).collect();
         map.remember_batch(py, self.schema.id, pk, items, rels)
     }
 
-    /// The loaded relationships of `obj` as a flush will compare them later: a tuple per
-    /// collection, the object (or None) per scalar. A row just inserted has no related rows
-    /// pointing at it, so its unset collections are known to be empty.
-    fn relation_snapshots(&self, obj: &Bound<'_, PyAny>, inserted: bool) -> PyResult<Option<RelSnapshots>> {
+    /// The relationships `obj` holds, as a flush will compare them later. One it does not
+    /// hold gets no snapshot, even on a row just inserted: rows inserted later with its key
+    /// would not be in it, so assigning such a collection must be refused, not diffed.
+    pub fn relation_snapshots(&self, obj: &Bound<'_, PyAny>) -> PyResult<Option<RelSnapshots>> {
         if self.schema.relations.is_empty() {
             return Ok(Some(vec![]));
         }
@@ -343,11 +338,12 @@ impl ModelHandle {
         let mut out = Vec::new();
         for (i, r) in rels.iter().enumerate() {
             match d.get_item(r.name.as_str())? {
-                Some(v) if r.uselist => out.push((i, PyTuple::new(py, super::write::items(&v)?)?.into_any().unbind())),
-                Some(v) => out.push((i, v.unbind())),
-                None if inserted && r.kind != RelKind::ManyToOne => {
-                    out.push((i, if r.uselist { PyTuple::empty(py).into_any().unbind() } else { py.None() }))
+                Some(v) if r.uselist => {
+                    let keys = super::write::items(&v)?.iter().map(|o| related_key(r, o)).collect::<PyResult<_>>()?;
+                    out.push((i, RelSnap::Many(keys)));
                 }
+                Some(v) if v.is_none() => out.push((i, RelSnap::One(Value::Null))),
+                Some(v) => out.push((i, RelSnap::One(related_key(r, &v)?))),
                 None => {}
             }
         }
@@ -391,6 +387,17 @@ impl ModelHandle {
         }
         Ok(list)
     }
+}
+
+/// The value a relationship snapshot records for a related object: a child's key, or the
+/// column a parent or many-to-many target is referenced by. NULL for an object without one.
+pub fn related_key(r: &ResolvedRel, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    let h = super::write::handle_of(obj)?;
+    let m = h.get();
+    let col = if r.kind == RelKind::OneToMany { m.schema.pk } else { r.remote_col };
+    let d = obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?;
+    let v = d.get_item(m.keys[col].bind(obj.py()))?;
+    Ok(v.and_then(|v| convert::to_value(&v, m.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
 }
 
 /// What `ModelHandle::remember` takes as an object's relationships in the database.
