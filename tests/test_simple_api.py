@@ -5,11 +5,15 @@ import pytest
 
 from ormkit import (
     AsyncSession,
+    Base,
+    BigInteger,
     FieldError,
     IntegrityError,
+    Mapped,
     NoResultFound,
     OrmKitError,
     ValueTypeError,
+    mapped_column,
 )
 from tests.models import Order, Post, User
 
@@ -96,6 +100,39 @@ async def test_insert_all_1000_rows_fills_ids_in_order(session):
     rows = await session.query(User).order_by("id").values_list("id", "name")
     assert rows == [(u.id, u.name) for u in users]
     assert await session.query(User).count() == 1000
+
+
+class SKeyed(Base):
+    """Mapped onto tables created by hand below, whose integer key may not be SQLite's rowid."""
+
+    __tablename__ = "s_keyed"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    v: Mapped[str]
+
+
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "CREATE TABLE s_keyed (id BIGINT PRIMARY KEY, v TEXT NOT NULL)",  # a key, not the rowid
+        "CREATE TABLE s_keyed (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",  # the rowid (SQLite)
+        "CREATE TABLE s_keyed (id INTEGER NOT NULL, v TEXT NOT NULL, PRIMARY KEY (id)) WITHOUT ROWID",
+    ],
+)
+async def test_insert_all_keys_whatever_the_table_declares(engine, session, reader, ddl):
+    """insert_all hands back the keys as stored however the key column was declared (on SQLite
+    an INTEGER PRIMARY KEY is read through the rowid, anything else through RETURNING)."""
+    if "WITHOUT ROWID" in ddl and engine.dialect != "sqlite":
+        ddl = ddl.replace(" WITHOUT ROWID", "")
+    await session.execute_raw("DROP TABLE s_keyed")  # create_all made it; declare it by hand
+    await session.execute_raw(ddl)
+    objs = [SKeyed(id=1000 + 7 * i, v=f"v{i}") for i in range(200)]
+    with engine.query_log() as log:
+        await session.insert_all(objs)
+    assert [o.id for o in objs] == [1000 + 7 * i for i in range(200)]
+    rowid = engine.dialect == "sqlite" and "INTEGER PRIMARY KEY" in ddl
+    assert any("RETURNING" in q for q in log.statements) is not rowid
+    got = await reader.query(SKeyed).order_by("id").values_list("id", "v")
+    assert got == [(1000 + 7 * i, f"v{i}") for i in range(200)]
 
 
 async def test_insert_all_is_all_or_nothing(session):

@@ -18,7 +18,7 @@ pub enum Request {
     Query { sql: Arc<str>, params: Vec<Value>, columns: Option<Columns> },
     /// Run each statement once per parameter row, all inside one transaction, collecting
     /// the rows they return in order.
-    Batch { groups: Vec<(Arc<str>, Vec<Vec<Value>>)>, columns: Option<Columns> },
+    Batch { groups: Vec<(Arc<str>, Vec<Vec<Value>>)>, columns: Option<Columns>, rowid: Option<Box<RowidInsert>> },
     /// Run statements in order inside one transaction (DDL).
     Script { statements: Vec<String> },
     /// Run a query and the queries loading its relations, each keyed by rows of an earlier
@@ -29,6 +29,16 @@ pub enum Request {
     /// Run statements in order inside one transaction, where a parameter may be a value an
     /// earlier statement returned (a generated key). Answers each statement's rows.
     Writes { ops: Vec<WriteOp> },
+}
+
+/// SQLite: the groups of a `Batch` are INSERTs returning an `INTEGER PRIMARY KEY`; when the
+/// table's key is indeed the rowid, `plain` (the same INSERTs without RETURNING) run instead
+/// and the key is read with `last_insert_rowid()`, which spares SQLite collecting a result.
+#[derive(Clone, Debug)]
+pub struct RowidInsert {
+    pub table: String,
+    pub pk: String,
+    pub plain: Vec<Arc<str>>,
 }
 
 /// One statement of a `Writes` request.

@@ -916,7 +916,7 @@ async fn run_any(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Resp
 async fn run_one(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<RowSet> {
     match req {
         Request::Query { sql, params, columns } => query(conn, &sql, &params, &columns, obs).await,
-        Request::Batch { groups, columns } => {
+        Request::Batch { groups, columns, .. } => {
             let in_tx = conn.in_tx;
             transaction(conn, in_tx, |c| async move {
                 let r = batch(c, &groups, &columns, obs).await;

@@ -24,7 +24,7 @@ use crate::plan::load;
 use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape, UpsertShape};
 use crate::rows::RowSet;
 use crate::schema;
-use crate::value::Value;
+use crate::value::{ColType, Value};
 
 #[derive(Clone)]
 enum Backend {
@@ -594,27 +594,42 @@ impl EngineCore {
         {
             return self.insert_arrays(py, model.clone_ref(py), &objs, rows);
         }
+        // SQLite: an integer key may be the rowid, read without RETURNING (the driver checks).
+        let int_pk = matches!(m.schema.pk_column().ty, ColType::Integer | ColType::BigInteger);
+        let mut plain: Vec<Arc<str>> = Vec::new();
         for (cols, values) in rows {
             if last_cols.as_ref() != Some(&cols) {
-                let stmt = Statement::Insert(InsertShape {
+                let shape = InsertShape {
                     model: m.schema.id,
                     cols: cols.clone(),
                     rows: 1,
                     returning: vec![m.schema.pk],
                     arrays: false,
-                });
-                groups.push((compile::compile(self.dialect, &stmt)?.sql.clone(), Vec::new()));
+                };
+                groups
+                    .push((compile::compile(self.dialect, &Statement::Insert(shape.clone()))?.sql.clone(), Vec::new()));
+                if int_pk {
+                    let shape = InsertShape { returning: vec![], ..shape };
+                    plain.push(compile::compile(self.dialect, &Statement::Insert(shape))?.sql.clone());
+                }
                 last_cols = Some(cols);
             }
             groups.last_mut().expect("pushed above").1.push(values);
         }
+        let rowid = int_pk.then(|| {
+            Box::new(crate::driver::RowidInsert {
+                table: m.schema.table.clone(),
+                pk: m.schema.pk_column().name.clone(),
+                plain,
+            })
+        });
         let list = PyList::new(py, &objs)?.unbind();
         if objs.is_empty() {
             return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
         }
         let model = model.clone_ref(py);
         let identity = self.identity(py);
-        self.submit(Request::Batch { groups, columns: None }, move |py, rows| {
+        self.submit(Request::Batch { groups, columns: None, rowid }, move |py, rows| {
             let m = model.get();
             let key = m.keys[m.schema.pk].bind(py);
             let l = list.bind(py);
@@ -695,7 +710,7 @@ impl EngineCore {
         }
         let model = model.clone_ref(py);
         let identity = self.identity(py);
-        self.submit(Request::Batch { groups, columns }, move |py, rows| {
+        self.submit(Request::Batch { groups, columns, rowid: None }, move |py, rows| {
             let m = model.get();
             let l = list.bind(py);
             for (i, row) in rows.values.chunks(m.keys.len()).enumerate() {
