@@ -26,6 +26,7 @@ from ormkit import (
     InterfaceError,
     Mapped,
     RelationNotLoaded,
+    ValueTypeError,
     joinedload,
     mapped_column,
     noload,
@@ -1317,3 +1318,17 @@ async def test_a_new_parent_with_children_then_changed(engine, session, reader):
     b.groups.append(g)
     await session.commit()
     assert await group_names(reader, b.id) == ["g"]
+
+
+async def test_a_relationship_given_the_wrong_model_raises(session, reader):
+    await seed(session)
+    a = await authors(session, selectinload("groups"))
+    a[1].groups.append(RTag(label="not a group"))
+    with pytest.raises(ValueTypeError, match=r"RAuthor\.groups holds a RTag; it takes RGroup"):
+        await session.commit()
+    a[1].groups.pop()
+    p = await session.get(RPost, 11)
+    p.author = a[1].groups[0]
+    with pytest.raises(ValueTypeError, match=r"RPost\.author was set to a RGroup; it takes a RAuthor"):
+        await session.commit()
+    assert (await reader.get(RPost, 11)).author_id == 1

@@ -336,6 +336,13 @@ impl<'py> Planner<'py, '_> {
             } else {
                 let ph = handle_of(&cur)?;
                 let p = ph.get();
+                if p.schema.id != r.target.id {
+                    return Err(Error::value_type(format!(
+                        "{}.{} was set to a {}; it takes a {} (or None)",
+                        m.schema.name, r.name, p.schema.name, r.target.name
+                    ))
+                    .into());
+                }
                 if self.is_new(p, &cur)? {
                     let op = self.plan.insert(&cur, &[])?;
                     match op {
@@ -397,6 +404,16 @@ impl<'py> Planner<'py, '_> {
             let mut gained: Vec<(Bound<'py, PyAny>, Option<Value>)> = Vec::new();
             for o in &now {
                 let th = handle_of(o)?;
+                if th.get().schema.id != r.target.id {
+                    return Err(Error::value_type(format!(
+                        "{}.{} holds a {}; it takes {} instances",
+                        m.schema.name,
+                        r.name,
+                        th.get().schema.name,
+                        r.target.name
+                    ))
+                    .into());
+                }
                 if self.is_new(th.get(), o)? {
                     gained.push((o.clone(), None));
                     continue;

@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use super::convert;
 use super::engine::EngineCore;
 use super::identity::{IdentityMap, RelSnap};
-use super::model::{handle_for, related_key};
+use super::model::{handle_for, related_key, related_key_in};
 use crate::bridge::Pending;
 use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
 use crate::compile::{self, Compiled};
@@ -109,7 +109,9 @@ fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
 /// A relationship's current value in snapshot form.
 pub fn current_snap(r: &ResolvedRel, now: &Bound<'_, PyAny>) -> PyResult<RelSnap> {
     Ok(if r.uselist {
-        RelSnap::Many(super::write::items(now)?.iter().map(|o| related_key(r, o)).collect::<PyResult<_>>()?)
+        let h = handle_for(now.py(), r.target.id)?;
+        let h = h.get();
+        RelSnap::Many(super::write::items(now)?.iter().map(|o| related_key_in(h, r, o)).collect::<PyResult<_>>()?)
     } else if now.is_none() {
         RelSnap::One(Value::Null)
     } else {

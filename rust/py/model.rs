@@ -392,11 +392,19 @@ impl ModelHandle {
 /// The value a relationship snapshot records for a related object: a child's key, or the
 /// column a parent or many-to-many target is referenced by. NULL for an object without one.
 pub fn related_key(r: &ResolvedRel, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    let h = super::write::handle_of(obj)?;
-    let m = h.get();
+    let h = handle_for(obj.py(), r.target.id)?;
+    related_key_in(h.get(), r, obj)
+}
+
+/// `related_key` with the target model's handle at hand (one lookup for a whole collection).
+pub fn related_key_in(m: &ModelHandle, r: &ResolvedRel, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     let col = if r.kind == RelKind::OneToMany { m.schema.pk } else { r.remote_col };
-    let d = obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?;
-    let v = d.get_item(m.keys[col].bind(obj.py()))?;
+    // SAFETY: model instances are plain heap objects with a `__dict__`; a new reference or
+    // NULL with an exception set.
+    let d = unsafe {
+        Bound::from_owned_ptr_or_err(obj.py(), ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
+    };
+    let v = d.cast_into::<PyDict>()?.get_item(m.keys[col].bind(obj.py()))?;
     Ok(v.and_then(|v| convert::to_value(&v, m.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
 }
 
