@@ -164,8 +164,9 @@ class AsyncSession:
         are dropped."""
         model = type(instance)
         handle = _handle(model)
-        # Read through the engine, not the identity map, which would hand back `instance`.
-        fresh = await self.engine._core.get(handle, instance.__dict__.get(handle.pk_name), True)
+        # Read past the identity map (it would hand back `instance`), on the session's
+        # connection: inside begin() that is the transaction's view.
+        fresh = await self._executor().without_identity().get(handle, instance.__dict__.get(handle.pk_name), True)
         names = list(attribute_names) if attribute_names is not None else list(model.__ormkit_fields__)
         for name in names:
             if name in model.__ormkit_relations__:
@@ -185,8 +186,12 @@ class AsyncSession:
     # unit of work
 
     def add(self, instance: Any) -> None:
-        """Queues ``instance`` to be inserted at the next ``flush()`` / ``commit()``."""
-        _handle(type(instance))
+        """Queues ``instance`` to be inserted at the next ``flush()`` / ``commit()``. An
+        instance this session already read or wrote is not new: its changes are flushed as
+        they are, so adding it does nothing."""
+        handle = _handle(type(instance))
+        if self._identity is not None and self._identity.holds(handle, instance):
+            return
         self._new[id(instance)] = instance
 
     def add_all(self, instances: Any) -> None:
@@ -197,6 +202,10 @@ class AsyncSession:
         """Writes what ``add()`` queued (with the related instances they hold) and the columns
         that changed on instances this session loaded or wrote, in one transaction or inside
         the current one. Keys are filled in."""
+        if self._new and not self._depth and self._identity is not None:
+            # Both halves in one transaction: begin() flushes on the way out.
+            async with self.begin():
+                return
         if self._new:
             items = list(self._new.values())
             self._new.clear()
@@ -231,10 +240,10 @@ class AsyncSession:
             self._identity.tx_rollback(mark)
 
     async def rollback(self) -> None:
-        """Forgets what ``add()`` queued and rolls back the current transaction. Rows
-        inserted in it are forgotten; other objects stay this session's objects, nothing
-        they hold is pending any more, and they may not match the database until their rows
-        are read again (or ``refresh()``-ed): nothing is reloaded behind your back."""
+        """Forgets what ``add()`` queued and rolls back the current transaction. The
+        session's objects go back to the values it last read from the database (without a
+        query); objects inserted in the transaction leave the session (a generated key is
+        cleared) and the loaded collections; objects deleted in it come back."""
         self._new.clear()
         self._forget_transaction(0)
         if self._identity is not None:

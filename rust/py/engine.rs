@@ -584,16 +584,13 @@ impl EngineCore {
         let mut last_cols: Option<Vec<usize>> = None;
         let rows: Vec<(Vec<usize>, Vec<Value>)> =
             objs.iter().map(|o| Self::insert_values(m, o)).collect::<PyResult<_>>()?;
-        let snapshots = match &self.identity {
-            Some(_) if self.dialect == Dialect::Sqlite => Some(m.insert_snapshots(&rows)),
-            _ => None,
-        };
         if self.dialect == Dialect::Postgres
             && !rows.is_empty()
             && rows.iter().all(|r| r.0 == rows[0].0 && !r.0.is_empty())
         {
             return self.insert_arrays(py, model.clone_ref(py), &objs, rows);
         }
+        let snapshots = self.identity.as_ref().map(|_| m.insert_snapshots(&rows));
         // SQLite: an integer key may be the rowid, read without RETURNING (the driver checks).
         let int_pk = matches!(m.schema.pk_column().ty, ColType::Integer | ColType::BigInteger);
         let mut plain: Vec<Arc<str>> = Vec::new();
@@ -822,10 +819,19 @@ impl EngineCore {
                 .into());
             }
             let o = obj.bind(py);
+            let mut cols = Vec::new();
             for (k, v) in updates {
-                o.setattr(k.bind(py).cast::<PyString>()?, v)?;
+                let k = k.bind(py).cast::<PyString>()?.to_string();
+                o.setattr(k.as_str(), v)?;
+                if let Some(i) = m.schema.columns.iter().position(|c| c.name == k) {
+                    cols.push(i);
+                }
             }
-            remember_all(&identity, [o.clone()], Rels::Keep)?;
+            // Only the columns written are settled: other unflushed changes stay pending.
+            if let Some(map) = &identity {
+                m.expire_parents(o, &cols)?;
+                map.get().settle_columns(m, o, &cols)?;
+            }
             Ok(obj)
         })
     }
@@ -838,10 +844,16 @@ impl EngineCore {
         let filter = Some(Self::pk_filter(m, pkv, &mut params));
         let stmt = Statement::Delete(DeleteShape { model: m.schema.id, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
-        if let (Some(map), Some(key)) = (&self.identity, crate::rows::Key::of(&params.values[0])) {
-            map.get().forget(m.schema.id, &key);
-        }
-        self.run_compiled(&compiled, &params.values, |py, rows| {
+        let forget = match (&self.identity, crate::rows::Key::of(&params.values[0])) {
+            (Some(map), Some(key)) => Some((map.clone_ref(obj.py()), key)),
+            _ => None,
+        };
+        let model_id = m.schema.id;
+        self.run_compiled(&compiled, &params.values, move |py, rows| {
+            // Only once the row is gone: a refused DELETE leaves the object tracked.
+            if let Some((map, key)) = forget {
+                map.get().forget(model_id, &key);
+            }
             Ok(pyo3::types::PyBool::new(py, rows.affected > 0).to_owned().into_any().unbind())
         })
     }
@@ -874,6 +886,19 @@ impl EngineCore {
     }
 
     /// This core for a session: the same engine, with the session's identity map.
+    /// This core (and its connection, if pinned) without the session's identity map: reads
+    /// build fresh objects, as `refresh()` needs.
+    fn without_identity(&self) -> EngineCore {
+        EngineCore {
+            backend: self.backend.clone(),
+            dialect: self.dialect,
+            url: self.url.clone(),
+            observer: self.observer.clone(),
+            pin: self.pin.clone(),
+            identity: None,
+        }
+    }
+
     fn with_identity(&self, identity: Py<IdentityMap>) -> EngineCore {
         EngineCore {
             backend: self.backend.clone(),

@@ -39,22 +39,36 @@ struct Mirror {
 /// What a flush writes, and what it updates in memory afterwards.
 pub struct FlushPlan {
     plan: WritePlan,
+    /// Run first: updates that only clear columns.
+    clears: Vec<WriteOp>,
     ops: Vec<WriteOp>,
     mirrors: Vec<Mirror>,
     /// Objects whose snapshots are taken again once the statements ran.
     touched: Vec<Py<PyAny>>,
+    /// How many statements run before the plan's own (their answers come first).
+    shift: usize,
 }
 
 impl FlushPlan {
     pub fn take_ops(&mut self) -> Vec<WriteOp> {
-        let mut ops = std::mem::take(&mut self.plan.ops);
-        ops.append(&mut self.ops);
+        // The plan's statements refer to each other by position (generated keys), so the
+        // clears placed in front shift those references, and the answers.
+        let shift = self.clears.len();
+        let mut ops = std::mem::take(&mut self.clears);
+        for mut op in std::mem::take(&mut self.plan.ops).into_iter().chain(std::mem::take(&mut self.ops)) {
+            for f in &mut op.fixups {
+                f.1 += shift;
+            }
+            ops.push(op);
+        }
+        self.shift = shift;
         ops
     }
 
     /// Applies generated keys and back references, then records the new state.
     pub fn finish(self, py: Python<'_>, response: Response, identity: &Option<Py<IdentityMap>>) -> PyResult<()> {
-        let written = self.plan.apply(py, &response.units())?;
+        let units = response.units();
+        let written = self.plan.apply(py, units.get(self.shift..).unwrap_or(&[]))?;
         let new_rows: HashSet<usize> = written.iter().map(|o| o.as_ptr() as usize).collect();
         let mut again: Vec<Bound<'_, PyAny>> = self.touched.iter().map(|o| o.bind(py).clone()).collect();
         for m in &self.mirrors {
@@ -324,6 +338,8 @@ impl<'py> Planner<'py, '_> {
             let Some(cur) = d.get_item(r.name.as_str())? else { continue };
             let before = match t.rels.iter().find(|(i, _)| *i == ri) {
                 Some((_, RelSnap::One(v))) => v.clone(),
+                // noload() left it None: untouched unless a parent was put there.
+                Some((_, RelSnap::Unknown(_))) if cur.is_none() => continue,
                 _ => t.snapshot[r.local_col].clone(),
             };
             let back = back_of(r);
@@ -395,7 +411,9 @@ impl<'py> Planner<'py, '_> {
                         vec![v.clone()]
                     }
                 }
-                None => return Err(not_loaded(m, r)),
+                // noload() left it empty: untouched unless something was put in it.
+                Some((_, RelSnap::Unknown(list))) if *list == ptr(&cur) && items(&cur)?.is_empty() => continue,
+                Some((_, RelSnap::Unknown(_))) | None => return Err(not_loaded(m, r)),
             };
             let mut seen = HashSet::new();
             let now: Vec<Bound<'py, PyAny>> = items(&cur)?.into_iter().filter(|o| seen.insert(ptr(o))).collect();
@@ -415,6 +433,10 @@ impl<'py> Planner<'py, '_> {
                     .into());
                 }
                 if self.is_new(th.get(), o)? {
+                    // Keyed already (e.g. by an insert since rolled back): still here, not lost.
+                    if let Some(k) = Key::of(&related_key(r, o)?) {
+                        now_keys.insert(k);
+                    }
                     gained.push((o.clone(), None));
                     continue;
                 }
@@ -594,24 +616,35 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         p.settle_removal(r)?;
     }
     let mut ops = Vec::new();
+    // Updates that only clear columns go before everything else, so that a unique foreign
+    // key (one-to-one) is free before another row takes it.
+    let mut clears = Vec::new();
     let mut update = |m: &ModelHandle, obj: &Bound<'_, PyAny>, cols: &[usize], key: Value| -> PyResult<()> {
         let d = dict_of(obj)?;
         let mut params = Params::default();
         let mut sets = Vec::new();
+        let mut all_null = true;
         for c in cols {
             let v = d.get_item(m.keys[*c].bind(py))?.unwrap_or_else(|| py.None().into_bound(py));
-            sets.push((*c, params.push(m.value_for(*c, &v)?)));
+            let value = m.value_for(*c, &v)?;
+            all_null &= value.is_null();
+            sets.push((*c, params.push(value)));
         }
         let slot = params.push(key);
         let filter = Some(Cond::Leaf { target: Target::Column(m.schema.pk), op: Op::Eq, slots: vec![slot] });
         let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(dialect, &stmt)?;
-        ops.push(WriteOp {
+        let op = WriteOp {
             sql: compiled.sql.clone(),
             params: compiled.params(&params.values),
             columns: None,
             fixups: vec![],
-        });
+        };
+        if all_null {
+            clears.push(op)
+        } else {
+            ops.push(op)
+        }
         Ok(())
     };
     for t in &live {
@@ -632,12 +665,12 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         update(m, &obj, &cols, m.pk_value(&obj)?)?;
         p.touched.push(obj.unbind());
     }
-    ops.append(&mut p.by_key);
     ops.append(&mut p.link_deletes);
     ops.append(&mut p.link_inserts);
-    if ops.is_empty() && p.plan.ops.is_empty() && p.mirrors.is_empty() {
+    clears.append(&mut p.by_key);
+    if ops.is_empty() && clears.is_empty() && p.plan.ops.is_empty() && p.mirrors.is_empty() {
         map.clear_deleted();
         return Ok(None);
     }
-    Ok(Some(FlushPlan { plan: p.plan, ops, mirrors: p.mirrors, touched: p.touched }))
+    Ok(Some(FlushPlan { plan: p.plan, clears, ops, mirrors: p.mirrors, touched: p.touched, shift: 0 }))
 }

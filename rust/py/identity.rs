@@ -17,6 +17,9 @@ use crate::value::Value;
 pub enum RelSnap {
     Many(Vec<Value>),
     One(Value),
+    /// Left empty by `noload()`: what the database holds is not known. For a collection,
+    /// the address of the empty list it was given, to tell it from one the user assigned.
+    Unknown(usize),
 }
 
 /// Relation snapshots by relation index.
@@ -36,9 +39,22 @@ struct Entries {
     sweep_at: usize,
     /// Rows this session deleted since its last flush: a flush leaves them alone.
     deleted: FastSet<(u32, Key)>,
-    /// Inside a transaction: the rows inserted in it, in order, so that rolling it (or a
-    /// savepoint) back forgets exactly those.
-    inserted: Option<Vec<(u32, Key)>>,
+    /// Inside a transaction: the rows inserted and deleted in it, in order, so that rolling
+    /// it (or a savepoint) back undoes exactly those.
+    inserted: Option<Vec<TxEvent>>,
+}
+
+enum TxEvent {
+    Inserted((u32, Key)),
+    Removed((u32, Key), Entry),
+    /// The snapshot a row had before the transaction changed it.
+    Updated((u32, Key), Vec<Value>),
+}
+
+fn log_update(log: &mut Option<Vec<TxEvent>>, key: &(u32, Key), old: &[Value]) {
+    if let Some(l) = log.as_mut() {
+        l.push(TxEvent::Updated(key.clone(), old.to_vec()));
+    }
 }
 
 /// A weak reference to `obj`, left out of the cyclic collector's lists: without a callback
@@ -112,6 +128,7 @@ impl IdentityMap {
             let mut entries = self.guard()?;
             entries.sweep(py, n);
             entries.map.reserve(n);
+            let Entries { map, inserted: log, .. } = &mut *entries;
             let mut it = values.into_iter();
             for _ in 0..n {
                 let row: Vec<Value> = it.by_ref().take(width).collect();
@@ -119,10 +136,11 @@ impl IdentityMap {
                     out.push(make(&row)?);
                     continue;
                 };
-                match entries.map.entry((model, key)) {
+                match map.entry((model, key)) {
                     std::collections::hash_map::Entry::Occupied(mut o) => {
                         if let Some(obj) = o.get().obj.bind(py).upgrade() {
                             if o.get().snapshot != row {
+                                log_update(log, o.key(), &o.get().snapshot);
                                 let old = std::mem::replace(&mut o.get_mut().snapshot, row.clone());
                                 stale.push((obj.clone(), old, row));
                             }
@@ -167,7 +185,7 @@ impl IdentityMap {
         for ((_, snapshot), obj) in items.into_iter().zip(weak) {
             let Some(key) = Key::of(&snapshot[pk]) else { continue };
             if let Some(log) = entries.inserted.as_mut() {
-                log.push((model, key.clone()));
+                log.push(TxEvent::Inserted((model, key.clone())));
             }
             entries.map.insert((model, key), Entry { obj, snapshot, rels: rels.clone() });
         }
@@ -185,8 +203,13 @@ impl IdentityMap {
     /// The session's object for a row just read; the row becomes its snapshot.
     pub fn hit<'py>(&self, py: Python<'py>, model: u32, key: &Key, row: &[Value]) -> Option<Hit<'py>> {
         let mut entries = self.guard().ok()?;
-        let e = entries.map.get_mut(&(model, key.clone()))?;
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        let k = (model, key.clone());
+        let e = map.get_mut(&k)?;
         let obj = e.obj.bind(py).upgrade()?;
+        if e.snapshot.as_slice() != row {
+            log_update(log, &k, &e.snapshot);
+        }
         let stale = (e.snapshot.as_slice() != row).then(|| std::mem::replace(&mut e.snapshot, row.to_vec()));
         Some(Hit { obj, stale })
     }
@@ -211,11 +234,14 @@ impl IdentityMap {
         let weak = weak_ref(obj)?;
         let mut entries = self.guard()?;
         entries.sweep(py, 1);
-        match entries.map.entry((model, key)) {
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        match map.entry((model, key)) {
             std::collections::hash_map::Entry::Occupied(mut o) if rels.is_none() && o.get().obj.bind(py).is(obj) => {
+                log_update(log, o.key(), &o.get().snapshot);
                 o.get_mut().snapshot = snapshot;
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
+                log_update(log, o.key(), &o.get().snapshot);
                 *o.get_mut() = Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() };
             }
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -229,7 +255,7 @@ impl IdentityMap {
     pub fn log_insert(&self, model: u32, key: Key) {
         if let Ok(mut e) = self.guard() {
             if let Some(log) = e.inserted.as_mut() {
-                log.push((model, key));
+                log.push(TxEvent::Inserted((model, key)));
             }
         }
     }
@@ -255,8 +281,11 @@ impl IdentityMap {
     /// Stops tracking a row the session deleted; a flush then leaves it alone.
     pub fn forget(&self, model: u32, key: &Key) {
         if let Ok(mut e) = self.guard() {
-            e.map.remove(&(model, key.clone()));
+            let gone = e.map.remove(&(model, key.clone()));
             e.deleted.insert((model, key.clone()));
+            if let (Some(log), Some(entry)) = (e.inserted.as_mut(), gone) {
+                log.push(TxEvent::Removed((model, key.clone()), entry));
+            }
         }
     }
 
@@ -275,6 +304,19 @@ impl IdentityMap {
         if let Ok(mut e) = self.guard() {
             e.deleted.clear();
         }
+    }
+
+    /// Takes the current values of columns `cols` of `obj` as what the database holds.
+    pub fn settle_columns(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>, cols: &[usize]) -> PyResult<()> {
+        let names = cols.iter().map(|c| handle.schema.columns[*c].name.clone()).collect();
+        self.settle(handle, obj, names)
+    }
+
+    /// Whether the session tracks this very object.
+    pub fn holds_obj(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let v = handle.snapshot(obj)?;
+        let Some(key) = Key::of(&v[handle.schema.pk]) else { return Ok(false) };
+        Ok(self.lookup(obj.py(), handle.schema.id, &key).is_some_and(|o| o.is(obj)))
     }
 
     /// Every live object with its model and snapshots; dead entries are dropped.
@@ -303,14 +345,31 @@ impl IdentityMap {
         IdentityMap::default()
     }
 
+    /// Whether the session tracks this very object (it is persistent, not new).
+    fn holds(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.holds_obj(handle, obj)
+    }
+
     /// Takes the current values of `columns` (names) of `obj` as what the database holds,
     /// after `refresh()` has copied them from a fresh read: they are no longer changes.
     fn settle(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>, columns: Vec<String>) -> PyResult<()> {
         let now = handle.snapshot(obj)?;
         let Some(key) = Key::of(&now[handle.schema.pk]) else { return Ok(()) };
+        let cols: Vec<usize> = handle
+            .schema
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| columns.contains(&c.name))
+            .map(|(i, _)| i)
+            .collect();
+        handle.expire_parents(obj, &cols)?;
         let mut entries = self.guard()?;
-        match entries.map.get_mut(&(handle.schema.id, key.clone())) {
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        let k = (handle.schema.id, key.clone());
+        match map.get_mut(&k) {
             Some(e) => {
+                log_update(log, &k, &e.snapshot);
                 for (i, c) in handle.schema.columns.iter().enumerate() {
                     if columns.contains(&c.name) {
                         e.snapshot[i] = now[i].clone();
@@ -343,30 +402,67 @@ impl IdentityMap {
     }
 
     /// The transaction (or the savepoint that began at `mark`) rolled back. Rows inserted in
-    /// it are forgotten (their objects are new again to this session), and every other
-    /// object is taken as it stands: what it held unflushed is no longer pending, and the
-    /// next read of its row brings it back in line with the database.
+    /// it are forgotten (their objects are new again to this session), rows deleted in it
+    /// are tracked again, and every object goes back to the values the session last saw in
+    /// the database: nothing is pending afterwards.
     fn tx_rollback(&self, py: Python<'_>, mark: usize) -> PyResult<()> {
         let live = {
             let mut e = self.guard()?;
+            let mut reset = Vec::new();
             if let Some(log) = e.inserted.as_mut() {
-                let gone: Vec<(u32, Key)> = log.drain(mark.min(log.len())..).collect();
-                for k in &gone {
-                    e.map.remove(k);
+                let undone: Vec<TxEvent> = log.drain(mark.min(log.len())..).collect();
+                for ev in undone.into_iter().rev() {
+                    match ev {
+                        TxEvent::Inserted(k) => {
+                            if let Some(o) = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade()) {
+                                reset.push((k.0, o));
+                            }
+                        }
+                        // A row deleted in it is back: so is its object.
+                        TxEvent::Removed(k, entry) => {
+                            if entry.obj.bind(py).upgrade().is_some() {
+                                e.map.entry(k).or_insert(entry);
+                            }
+                        }
+                        TxEvent::Updated(k, old) => {
+                            if let Some(en) = e.map.get_mut(&k) {
+                                en.snapshot = old;
+                            }
+                        }
+                    }
                 }
             }
             e.deleted.clear();
             e.sweep(py, usize::MAX);
-            e.map
+            let live = e
+                .map
                 .iter()
                 .filter_map(|((m, k), en)| en.obj.bind(py).upgrade().map(|o| (*m, k.clone(), o)))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (live, reset)
         };
+        let (live, reset) = live;
+        // A generated key of a row that no longer exists is taken back, so that adding the
+        // object again inserts it afresh instead of claiming a key the database may reuse.
+        for (model, obj) in reset {
+            let h = super::model::handle_for(py, model)?;
+            let h = h.get();
+            let pk = h.schema.pk_column();
+            if pk.autoincrement && matches!(pk.ty, crate::value::ColType::Integer | crate::value::ColType::BigInteger) {
+                obj.setattr(h.keys[h.schema.pk].bind(py), py.None())?;
+            }
+        }
         for (model, key, obj) in live {
             let h = super::model::handle_for(py, model)?;
             let h = h.get();
+            h.drop_unsaved_related(&obj)?;
+            // The object goes back to what the database holds (as far as this session saw).
+            let saw = self.guard()?.map.get(&(model, key.clone())).map(|en| en.snapshot.clone());
+            if let Some(saw) = saw {
+                h.revert_to(&obj, &saw)?;
+            }
             let snapshot = h.snapshot(&obj)?;
-            let rels = h.relation_snapshots(&obj)?;
+            let rels = h.relation_snapshots_after(&obj, Some((self, &key)))?;
             let mut e = self.guard()?;
             if let Some(en) = e.map.get_mut(&(model, key)) {
                 en.snapshot = snapshot;

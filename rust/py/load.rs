@@ -199,6 +199,18 @@ fn assemble<'py>(
             None => None,
         };
         let child_rows = &units[e.child.0];
+        // A one-to-one filled in from the other side (`author.profile` while loading
+        // `profile.author`) is recorded too, else a flush could not tell it was untouched.
+        let back_note = match (session, &e.back) {
+            (Some(_), Some(b)) => {
+                let ch = handle_for(py, child_seg.model)?;
+                let crels = ch.get().schema.resolved_relations()?;
+                let found = crels.iter().position(|r| &r.name == b && r.kind == RelKind::OneToMany);
+                let pk = ch.get().schema.pk;
+                found.map(|i| (ch.get().schema.id, i, child_seg.offset + pk))
+            }
+            _ => None,
+        };
         let attach = |parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
             let pd = dict_of(parent)?;
             let mut noted = None;
@@ -211,12 +223,18 @@ fn assemble<'py>(
                     // A collection changed and not flushed yet keeps the user's version, as a
                     // changed column does when its row is read again.
                     if let (Some(before), Some(now)) = (map.relation(h.schema.id, &k, *i), pd.get_item(&name)?) {
-                        if current_snap(rel, &now)? != before {
+                        let changed = match before {
+                            RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
+                            before => current_snap(rel, &now)? != before,
+                        };
+                        if changed {
                             return Ok(());
                         }
                     }
                     let values = children.iter().map(|(_, r)| child_rows.row(*r)[*link].clone());
-                    let snap = if e.uselist {
+                    let snap = if e.kind == EdgeKind::NoLoad {
+                        RelSnap::Unknown(0)
+                    } else if e.uselist {
                         RelSnap::Many(values.collect())
                     } else {
                         RelSnap::One(values.into_iter().next().unwrap_or(Value::Null))
@@ -228,9 +246,24 @@ fn assemble<'py>(
                 for (c, _) in &children {
                     dict_of(c)?.set_item(b, parent)?;
                 }
+                if let (Some((model, idx, pk_at)), Some((map, ph, ..))) = (back_note, &note) {
+                    let h = ph.get();
+                    let ppk = pd.get_item(h.keys[h.schema.pk].bind(py))?;
+                    let pv =
+                        ppk.and_then(|v| convert::to_value(&v, h.schema.pk_column().ty).ok()).unwrap_or(Value::Null);
+                    for (_, r) in &children {
+                        if let Some(k) = Key::of(&child_rows.row(*r)[pk_at]) {
+                            map.note_relation(model, k, idx, RelSnap::One(pv.clone()));
+                        }
+                    }
+                }
             }
             if e.uselist {
-                pd.set_item(&name, PyList::new(py, children.into_iter().map(|(c, _)| c))?)?;
+                let list = PyList::new(py, children.into_iter().map(|(c, _)| c))?;
+                if let Some((_, _, _, _, RelSnap::Unknown(at))) = noted.as_mut() {
+                    *at = list.as_ptr() as usize;
+                }
+                pd.set_item(&name, list)?;
             } else {
                 let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
                 pd.set_item(&name, one)?;

@@ -241,12 +241,81 @@ impl ModelHandle {
         Ok(obj)
     }
 
+    /// Drops the loaded many-to-one relations whose foreign key is among `cols` and no
+    /// longer matches the object there: a parent left from before would be a stale value
+    /// that the next flush takes for an assignment.
+    pub fn expire_parents(&self, obj: &Bound<'_, PyAny>, cols: &[usize]) -> PyResult<()> {
+        if self.schema.relations.is_empty() || cols.is_empty() {
+            return Ok(());
+        }
+        let Ok(rels) = self.schema.resolved_relations() else { return Ok(()) };
+        let py = obj.py();
+        let d = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne && cols.contains(&r.local_col)) {
+            let Some(parent) = d.get_item(r.name.as_str())? else { continue };
+            let fk = d
+                .get_item(self.keys[r.local_col].bind(py))?
+                .and_then(|v| convert::to_value(&v, self.schema.columns[r.local_col].ty).ok())
+                .unwrap_or(Value::Null);
+            let now = if parent.is_none() { Value::Null } else { related_key(r, &parent)? };
+            if now != fk {
+                d.del_item(r.name.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets every column of `obj` that differs from `values` back to it.
+    pub fn revert_to(&self, obj: &Bound<'_, PyAny>, values: &[Value]) -> PyResult<()> {
+        let py = obj.py();
+        let now = self.snapshot(obj)?;
+        let d = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        let mut cols = Vec::new();
+        for (i, (n, v)) in now.iter().zip(values).enumerate() {
+            if n != v {
+                d.set_item(self.keys[i].bind(py), convert::to_py(py, v)?)?;
+                cols.push(i);
+            }
+        }
+        self.expire_parents(obj, &cols)
+    }
+
+    /// After a rollback: objects without a key (never saved, or whose insert was rolled
+    /// back) leave the loaded collections, which then hold what the database holds.
+    pub fn drop_unsaved_related(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.schema.relations.is_empty() {
+            return Ok(());
+        }
+        let Ok(rels) = self.schema.resolved_relations() else { return Ok(()) };
+        let py = obj.py();
+        let d = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        for r in rels.iter().filter(|r| r.kind != RelKind::ManyToOne) {
+            let Some(v) = d.get_item(r.name.as_str())? else { continue };
+            if r.uselist {
+                let all = super::write::items(&v)?;
+                let mut kept = Vec::with_capacity(all.len());
+                for o in &all {
+                    if !related_key(r, o)?.is_null() {
+                        kept.push(o.clone());
+                    }
+                }
+                if kept.len() != all.len() {
+                    d.set_item(r.name.as_str(), PyList::new(py, kept)?)?;
+                }
+            } else if !v.is_none() && related_key(r, &v)?.is_null() {
+                d.set_item(r.name.as_str(), py.None())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Brings an object up to date with a row read again: a column the database changed
     /// takes the new value unless the object holds an unflushed change of its own there,
     /// which wins (and is still written at the next flush).
     fn refresh_unchanged(&self, obj: &Bound<'_, PyAny>, old: &[Value], row: &[Value]) -> PyResult<()> {
         let py = obj.py();
         let dict = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        let mut refreshed = Vec::new();
         for (i, (was, now)) in old.iter().zip(row).enumerate() {
             if was == now {
                 continue;
@@ -258,9 +327,10 @@ impl ModelHandle {
             };
             if untouched {
                 dict.set_item(key, convert::to_py(py, now)?)?;
+                refreshed.push(i);
             }
         }
-        Ok(())
+        self.expire_parents(obj, &refreshed)
     }
 
     /// The column values of an instance as they would be written (unconvertible ones as NULL).
@@ -281,7 +351,7 @@ impl ModelHandle {
         let Some(key) = Key::of(&snapshot[self.schema.pk]) else { return Ok(()) };
         let rel_snaps = match rels {
             Rels::Keep => None,
-            Rels::Current => self.relation_snapshots(obj)?,
+            Rels::Current => self.relation_snapshots_after(obj, Some((map, &key)))?,
             Rels::Inserted => self.relation_snapshots(obj)?,
         };
         if matches!(rels, Rels::Inserted) {
@@ -328,6 +398,16 @@ impl ModelHandle {
     /// hold gets no snapshot, even on a row just inserted: rows inserted later with its key
     /// would not be in it, so assigning such a collection must be refused, not diffed.
     pub fn relation_snapshots(&self, obj: &Bound<'_, PyAny>) -> PyResult<Option<RelSnapshots>> {
+        self.relation_snapshots_after(obj, None)
+    }
+
+    /// `relation_snapshots`, keeping what `prior` (the session's map) knows is unknown: a
+    /// collection still holding the empty list `noload()` gave it says nothing of the database.
+    pub fn relation_snapshots_after(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        prior: Option<(&IdentityMap, &Key)>,
+    ) -> PyResult<Option<RelSnapshots>> {
         if self.schema.relations.is_empty() {
             return Ok(Some(vec![]));
         }
@@ -339,6 +419,14 @@ impl ModelHandle {
         for (i, r) in rels.iter().enumerate() {
             match d.get_item(r.name.as_str())? {
                 Some(v) if r.uselist => {
+                    if let Some((map, key)) = prior {
+                        if let Some(RelSnap::Unknown(at)) = map.relation(self.schema.id, key, i) {
+                            if at == v.as_ptr() as usize && v.len()? == 0 {
+                                out.push((i, RelSnap::Unknown(at)));
+                                continue;
+                            }
+                        }
+                    }
                     let keys = super::write::items(&v)?.iter().map(|o| related_key(r, o)).collect::<PyResult<_>>()?;
                     out.push((i, RelSnap::Many(keys)));
                 }

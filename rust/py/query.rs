@@ -585,8 +585,9 @@ impl QueryCore {
 
     fn delete(&self, engine: &EngineCore) -> PyResult<Pending> {
         self.check_plain("delete")?;
+        // The session's objects of deleted rows stay tracked (which rows went is not known
+        // here); forgetting them all would drop pending changes of the rows that remain.
         let stmt = Statement::Delete(DeleteShape { model: self.schema.id, filter: self.visible_filter() });
-        engine.forget_model(self.schema.id);
         let compiled = compile::compile(engine.dialect(), &stmt)?;
         engine.run_compiled(&compiled, &self.params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
