@@ -139,25 +139,55 @@ fn assemble<'py>(
             let h = handle.get();
             let width = h.keys.len();
             let pk = h.schema.pk;
-            let mut col = Vec::with_capacity(rows.len());
+            let mut col: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(rows.len());
+            // Rows whose object is not at hand yet: built (or found in the session) together,
+            // under one lock of the session's map. (row, index among the distinct new keys)
+            let mut waiting: Vec<(usize, usize)> = Vec::new();
+            let mut fresh: FastMap<Key, usize> = FastMap::default();
+            let mut fresh_values: Vec<Value> = Vec::new();
             for r in 0..rows.len() {
                 let row = &rows.row(r)[seg.offset..seg.offset + width];
                 let Some(key) = Key::of(&row[pk]) else {
                     col.push(None);
                     continue;
                 };
-                let obj = match identity.get(&(seg.model, key.clone())) {
-                    Some(o) => o.clone(),
-                    None => {
-                        let o = match (u, s, given) {
-                            (0, 0, Some(g)) => g[r].bind(py).clone(),
-                            _ => h.instance_in(py, row, session)?,
-                        };
-                        identity.insert((seg.model, key), o.clone());
-                        o
-                    }
+                if let Some(o) = identity.get(&(seg.model, key.clone())) {
+                    col.push(Some(o.clone()));
+                    continue;
+                }
+                if let (0, 0, Some(g)) = (u, s, given) {
+                    let o = g[r].bind(py).clone();
+                    identity.insert((seg.model, key), o.clone());
+                    col.push(Some(o));
+                    continue;
+                }
+                let n = fresh.len();
+                let at = *fresh.entry(key).or_insert_with(|| {
+                    fresh_values.extend_from_slice(row);
+                    n
+                });
+                waiting.push((r, at));
+                col.push(None);
+            }
+            if !waiting.is_empty() {
+                let built = match session {
+                    Some(map) => map.objects_for(
+                        py,
+                        seg.model,
+                        pk,
+                        width,
+                        fresh_values,
+                        |row| h.new_instance(py, row),
+                        |obj, old, new| h.refresh_unchanged(obj, old, new),
+                    )?,
+                    None => fresh_values.chunks(width).map(|row| h.new_instance(py, row)).collect::<PyResult<_>>()?,
                 };
-                col.push(Some(obj));
+                for (key, at) in fresh {
+                    identity.insert((seg.model, key), built[at].clone());
+                }
+                for (r, at) in waiting {
+                    col[r] = Some(built[at].clone());
+                }
             }
             per_seg.push(col);
         }

@@ -312,7 +312,7 @@ impl ModelHandle {
     /// Brings an object up to date with a row read again: a column the database changed
     /// takes the new value unless the object holds an unflushed change of its own there,
     /// which wins (and is still written at the next flush).
-    fn refresh_unchanged(&self, obj: &Bound<'_, PyAny>, old: &[Value], row: &[Value]) -> PyResult<()> {
+    pub fn refresh_unchanged(&self, obj: &Bound<'_, PyAny>, old: &[Value], row: &[Value]) -> PyResult<()> {
         let py = obj.py();
         let dict = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
         let mut refreshed = Vec::new();
