@@ -2,7 +2,7 @@
 
     python bench/stream_memory.py [--rows 1000000] [--batch 1000] [--backends sqlite,postgresql]
 
-For each backend: fills a table with ``--rows`` rows, then streams it with
+For each backend: fills a table with ``--rows`` rows, then, in a fresh process, streams it with
 ``session.query(M).stream(batch_size=...)`` and reports the resident set size before and at its
 peak during the stream (sampled after every batch), plus the identity map's size at the end.
 Bounded memory means the growth stays within a few batches whatever the row count.
@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -36,7 +39,7 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-async def measure(url: str, rows: int, batch: int) -> dict[str, float]:
+async def fill(url: str, rows: int) -> None:
     engine = await create_engine(url)
     try:
         await engine.drop_all(StreamRow)
@@ -47,13 +50,20 @@ async def measure(url: str, rows: int, batch: int) -> dict[str, float]:
             await session.insert_all(
                 [StreamRow(name=f"row {i:09d}", n=i) for i in range(start, min(rows, start + chunk))]
             )
-        session = AsyncSession(engine)  # a fresh session: nothing tracked yet
+    finally:
+        await engine.dispose()
+
+
+async def stream(url: str, rows: int, batch: int) -> dict[str, float]:
+    """Runs in a process of its own, so that what filling the table allocated is not there."""
+    engine = await create_engine(url)
+    try:
+        session = AsyncSession(engine)
         gc.collect()
         before = peak = rss_mb()
         seen = total = 0
         started = time.perf_counter()
-        stream = session.query(StreamRow).order_by("id").stream(batch_size=batch)
-        async for obj in stream:
+        async for obj in session.query(StreamRow).order_by("id").stream(batch_size=batch):
             seen += 1
             total += obj.n
             if seen % batch == 0:
@@ -61,7 +71,6 @@ async def measure(url: str, rows: int, batch: int) -> dict[str, float]:
         elapsed = time.perf_counter() - started
         assert seen == rows and total == rows * (rows - 1) // 2, (seen, total)
         tracked = len(session._identity) if session._identity is not None else 0
-        await engine.drop_all(StreamRow)
         return {"before_mb": before, "peak_mb": peak, "growth_mb": peak - before, "seconds": elapsed, "map": tracked}
     finally:
         await engine.dispose()
@@ -72,18 +81,27 @@ async def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--stream-only", metavar="URL", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.stream_only:
+        print(json.dumps(await stream(args.stream_only, args.rows, args.batch)))
+        return
     for backend in args.backends.split(","):
         if backend == "sqlite":
             url = f"sqlite:///{tempfile.mkdtemp()}/stream.db"
         else:
             url = PG_URL + ("&" if "?" in PG_URL else "?") + "sslmode=disable"
-        r = await measure(url, args.rows, args.batch)
+        await fill(url, args.rows)
+        cmd = [sys.executable, __file__, "--rows", str(args.rows), "--batch", str(args.batch), "--stream-only", url]
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         print(
             f"{backend}: {args.rows:,} rows, batch {args.batch}: RSS {r['before_mb']:.1f} MB before, "
             f"peak {r['peak_mb']:.1f} MB (+{r['growth_mb']:.1f} MB), {r['seconds']:.1f} s, "
             f"identity map entries at the end: {r['map']:,}"
         )
+        engine = await create_engine(url)
+        await engine.drop_all(StreamRow)
+        await engine.dispose()
 
 
 if __name__ == "__main__":
