@@ -1,7 +1,7 @@
 //! A session's identity map: one Python object per row, and the column values and related
 //! keys it was last read or written with, so that a flush can send just what changed.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyWeakrefMethods, PyWeakrefReference};
@@ -25,9 +25,36 @@ pub enum RelSnap {
 /// Relation snapshots by relation index.
 pub type RelSnapshots = Vec<(usize, RelSnap)>;
 
+/// A row's values as last read or written: a slice of the result it was read from (shared
+/// by every row of that result, so reading costs no copy per row), or values of its own.
+#[derive(Clone, Debug)]
+enum Snap {
+    Shared(Arc<Vec<Value>>, usize, usize),
+    Owned(Vec<Value>),
+}
+
+impl Snap {
+    fn get(&self) -> &[Value] {
+        match self {
+            Snap::Shared(v, start, len) => &v[*start..*start + *len],
+            Snap::Owned(v) => v,
+        }
+    }
+
+    fn make_mut(&mut self) -> &mut Vec<Value> {
+        if let Snap::Shared(..) = self {
+            *self = Snap::Owned(self.get().to_vec());
+        }
+        match self {
+            Snap::Owned(v) => v,
+            Snap::Shared(..) => unreachable!("made owned above"),
+        }
+    }
+}
+
 struct Entry {
     obj: Py<PyWeakrefReference>,
-    snapshot: Vec<Value>,
+    snapshot: Snap,
     rels: RelSnapshots,
 }
 
@@ -106,10 +133,10 @@ pub struct Tracked<'py> {
 }
 
 impl IdentityMap {
-    /// Objects for the rows of one model (`values`, `width` per row): the session's object
-    /// for a row it already holds, brought up to date by `refresh(obj, old, new)` when the row
-    /// changed, else a new one from `make`, then tracked. One lock and one probe per row, and
-    /// each row's values move into its snapshot instead of being copied.
+    /// Objects for rows of one model, each `width` values long and starting at one of
+    /// `starts` in `values`: the session's object for a row it already holds, brought up to
+    /// date by `refresh(obj, old, new)` when the row changed, else a new one from `make`,
+    /// then tracked. One lock and one probe per row; snapshots share `values`.
     #[allow(clippy::too_many_arguments)]
     pub fn objects_for<'py>(
         &self,
@@ -117,11 +144,12 @@ impl IdentityMap {
         model: u32,
         pk: usize,
         width: usize,
-        values: Vec<Value>,
+        values: &Arc<Vec<Value>>,
+        starts: &[usize],
         make: impl Fn(&[Value]) -> PyResult<Bound<'py, PyAny>>,
         refresh: impl Fn(&Bound<'py, PyAny>, &[Value], &[Value]) -> PyResult<()>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let n = values.len().checked_div(width).unwrap_or(0);
+        let n = starts.len();
         let mut out = Vec::with_capacity(n);
         let mut stale: Vec<(Bound<'py, PyAny>, Vec<Value>, Vec<Value>)> = Vec::new();
         {
@@ -129,31 +157,31 @@ impl IdentityMap {
             entries.sweep(py, n);
             entries.map.reserve(n);
             let Entries { map, inserted: log, .. } = &mut *entries;
-            let mut it = values.into_iter();
-            for _ in 0..n {
-                let row: Vec<Value> = it.by_ref().take(width).collect();
+            for &start in starts {
+                let row = &values[start..start + width];
                 let Some(key) = Key::of(&row[pk]) else {
-                    out.push(make(&row)?);
+                    out.push(make(row)?);
                     continue;
                 };
+                let snap = || Snap::Shared(values.clone(), start, width);
                 match map.entry((model, key)) {
                     std::collections::hash_map::Entry::Occupied(mut o) => {
                         if let Some(obj) = o.get().obj.bind(py).upgrade() {
-                            if o.get().snapshot != row {
-                                log_update(log, o.key(), &o.get().snapshot);
-                                let old = std::mem::replace(&mut o.get_mut().snapshot, row.clone());
-                                stale.push((obj.clone(), old, row));
+                            if o.get().snapshot.get() != row {
+                                log_update(log, o.key(), o.get().snapshot.get());
+                                let old = std::mem::replace(&mut o.get_mut().snapshot, snap());
+                                stale.push((obj.clone(), old.get().to_vec(), row.to_vec()));
                             }
                             out.push(obj);
                             continue;
                         }
-                        let obj = make(&row)?;
-                        *o.get_mut() = Entry { obj: weak_ref(&obj)?, snapshot: row, rels: vec![] };
+                        let obj = make(row)?;
+                        *o.get_mut() = Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: vec![] };
                         out.push(obj);
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        let obj = make(&row)?;
-                        v.insert(Entry { obj: weak_ref(&obj)?, snapshot: row, rels: vec![] });
+                        let obj = make(row)?;
+                        v.insert(Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: vec![] });
                         out.push(obj);
                     }
                 }
@@ -187,7 +215,7 @@ impl IdentityMap {
             if let Some(log) = entries.inserted.as_mut() {
                 log.push(TxEvent::Inserted((model, key.clone())));
             }
-            entries.map.insert((model, key), Entry { obj, snapshot, rels: rels.clone() });
+            entries.map.insert((model, key), Entry { obj, snapshot: Snap::Owned(snapshot), rels: rels.clone() });
         }
         Ok(())
     }
@@ -207,10 +235,11 @@ impl IdentityMap {
         let k = (model, key.clone());
         let e = map.get_mut(&k)?;
         let obj = e.obj.bind(py).upgrade()?;
-        if e.snapshot.as_slice() != row {
-            log_update(log, &k, &e.snapshot);
+        if e.snapshot.get() != row {
+            log_update(log, &k, e.snapshot.get());
         }
-        let stale = (e.snapshot.as_slice() != row).then(|| std::mem::replace(&mut e.snapshot, row.to_vec()));
+        let stale = (e.snapshot.get() != row)
+            .then(|| std::mem::replace(&mut e.snapshot, Snap::Owned(row.to_vec())).get().to_vec());
         Some(Hit { obj, stale })
     }
 
@@ -237,15 +266,15 @@ impl IdentityMap {
         let Entries { map, inserted: log, .. } = &mut *entries;
         match map.entry((model, key)) {
             std::collections::hash_map::Entry::Occupied(mut o) if rels.is_none() && o.get().obj.bind(py).is(obj) => {
-                log_update(log, o.key(), &o.get().snapshot);
-                o.get_mut().snapshot = snapshot;
+                log_update(log, o.key(), o.get().snapshot.get());
+                o.get_mut().snapshot = Snap::Owned(snapshot);
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                log_update(log, o.key(), &o.get().snapshot);
-                *o.get_mut() = Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() };
+                log_update(log, o.key(), o.get().snapshot.get());
+                *o.get_mut() = Entry { obj: weak, snapshot: Snap::Owned(snapshot), rels: rels.unwrap_or_default() };
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Entry { obj: weak, snapshot, rels: rels.unwrap_or_default() });
+                v.insert(Entry { obj: weak, snapshot: Snap::Owned(snapshot), rels: rels.unwrap_or_default() });
             }
         }
         Ok(())
@@ -330,7 +359,7 @@ impl IdentityMap {
                 e.obj.bind(py).upgrade().map(|obj| Tracked {
                     model: *m,
                     obj,
-                    snapshot: e.snapshot.clone(),
+                    snapshot: e.snapshot.get().to_vec(),
                     rels: e.rels.clone(),
                 })
             })
@@ -369,10 +398,11 @@ impl IdentityMap {
         let k = (handle.schema.id, key.clone());
         match map.get_mut(&k) {
             Some(e) => {
-                log_update(log, &k, &e.snapshot);
+                log_update(log, &k, e.snapshot.get());
+                let snap = e.snapshot.make_mut();
                 for (i, c) in handle.schema.columns.iter().enumerate() {
                     if columns.contains(&c.name) {
-                        e.snapshot[i] = now[i].clone();
+                        snap[i] = now[i].clone();
                     }
                 }
                 Ok(())
@@ -426,7 +456,7 @@ impl IdentityMap {
                         }
                         TxEvent::Updated(k, old) => {
                             if let Some(en) = e.map.get_mut(&k) {
-                                en.snapshot = old;
+                                en.snapshot = Snap::Owned(old);
                             }
                         }
                     }
@@ -457,7 +487,7 @@ impl IdentityMap {
             let h = h.get();
             h.drop_unsaved_related(&obj)?;
             // The object goes back to what the database holds (as far as this session saw).
-            let saw = self.guard()?.map.get(&(model, key.clone())).map(|en| en.snapshot.clone());
+            let saw = self.guard()?.map.get(&(model, key.clone())).map(|en| en.snapshot.get().to_vec());
             if let Some(saw) = saw {
                 h.revert_to(&obj, &saw)?;
             }
@@ -465,7 +495,7 @@ impl IdentityMap {
             let rels = h.relation_snapshots_after(&obj, Some((self, &key)))?;
             let mut e = self.guard()?;
             if let Some(en) = e.map.get_mut(&(model, key)) {
-                en.snapshot = snapshot;
+                en.snapshot = Snap::Owned(snapshot);
                 if let Some(r) = rels {
                     en.rels = r;
                 }

@@ -119,6 +119,27 @@ pub fn current_snap(r: &ResolvedRel, now: &Bound<'_, PyAny>) -> PyResult<RelSnap
     })
 }
 
+/// A unit's rows, their values shared so that the session's snapshots can point into them.
+struct SharedRows {
+    values: std::sync::Arc<Vec<Value>>,
+    width: usize,
+    len: usize,
+}
+
+impl SharedRows {
+    fn row(&self, r: usize) -> &[Value] {
+        &self.values[r * self.width..(r + 1) * self.width]
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn width(&self) -> usize {
+        self.width
+    }
+}
+
 /// Builds every unit's instances (one object per row identity) and links them.
 fn assemble<'py>(
     py: Python<'py>,
@@ -128,6 +149,10 @@ fn assemble<'py>(
     session: Option<&IdentityMap>,
 ) -> PyResult<Bound<'py, PyList>> {
     let _gc = super::GcPause::new(py, units.iter().map(|u| u.len()).sum());
+    let units: Vec<SharedRows> = units
+        .into_iter()
+        .map(|u| SharedRows { width: u.width(), len: u.len(), values: std::sync::Arc::new(u.values) })
+        .collect();
     let mut identity: FastMap<(u32, Key), Bound<'py, PyAny>> = FastMap::default();
     // objects[unit][seg][row]
     let mut objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = Vec::with_capacity(units.len());
@@ -144,7 +169,8 @@ fn assemble<'py>(
             // under one lock of the session's map. (row, index among the distinct new keys)
             let mut waiting: Vec<(usize, usize)> = Vec::new();
             let mut fresh: FastMap<Key, usize> = FastMap::default();
-            let mut fresh_values: Vec<Value> = Vec::new();
+            let mut fresh_starts: Vec<usize> = Vec::new();
+            let unit_width = rows.width();
             for r in 0..rows.len() {
                 let row = &rows.row(r)[seg.offset..seg.offset + width];
                 let Some(key) = Key::of(&row[pk]) else {
@@ -163,7 +189,7 @@ fn assemble<'py>(
                 }
                 let n = fresh.len();
                 let at = *fresh.entry(key).or_insert_with(|| {
-                    fresh_values.extend_from_slice(row);
+                    fresh_starts.push(r * unit_width + seg.offset);
                     n
                 });
                 waiting.push((r, at));
@@ -176,11 +202,15 @@ fn assemble<'py>(
                         seg.model,
                         pk,
                         width,
-                        fresh_values,
+                        &rows.values,
+                        &fresh_starts,
                         |row| h.new_instance(py, row),
                         |obj, old, new| h.refresh_unchanged(obj, old, new),
                     )?,
-                    None => fresh_values.chunks(width).map(|row| h.new_instance(py, row)).collect::<PyResult<_>>()?,
+                    None => fresh_starts
+                        .iter()
+                        .map(|st| h.new_instance(py, &rows.values[*st..*st + width]))
+                        .collect::<PyResult<_>>()?,
                 };
                 for (key, at) in fresh {
                     identity.insert((seg.model, key), built[at].clone());

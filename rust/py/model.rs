@@ -451,12 +451,15 @@ impl ModelHandle {
             return Err(Error::internal("row width does not match the model").into());
         }
         let _gc = super::GcPause::new(py, rows.len());
+        let starts: Vec<usize> = (0..rows.len()).map(|r| r * w).collect();
+        let values = std::sync::Arc::new(rows.values);
         let objs = map.objects_for(
             py,
             self.schema.id,
             self.schema.pk,
             w,
-            rows.values,
+            &values,
+            &starts,
             |row| self.new_instance(py, row),
             |obj, old, new| self.refresh_unchanged(obj, old, new),
         )?;
