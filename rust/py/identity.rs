@@ -104,6 +104,11 @@ impl Entries {
             return;
         }
         self.map.retain(|_, e| e.obj.bind(py).upgrade().is_some());
+        // Survivors get rows of their own, so that a result whose other objects are gone is
+        // freed rather than kept for the few still alive.
+        for e in self.map.values_mut() {
+            e.snapshot.make_mut();
+        }
         let room = if adding == usize::MAX { 0 } else { adding };
         self.sweep_at = (self.map.len().saturating_add(room) * 2).max(1024);
     }
