@@ -153,6 +153,15 @@ impl EngineCore {
     where
         F: FnOnce(Python<'_>, Response) -> PyResult<Py<PyAny>> + Send + 'static,
     {
+        self.submit_response_explained(req, finish, |e| e)
+    }
+
+    /// `submit_response`, with `explain` adding what the caller knows to a failure.
+    pub fn submit_response_explained<F, X>(&self, req: Request, finish: F, explain: X) -> PyResult<Pending>
+    where
+        F: FnOnce(Python<'_>, Response) -> PyResult<Py<PyAny>> + Send + 'static,
+        X: FnOnce(Error) -> Error + Send + 'static,
+    {
         let (pending, completer) = bridge::pending();
         let obs = self.observer.clone();
         let pin = self.pin.clone();
@@ -168,7 +177,7 @@ impl EngineCore {
         // awaitable), so two operations in flight at once are refused whatever the timing.
         let guard = pin.map(BusyGuard);
         let done = move |result: crate::errors::Result<Response>, completer: bridge::Completer| {
-            completer.complete(result.map(|r| {
+            completer.complete(result.map_err(explain).map(|r| {
                 Box::new(move |py: Python<'_>| {
                     let _guard = guard;
                     finish(py, r)
@@ -918,10 +927,24 @@ impl EngineCore {
         let Some(mut plan) = super::flush::plan(py, self.dialect, map.get())? else { return none() };
         let ops = plan.take_ops();
         let identity = self.identity(py);
-        self.submit_response(Request::Writes { ops }, move |py, response| {
-            plan.finish(py, response, &identity)?;
-            Ok(py.None())
-        })
+        let strangers = plan.strangers();
+        self.submit_response_explained(
+            Request::Writes { ops },
+            move |py, response| {
+                plan.finish(py, response, &identity)?;
+                Ok(py.None())
+            },
+            move |mut e| {
+                if e.kind == Kind::Integrity && !strangers.is_empty() {
+                    e.message = format!(
+                        "{}; note: {} not read or written by this session, so the flush inserted it as a new row; \
+                         to link a row that exists, read it through this session (session.get)",
+                        e.message, strangers
+                    );
+                }
+                e
+            },
+        )
     }
 
     /// A core holding one connection for a session's transaction; resolves to it.

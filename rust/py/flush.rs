@@ -47,9 +47,20 @@ pub struct FlushPlan {
     touched: Vec<Py<PyAny>>,
     /// How many statements run before the plan's own (their answers come first).
     shift: usize,
+    /// Objects with a key that this session never read or wrote, inserted as new rows.
+    strangers: Vec<String>,
 }
 
 impl FlushPlan {
+    /// "User(id=3) was", "User(id=3) and Post(id=5) were": for a failure message.
+    pub fn strangers(&self) -> String {
+        match self.strangers.as_slice() {
+            [] => String::new(),
+            [one] => format!("{one} was"),
+            many => format!("{} were", many.join(", ")),
+        }
+    }
+
     pub fn take_ops(&mut self) -> Vec<WriteOp> {
         // The plan's statements refer to each other by position (generated keys), so the
         // clears placed in front shift those references, and the answers.
@@ -162,6 +173,7 @@ struct Planner<'py, 'a> {
     /// One-to-many children given a new parent in this flush, by (child, foreign key column).
     adopted: HashSet<(usize, usize)>,
     live: Vec<(u32, Bound<'py, PyAny>)>,
+    strangers: Vec<String>,
 }
 
 /// A one-to-many child taken out of a collection, settled once every addition is known.
@@ -178,8 +190,24 @@ struct Removal<'py> {
 impl<'py> Planner<'py, '_> {
     /// An object the flush must insert: one without a key, or one this session has never
     /// read or written (SQLAlchemy's "transient"), whatever key it was given.
-    fn is_new(&self, m: &ModelHandle, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
-        Ok(value_of(m, obj, m.schema.pk)?.is_null() || !self.tracked.contains(&ptr(obj)))
+    fn is_new(&mut self, m: &ModelHandle, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let key = value_of(m, obj, m.schema.pk)?;
+        if key.is_null() {
+            return Ok(true);
+        }
+        if self.tracked.contains(&ptr(obj)) {
+            return Ok(false);
+        }
+        let shown = match &key {
+            Value::Int(i) => i.to_string(),
+            Value::Text(t) => format!("{t:?}"),
+            other => format!("{other:?}"),
+        };
+        let who = format!("{}({}={shown})", m.schema.name, m.schema.pk_column().name);
+        if !self.strangers.contains(&who) {
+            self.strangers.push(who);
+        }
+        Ok(true)
     }
 
     fn mirror(
@@ -600,6 +628,7 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         tracked: live.iter().map(|t| ptr(&t.obj)).collect(),
         adopted: HashSet::new(),
         live: live.iter().map(|t| (t.model, t.obj.clone())).collect(),
+        strangers: vec![],
     };
     for t in &live {
         if p.parents(t)? {
@@ -672,5 +701,13 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         map.clear_deleted();
         return Ok(None);
     }
-    Ok(Some(FlushPlan { plan: p.plan, clears, ops, mirrors: p.mirrors, touched: p.touched, shift: 0 }))
+    Ok(Some(FlushPlan {
+        plan: p.plan,
+        clears,
+        ops,
+        mirrors: p.mirrors,
+        touched: p.touched,
+        shift: 0,
+        strangers: p.strangers,
+    }))
 }
