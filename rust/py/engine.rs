@@ -248,6 +248,18 @@ impl EngineCore {
         Ok(pending)
     }
 
+    /// This core with another identity map (or none); backend, pin and log are shared.
+    fn with_map(&self, identity: Option<Py<IdentityMap>>) -> EngineCore {
+        EngineCore {
+            backend: self.backend.clone(),
+            dialect: self.dialect,
+            url: self.url.clone(),
+            observer: self.observer.clone(),
+            pin: self.pin.clone(),
+            identity,
+        }
+    }
+
     pub fn identity<'py>(&self, py: Python<'py>) -> Option<Py<IdentityMap>> {
         self.identity.as_ref().map(|m| m.clone_ref(py))
     }
@@ -898,25 +910,11 @@ impl EngineCore {
     /// This core (and its connection, if pinned) without the session's identity map: reads
     /// build fresh objects, as `refresh()` needs.
     fn without_identity(&self) -> EngineCore {
-        EngineCore {
-            backend: self.backend.clone(),
-            dialect: self.dialect,
-            url: self.url.clone(),
-            observer: self.observer.clone(),
-            pin: self.pin.clone(),
-            identity: None,
-        }
+        self.with_map(None)
     }
 
     fn with_identity(&self, identity: Py<IdentityMap>) -> EngineCore {
-        EngineCore {
-            backend: self.backend.clone(),
-            dialect: self.dialect,
-            url: self.url.clone(),
-            observer: self.observer.clone(),
-            pin: self.pin.clone(),
-            identity: Some(identity),
-        }
+        self.with_map(Some(identity))
     }
 
     /// Writes what changed on the session's instances since they were read or written

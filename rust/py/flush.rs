@@ -21,7 +21,7 @@ use super::write::{dict_of, handle_of, items, WritePlan};
 use crate::compile::{self, Dialect};
 use crate::driver::{Response, WriteOp};
 use crate::errors::{Error, Kind};
-use crate::plan::{Cond, DeleteShape, InsertShape, Op, Params, Statement, Target, UpdateShape};
+use crate::plan::{Cond, DeleteShape, InsertShape, Op, Params, Slot, Statement, Target, UpdateShape};
 use crate::rows::Key;
 use crate::schema::{RelKind, ResolvedRel};
 use crate::value::Value;
@@ -121,18 +121,23 @@ impl FlushPlan {
     }
 }
 
-/// The value of column `col` of `obj` as it would be written.
-fn value_of(m: &ModelHandle, obj: &Bound<'_, PyAny>, col: usize) -> PyResult<Value> {
-    let v = dict_of(obj)?.get_item(m.keys[col].bind(obj.py()))?;
-    Ok(v.and_then(|v| super::convert::to_value(&v, m.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
-}
-
 /// The name of the relation on the other side, and whether it is a collection.
 fn back_of(r: &ResolvedRel) -> Option<(String, bool)> {
     let b = r.back_populates.as_ref()?;
     let idx = r.target.relation_index(b)?;
     let uselist = r.target.resolved_relations().ok()?.get(idx)?.uselist;
     Some((b.clone(), uselist))
+}
+
+/// `column = <slot>`.
+fn eq(col: usize, slot: Slot) -> Cond {
+    Cond::Leaf { target: Target::Column(col), op: Op::Eq, slots: vec![slot] }
+}
+
+/// A statement whose parameters are all known now (no earlier statement's answer needed).
+fn plain_op(dialect: Dialect, stmt: &Statement, params: &Params) -> PyResult<WriteOp> {
+    let compiled = compile::compile(dialect, stmt)?;
+    Ok(WriteOp { sql: compiled.sql.clone(), params: compiled.params(&params.values), columns: None, fixups: vec![] })
 }
 
 fn ptr(o: &Bound<'_, PyAny>) -> usize {
@@ -191,7 +196,7 @@ impl<'py> Planner<'py, '_> {
     /// An object the flush must insert: one without a key, or one this session has never
     /// read or written (SQLAlchemy's "transient"), whatever key it was given.
     fn is_new(&mut self, m: &ModelHandle, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
-        let key = value_of(m, obj, m.schema.pk)?;
+        let key = m.column_value(obj, m.schema.pk)?;
         if key.is_null() {
             return Ok(true);
         }
@@ -240,7 +245,7 @@ impl<'py> Planner<'py, '_> {
         self.live
             .iter()
             .filter(|(m, _)| *m == r.target.id)
-            .find(|(_, o)| value_of(h.get(), o, r.remote_col).is_ok_and(|x| &x == v))
+            .find(|(_, o)| h.get().column_value(o, r.remote_col).is_ok_and(|x| &x == v))
             .map(|(_, o)| o.clone())
     }
 
@@ -273,7 +278,7 @@ impl<'py> Planner<'py, '_> {
         add: bool,
     ) -> PyResult<()> {
         let sec = r.secondary.as_ref().expect("many-to-many has a secondary");
-        let owner_value = value_of(m, owner, r.local_col)?;
+        let owner_value = m.column_value(owner, r.local_col)?;
         let mut fixups = vec![];
         let target_value = match target {
             Linked::Row(v) => v,
@@ -294,11 +299,11 @@ impl<'py> Planner<'py, '_> {
                     }
                 }
                 match self.plan.insert(&obj, &[])? {
-                    Some(op) if r.remote_col == t.schema.pk && value_of(t, &obj, t.schema.pk)?.is_null() => {
+                    Some(op) if r.remote_col == t.schema.pk && t.column_value(&obj, t.schema.pk)?.is_null() => {
                         fixups.push((1, op, 0));
                         Value::Null
                     }
-                    _ => value_of(t, &obj, r.remote_col)?,
+                    _ => t.column_value(&obj, r.remote_col)?,
                 }
             }
         };
@@ -334,28 +339,17 @@ impl<'py> Planner<'py, '_> {
             let mut params = Params::default();
             let a = params.push(owner_value);
             let b = params.push(target_value);
-            let filter = Cond::And(vec![
-                Cond::Leaf { target: Target::Column(sec.owner_fk), op: Op::Eq, slots: vec![a] },
-                Cond::Leaf { target: Target::Column(sec.target_fk), op: Op::Eq, slots: vec![b] },
-            ]);
+            let filter = Cond::And(vec![eq(sec.owner_fk, a), eq(sec.target_fk, b)]);
             let stmt = Statement::Delete(DeleteShape { model: sec.model.id, filter: Some(filter) });
-            let compiled = compile::compile(self.dialect, &stmt)?;
-            self.link_deletes.push(WriteOp {
-                sql: compiled.sql.clone(),
-                params: compiled.params(&params.values),
-                columns: None,
-                fixups: vec![],
-            });
+            self.link_deletes.push(plain_op(self.dialect, &stmt, &params)?);
         }
         Ok(())
     }
 
     /// Pass one: many-to-one relations of a tracked object. Compared with the relation's
     /// snapshot when it was loaded, else with the foreign key the row was read with.
-    fn parents(&mut self, t: &Tracked<'py>) -> PyResult<bool> {
+    fn parents(&mut self, t: &Tracked<'py>, m: &ModelHandle) -> PyResult<bool> {
         let py = self.py;
-        let handle = handle_for(py, t.model)?;
-        let m = handle.get();
         if m.schema.relations.is_empty() {
             return Ok(false);
         }
@@ -390,7 +384,7 @@ impl<'py> Planner<'py, '_> {
                 if self.is_new(p, &cur)? {
                     let op = self.plan.insert(&cur, &[])?;
                     match op {
-                        Some(op) if r.remote_col == p.schema.pk && value_of(p, &cur, p.schema.pk)?.is_null() => {
+                        Some(op) if r.remote_col == p.schema.pk && p.column_value(&cur, p.schema.pk)?.is_null() => {
                             self.plan.move_child(&t.obj, m, r.local_col, op, 0)?;
                         }
                         _ => {
@@ -399,7 +393,7 @@ impl<'py> Planner<'py, '_> {
                         }
                     }
                 } else {
-                    let now = value_of(p, &cur, r.remote_col)?;
+                    let now = p.column_value(&cur, r.remote_col)?;
                     if now == before {
                         continue;
                     }
@@ -418,10 +412,8 @@ impl<'py> Planner<'py, '_> {
 
     /// Pass two: one-to-many and many-to-many relations of a tracked object, compared with
     /// the keys they were loaded with.
-    fn collections(&mut self, t: &Tracked<'py>, removals: &mut Vec<Removal<'py>>) -> PyResult<bool> {
+    fn collections(&mut self, t: &Tracked<'py>, m: &ModelHandle, removals: &mut Vec<Removal<'py>>) -> PyResult<bool> {
         let py = self.py;
-        let handle = handle_for(py, t.model)?;
-        let m = handle.get();
         if m.schema.relations.is_empty() {
             return Ok(false);
         }
@@ -505,7 +497,7 @@ impl<'py> Planner<'py, '_> {
                     }
                 }
                 RelKind::OneToMany => {
-                    let owner_value = value_of(m, &t.obj, r.local_col)?;
+                    let owner_value = m.column_value(&t.obj, r.local_col)?;
                     let owner_py =
                         d.get_item(m.keys[r.local_col].bind(py))?.unwrap_or_else(|| py.None().into_bound(py));
                     for (o, v) in gained {
@@ -515,7 +507,7 @@ impl<'py> Planner<'py, '_> {
                         if v.is_none() {
                             dict_of(&o)?.set_item(c.keys[r.remote_col].bind(py), &owner_py)?;
                             self.plan.insert(&o, &[])?;
-                        } else if value_of(c, &o, r.remote_col)? != owner_value {
+                        } else if c.column_value(&o, r.remote_col)? != owner_value {
                             self.set_column(&o, c, r.remote_col, &owner_py)?;
                         }
                         self.mirror(&o, &back, &t.obj, true);
@@ -550,7 +542,7 @@ impl<'py> Planner<'py, '_> {
                 return Ok(());
             }
             let ch = handle_of(child)?;
-            if value_of(ch.get(), child, fk)? != r.owner_value {
+            if ch.get().column_value(child, fk)? != r.owner_value {
                 return Ok(()); // the user gave it another parent already
             }
         }
@@ -581,22 +573,13 @@ impl<'py> Planner<'py, '_> {
                 let set = params.push(Value::Null);
                 let a = params.push(r.key.clone());
                 let b = params.push(r.owner_value.clone());
-                let filter = Cond::And(vec![
-                    Cond::Leaf { target: Target::Column(r.rel.target.pk), op: Op::Eq, slots: vec![a] },
-                    Cond::Leaf { target: Target::Column(fk), op: Op::Eq, slots: vec![b] },
-                ]);
+                let filter = Cond::And(vec![eq(r.rel.target.pk, a), eq(fk, b)]);
                 let stmt = Statement::Update(UpdateShape {
                     model: r.rel.target.id,
                     sets: vec![(fk, set)],
                     filter: Some(filter),
                 });
-                let compiled = compile::compile(self.dialect, &stmt)?;
-                self.by_key.push(WriteOp {
-                    sql: compiled.sql.clone(),
-                    params: compiled.params(&params.values),
-                    columns: None,
-                    fixups: vec![],
-                });
+                self.by_key.push(plain_op(self.dialect, &stmt, &params)?);
             }
         }
         Ok(())
@@ -630,14 +613,16 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         live: live.iter().map(|t| (t.model, t.obj.clone())).collect(),
         strangers: vec![],
     };
-    for t in &live {
-        if p.parents(t)? {
+    // One handle per tracked object, looked up once for the three passes below.
+    let handles: Vec<Py<ModelHandle>> = live.iter().map(|t| handle_for(py, t.model)).collect::<PyResult<_>>()?;
+    for (t, h) in live.iter().zip(&handles) {
+        if p.parents(t, h.get())? {
             p.touched.push(t.obj.clone().unbind());
         }
     }
     let mut removals = Vec::new();
-    for t in &live {
-        if p.collections(t, &mut removals)? {
+    for (t, h) in live.iter().zip(&handles) {
+        if p.collections(t, h.get(), &mut removals)? {
             p.touched.push(t.obj.clone().unbind());
         }
     }
@@ -659,16 +644,9 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
             all_null &= value.is_null();
             sets.push((*c, params.push(value)));
         }
-        let slot = params.push(key);
-        let filter = Some(Cond::Leaf { target: Target::Column(m.schema.pk), op: Op::Eq, slots: vec![slot] });
+        let filter = Some(eq(m.schema.pk, params.push(key)));
         let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
-        let compiled = compile::compile(dialect, &stmt)?;
-        let op = WriteOp {
-            sql: compiled.sql.clone(),
-            params: compiled.params(&params.values),
-            columns: None,
-            fixups: vec![],
-        };
+        let op = plain_op(dialect, &stmt, &params)?;
         if all_null {
             clears.push(op)
         } else {
@@ -676,9 +654,8 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         }
         Ok(())
     };
-    for t in &live {
-        let handle = handle_for(py, t.model)?;
-        let m = handle.get();
+    for (t, h) in live.iter().zip(&handles) {
+        let m = h.get();
         let current = m.snapshot(&t.obj)?;
         let changed: Vec<usize> =
             (0..current.len()).filter(|i| *i != m.schema.pk && current[*i] != t.snapshot[*i]).collect();

@@ -121,14 +121,6 @@ pub struct IdentityMap {
     entries: Mutex<Entries>,
 }
 
-/// A row read again for an object the session already holds.
-pub struct Hit<'py> {
-    pub obj: Bound<'py, PyAny>,
-    /// What the object was last read with, when the row now differs from it; the row
-    /// becomes the new snapshot.
-    pub stale: Option<Vec<Value>>,
-}
-
 /// One tracked object, as `live()` hands it to a flush.
 pub struct Tracked<'py> {
     pub model: u32,
@@ -233,21 +225,6 @@ impl IdentityMap {
         })
     }
 
-    /// The session's object for a row just read; the row becomes its snapshot.
-    pub fn hit<'py>(&self, py: Python<'py>, model: u32, key: &Key, row: &[Value]) -> Option<Hit<'py>> {
-        let mut entries = self.guard().ok()?;
-        let Entries { map, inserted: log, .. } = &mut *entries;
-        let k = (model, key.clone());
-        let e = map.get_mut(&k)?;
-        let obj = e.obj.bind(py).upgrade()?;
-        if e.snapshot.get() != row {
-            log_update(log, &k, e.snapshot.get());
-        }
-        let stale = (e.snapshot.get() != row)
-            .then(|| std::mem::replace(&mut e.snapshot, Snap::Owned(row.to_vec())).get().to_vec());
-        Some(Hit { obj, stale })
-    }
-
     /// The session's live object for a row, if it has one.
     pub fn lookup<'py>(&self, py: Python<'py>, model: u32, key: &Key) -> Option<Bound<'py, PyAny>> {
         let entries = self.guard().ok()?;
@@ -342,14 +319,31 @@ impl IdentityMap {
 
     /// Takes the current values of columns `cols` of `obj` as what the database holds.
     pub fn settle_columns(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>, cols: &[usize]) -> PyResult<()> {
-        let names = cols.iter().map(|c| handle.schema.columns[*c].name.clone()).collect();
-        self.settle(handle, obj, names)
+        let now = handle.snapshot(obj)?;
+        let Some(key) = Key::of(&now[handle.schema.pk]) else { return Ok(()) };
+        handle.expire_parents(obj, cols)?;
+        let mut entries = self.guard()?;
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        let k = (handle.schema.id, key.clone());
+        match map.get_mut(&k) {
+            Some(e) => {
+                log_update(log, &k, e.snapshot.get());
+                let snap = e.snapshot.make_mut();
+                for &i in cols {
+                    snap[i] = now[i].clone();
+                }
+                Ok(())
+            }
+            None => {
+                drop(entries);
+                self.remember(obj, handle.schema.id, key, now, None)
+            }
+        }
     }
 
     /// Whether the session tracks this very object.
     pub fn holds_obj(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let v = handle.snapshot(obj)?;
-        let Some(key) = Key::of(&v[handle.schema.pk]) else { return Ok(false) };
+        let Some(key) = Key::of(&handle.column_value(obj, handle.schema.pk)?) else { return Ok(false) };
         Ok(self.lookup(obj.py(), handle.schema.id, &key).is_some_and(|o| o.is(obj)))
     }
 
@@ -387,8 +381,6 @@ impl IdentityMap {
     /// Takes the current values of `columns` (names) of `obj` as what the database holds,
     /// after `refresh()` has copied them from a fresh read: they are no longer changes.
     fn settle(&self, handle: &ModelHandle, obj: &Bound<'_, PyAny>, columns: Vec<String>) -> PyResult<()> {
-        let now = handle.snapshot(obj)?;
-        let Some(key) = Key::of(&now[handle.schema.pk]) else { return Ok(()) };
         let cols: Vec<usize> = handle
             .schema
             .columns
@@ -397,26 +389,7 @@ impl IdentityMap {
             .filter(|(_, c)| columns.contains(&c.name))
             .map(|(i, _)| i)
             .collect();
-        handle.expire_parents(obj, &cols)?;
-        let mut entries = self.guard()?;
-        let Entries { map, inserted: log, .. } = &mut *entries;
-        let k = (handle.schema.id, key.clone());
-        match map.get_mut(&k) {
-            Some(e) => {
-                log_update(log, &k, e.snapshot.get());
-                let snap = e.snapshot.make_mut();
-                for (i, c) in handle.schema.columns.iter().enumerate() {
-                    if columns.contains(&c.name) {
-                        snap[i] = now[i].clone();
-                    }
-                }
-                Ok(())
-            }
-            None => {
-                drop(entries);
-                self.remember(obj, handle.schema.id, key, now, None)
-            }
-        }
+        self.settle_columns(handle, obj, &cols)
     }
 
     /// A transaction begins: inserts are logged from here on.

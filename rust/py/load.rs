@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use super::convert;
 use super::engine::EngineCore;
 use super::identity::{IdentityMap, RelSnap};
-use super::model::{handle_for, related_key, related_key_in};
+use super::model::{handle_for, relation_snap};
 use crate::bridge::Pending;
 use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
 use crate::compile::{self, Compiled};
@@ -15,7 +15,7 @@ use crate::driver::{LoadUnit, Request};
 use crate::plan::Statement;
 use crate::plan::{Params, SelectShape};
 use crate::rows::{FastMap, FastSet, Key, RowSet};
-use crate::schema::{RelKind, ResolvedRel};
+use crate::schema::RelKind;
 use crate::value::Value;
 
 pub type Finish = Box<dyn FnOnce(Python<'_>, Bound<'_, PyList>) -> PyResult<Py<PyAny>> + Send>;
@@ -104,19 +104,6 @@ fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
     };
     Ok(d.cast_into::<PyDict>()?)
-}
-
-/// A relationship's current value in snapshot form.
-pub fn current_snap(r: &ResolvedRel, now: &Bound<'_, PyAny>) -> PyResult<RelSnap> {
-    Ok(if r.uselist {
-        let h = handle_for(now.py(), r.target.id)?;
-        let h = h.get();
-        RelSnap::Many(super::write::items(now)?.iter().map(|o| related_key_in(h, r, o)).collect::<PyResult<_>>()?)
-    } else if now.is_none() {
-        RelSnap::One(Value::Null)
-    } else {
-        RelSnap::One(related_key(r, now)?)
-    })
 }
 
 /// A unit's rows, their values shared so that the session's snapshots can point into them.
@@ -285,7 +272,7 @@ fn assemble<'py>(
                     if let (Some(before), Some(now)) = (map.relation(h.schema.id, &k, *i), pd.get_item(&name)?) {
                         let changed = match before {
                             RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
-                            before => current_snap(rel, &now)? != before,
+                            before => relation_snap(rel, &now)? != before,
                         };
                         if changed {
                             return Ok(());

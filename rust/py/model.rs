@@ -219,28 +219,6 @@ impl ModelHandle {
         Ok(obj)
     }
 
-    /// The instance for `row`: the session's object for that row if it has one, else a new
-    /// one that the session then remembers.
-    pub fn instance_in<'py>(
-        &self,
-        py: Python<'py>,
-        row: &[Value],
-        identity: Option<&IdentityMap>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (Some(map), Some(key)) = (identity, Key::of(&row[self.schema.pk])) else {
-            return self.new_instance(py, row);
-        };
-        if let Some(hit) = map.hit(py, self.schema.id, &key, row) {
-            if let Some(old) = hit.stale {
-                self.refresh_unchanged(&hit.obj, &old, row)?;
-            }
-            return Ok(hit.obj);
-        }
-        let obj = self.new_instance(py, row)?;
-        map.remember(&obj, self.schema.id, key, row.to_vec(), None)?;
-        Ok(obj)
-    }
-
     /// Drops the loaded many-to-one relations whose foreign key is among `cols` and no
     /// longer matches the object there: a parent left from before would be a stale value
     /// that the next flush takes for an assignment.
@@ -253,10 +231,7 @@ impl ModelHandle {
         let d = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
         for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne && cols.contains(&r.local_col)) {
             let Some(parent) = d.get_item(r.name.as_str())? else { continue };
-            let fk = d
-                .get_item(self.keys[r.local_col].bind(py))?
-                .and_then(|v| convert::to_value(&v, self.schema.columns[r.local_col].ty).ok())
-                .unwrap_or(Value::Null);
+            let fk = self.column_value(obj, r.local_col)?;
             let now = if parent.is_none() { Value::Null } else { related_key(r, &parent)? };
             if now != fk {
                 d.del_item(r.name.as_str())?;
@@ -331,6 +306,18 @@ impl ModelHandle {
             }
         }
         self.expire_parents(obj, &refreshed)
+    }
+
+    /// The value of column `col` of `obj` as it would be written (NULL if unset or not
+    /// convertible).
+    pub fn column_value(&self, obj: &Bound<'_, PyAny>, col: usize) -> PyResult<Value> {
+        // SAFETY: model instances are plain heap objects with a `__dict__`; a new reference or
+        // NULL with an exception set.
+        let d = unsafe {
+            Bound::from_owned_ptr_or_err(obj.py(), ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
+        };
+        let v = d.cast_into::<PyDict>()?.get_item(self.keys[col].bind(obj.py()))?;
+        Ok(v.and_then(|v| convert::to_value(&v, self.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
     }
 
     /// The column values of an instance as they would be written (unconvertible ones as NULL).
@@ -427,11 +414,9 @@ impl ModelHandle {
                             }
                         }
                     }
-                    let keys = super::write::items(&v)?.iter().map(|o| related_key(r, o)).collect::<PyResult<_>>()?;
-                    out.push((i, RelSnap::Many(keys)));
+                    out.push((i, relation_snap(r, &v)?));
                 }
-                Some(v) if v.is_none() => out.push((i, RelSnap::One(Value::Null))),
-                Some(v) => out.push((i, RelSnap::One(related_key(r, &v)?))),
+                Some(v) => out.push((i, relation_snap(r, &v)?)),
                 None => {}
             }
         }
@@ -489,14 +474,20 @@ pub fn related_key(r: &ResolvedRel, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
 
 /// `related_key` with the target model's handle at hand (one lookup for a whole collection).
 pub fn related_key_in(m: &ModelHandle, r: &ResolvedRel, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    let col = if r.kind == RelKind::OneToMany { m.schema.pk } else { r.remote_col };
-    // SAFETY: model instances are plain heap objects with a `__dict__`; a new reference or
-    // NULL with an exception set.
-    let d = unsafe {
-        Bound::from_owned_ptr_or_err(obj.py(), ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
-    };
-    let v = d.cast_into::<PyDict>()?.get_item(m.keys[col].bind(obj.py()))?;
-    Ok(v.and_then(|v| convert::to_value(&v, m.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
+    m.column_value(obj, if r.kind == RelKind::OneToMany { m.schema.pk } else { r.remote_col })
+}
+
+/// What relationship `r` holds now (`now`: a collection, an object or None), as a snapshot.
+pub fn relation_snap(r: &ResolvedRel, now: &Bound<'_, PyAny>) -> PyResult<RelSnap> {
+    Ok(if r.uselist {
+        let h = handle_for(now.py(), r.target.id)?;
+        let h = h.get();
+        RelSnap::Many(super::write::items(now)?.iter().map(|o| related_key_in(h, r, o)).collect::<PyResult<_>>()?)
+    } else if now.is_none() {
+        RelSnap::One(Value::Null)
+    } else {
+        RelSnap::One(related_key(r, now)?)
+    })
 }
 
 /// What `ModelHandle::remember` takes as an object's relationships in the database.
