@@ -191,6 +191,15 @@ pub mod text_format {
     }
 }
 
+/// Text from the database as a `String`: validated in one pass (the common, valid case),
+/// with invalid sequences replaced only when there are any.
+pub fn text_of(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -496,7 +496,7 @@ impl<'a> FromSql<'a> for Cell {
             Type::FLOAT8 => Value::Float(f64::from_sql(ty, raw)?),
             Type::NUMERIC => Value::Decimal(numeric::decode(raw)?),
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::CHAR => {
-                Value::Text(String::from_utf8_lossy(raw).into_owned())
+                Value::Text(crate::value::text_of(raw))
             }
             Type::BYTEA => Value::Bytes(raw.to_vec()),
             Type::TIMESTAMP => Value::DateTime(NaiveDateTime::from_sql(ty, raw)?),
@@ -508,9 +508,7 @@ impl<'a> FromSql<'a> for Cell {
                 let h: String = raw.iter().map(|b| format!("{b:02x}")).collect();
                 Value::Text(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
             }
-            _ if matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_)) => {
-                Value::Text(String::from_utf8_lossy(raw).into_owned())
-            }
+            _ if matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_)) => Value::Text(crate::value::text_of(raw)),
             _ => {
                 return Err(format!("OrmKit cannot read columns of type {ty} yet; cast it in SQL (e.g. ::text)").into())
             }

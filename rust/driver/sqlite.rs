@@ -189,7 +189,7 @@ fn dynamic(v: ValueRef<'_>) -> Value {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Int(i),
         ValueRef::Real(f) => Value::Float(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => Value::Text(crate::value::text_of(t)),
         ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
     }
 }

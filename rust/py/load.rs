@@ -4,7 +4,6 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::convert;
 use super::engine::EngineCore;
 use super::identity::{IdentityMap, RelSnap};
 use super::model::{handle_for, relation_snap};
@@ -106,6 +105,17 @@ fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     Ok(d.cast_into::<PyDict>()?)
 }
 
+/// Sets an instance attribute the way `object.__setattr__` does: into the instance's inline
+/// values while it has no `__dict__` yet (relationships are non-data descriptors on the
+/// class, so the value lands on the instance).
+fn set_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: three live objects; `name` is an exact str.
+    if unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    Ok(())
+}
+
 /// A unit's rows, their values shared so that the session's snapshots can point into them.
 struct SharedRows {
     values: std::sync::Arc<Vec<Value>>,
@@ -127,6 +137,122 @@ impl SharedRows {
     }
 }
 
+/// One seg's objects through the session's map: rows with a key get the session's object
+/// for it (built when it has none); rows without one (an outer join's missing side) none.
+fn seg_objects_direct<'py>(
+    py: Python<'py>,
+    h: &super::model::ModelHandle,
+    map: &IdentityMap,
+    rows: &SharedRows,
+    model: u32,
+    offset: usize,
+) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
+    let width = h.keys.len();
+    let pk = h.schema.pk;
+    let unit_width = rows.width();
+    let mut starts = Vec::with_capacity(rows.len());
+    let mut at = Vec::with_capacity(rows.len());
+    for r in 0..rows.len() {
+        let start = r * unit_width + offset;
+        if !rows.values[start + pk].is_null() {
+            starts.push(start);
+            at.push(r);
+        }
+    }
+    let built = map.objects_for(
+        py,
+        model,
+        pk,
+        width,
+        &rows.values,
+        &starts,
+        |row| h.new_instance(py, row),
+        |obj, old, new| h.refresh_unchanged(obj, old, new),
+    )?;
+    if at.len() == rows.len() {
+        return Ok(built.into_iter().map(Some).collect());
+    }
+    let mut col = vec![None; rows.len()];
+    for (r, o) in at.into_iter().zip(built) {
+        col[r] = Some(o);
+    }
+    Ok(col)
+}
+
+/// One seg's objects through a map local to this load (no session, or instances given for
+/// the root rows), new ones built together through the session's map when there is one.
+#[allow(clippy::too_many_arguments)]
+fn seg_objects_local<'py>(
+    py: Python<'py>,
+    h: &super::model::ModelHandle,
+    session: Option<&IdentityMap>,
+    rows: &SharedRows,
+    model: u32,
+    offset: usize,
+    given: Option<&Vec<Py<PyAny>>>,
+    identity: &mut FastMap<(u32, Key), Bound<'py, PyAny>>,
+) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
+    let width = h.keys.len();
+    let pk = h.schema.pk;
+    let unit_width = rows.width();
+    let mut col: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(rows.len());
+    // Rows whose object is not at hand yet: (row, index among the distinct new keys).
+    let mut waiting: Vec<(usize, usize)> = Vec::new();
+    let mut fresh: FastMap<Key, usize> = FastMap::default();
+    let mut fresh_keys: Vec<Key> = Vec::new();
+    let mut fresh_starts: Vec<usize> = Vec::new();
+    for r in 0..rows.len() {
+        let row = &rows.row(r)[offset..offset + width];
+        let Some(key) = Key::of(&row[pk]) else {
+            col.push(None);
+            continue;
+        };
+        if let Some(o) = identity.get(&(model, key.clone())) {
+            col.push(Some(o.clone()));
+            continue;
+        }
+        if let Some(g) = given {
+            let o = g[r].bind(py).clone();
+            identity.insert((model, key), o.clone());
+            col.push(Some(o));
+            continue;
+        }
+        if session.is_none() {
+            let o = h.new_instance(py, row)?;
+            identity.insert((model, key), o.clone());
+            col.push(Some(o));
+            continue;
+        }
+        let n = fresh.len();
+        let at = *fresh.entry(key.clone()).or_insert_with(|| {
+            fresh_keys.push(key);
+            fresh_starts.push(r * unit_width + offset);
+            n
+        });
+        waiting.push((r, at));
+        col.push(None);
+    }
+    if let (Some(map), false) = (session, waiting.is_empty()) {
+        let built = map.objects_for(
+            py,
+            model,
+            pk,
+            width,
+            &rows.values,
+            &fresh_starts,
+            |row| h.new_instance(py, row),
+            |obj, old, new| h.refresh_unchanged(obj, old, new),
+        )?;
+        for (key, obj) in fresh_keys.into_iter().zip(&built) {
+            identity.insert((model, key), obj.clone());
+        }
+        for (r, at) in waiting {
+            col[r] = Some(built[at].clone());
+        }
+    }
+    Ok(col)
+}
+
 /// Builds every unit's instances (one object per row identity) and links them.
 fn assemble<'py>(
     py: Python<'py>,
@@ -140,6 +266,10 @@ fn assemble<'py>(
         .into_iter()
         .map(|u| SharedRows { width: u.width(), len: u.len(), values: std::sync::Arc::new(u.values) })
         .collect();
+    // With a session and no instances given, the session's map is the only identity
+    // needed: it hands back one object per key across units and rows. Otherwise a map local
+    // to this load does (and the given instances stand for their rows).
+    let direct = session.is_some() && given.is_none();
     let mut identity: FastMap<(u32, Key), Bound<'py, PyAny>> = FastMap::default();
     // objects[unit][seg][row]
     let mut objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = Vec::with_capacity(units.len());
@@ -149,63 +279,13 @@ fn assemble<'py>(
         for (s, seg) in cu.segs.iter().enumerate() {
             let handle = handle_for(py, seg.model)?;
             let h = handle.get();
-            let width = h.keys.len();
-            let pk = h.schema.pk;
-            let mut col: Vec<Option<Bound<'py, PyAny>>> = Vec::with_capacity(rows.len());
-            // Rows whose object is not at hand yet: built (or found in the session) together,
-            // under one lock of the session's map. (row, index among the distinct new keys)
-            let mut waiting: Vec<(usize, usize)> = Vec::new();
-            let mut fresh: FastMap<Key, usize> = FastMap::default();
-            let mut fresh_starts: Vec<usize> = Vec::new();
-            let unit_width = rows.width();
-            for r in 0..rows.len() {
-                let row = &rows.row(r)[seg.offset..seg.offset + width];
-                let Some(key) = Key::of(&row[pk]) else {
-                    col.push(None);
-                    continue;
-                };
-                if let Some(o) = identity.get(&(seg.model, key.clone())) {
-                    col.push(Some(o.clone()));
-                    continue;
+            let col = match session {
+                Some(map) if direct => seg_objects_direct(py, h, map, rows, seg.model, seg.offset)?,
+                _ => {
+                    let given = if (u, s) == (0, 0) { given } else { None };
+                    seg_objects_local(py, h, session, rows, seg.model, seg.offset, given, &mut identity)?
                 }
-                if let (0, 0, Some(g)) = (u, s, given) {
-                    let o = g[r].bind(py).clone();
-                    identity.insert((seg.model, key), o.clone());
-                    col.push(Some(o));
-                    continue;
-                }
-                let n = fresh.len();
-                let at = *fresh.entry(key).or_insert_with(|| {
-                    fresh_starts.push(r * unit_width + seg.offset);
-                    n
-                });
-                waiting.push((r, at));
-                col.push(None);
-            }
-            if !waiting.is_empty() {
-                let built = match session {
-                    Some(map) => map.objects_for(
-                        py,
-                        seg.model,
-                        pk,
-                        width,
-                        &rows.values,
-                        &fresh_starts,
-                        |row| h.new_instance(py, row),
-                        |obj, old, new| h.refresh_unchanged(obj, old, new),
-                    )?,
-                    None => fresh_starts
-                        .iter()
-                        .map(|st| h.new_instance(py, &rows.values[*st..*st + width]))
-                        .collect::<PyResult<_>>()?,
-                };
-                for (key, at) in fresh {
-                    identity.insert((seg.model, key), built[at].clone());
-                }
-                for (r, at) in waiting {
-                    col[r] = Some(built[at].clone());
-                }
-            }
+            };
             per_seg.push(col);
         }
         objects.push(per_seg);
@@ -258,72 +338,72 @@ fn assemble<'py>(
             }
             _ => None,
         };
-        let attach = |parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
-            let pd = dict_of(parent)?;
-            let mut noted = None;
-            if let Some((map, ph, i, link, rel)) = &note {
-                let h = ph.get();
-                let pk = pd.get_item(h.keys[h.schema.pk].bind(py))?;
-                let key =
-                    pk.and_then(|v| convert::to_value(&v, h.schema.pk_column().ty).ok()).and_then(|v| Key::of(&v));
-                if let Some(k) = key {
-                    // A collection changed and not flushed yet keeps the user's version, as a
-                    // changed column does when its row is read again.
-                    if let (Some(before), Some(now)) = (map.relation(h.schema.id, &k, *i), pd.get_item(&name)?) {
-                        let changed = match before {
-                            RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
-                            before => relation_snap(rel, &now)? != before,
-                        };
-                        if changed {
-                            return Ok(());
-                        }
-                    }
-                    let values = children.iter().map(|(_, r)| child_rows.row(*r)[*link].clone());
-                    let snap = if e.kind == EdgeKind::NoLoad {
-                        RelSnap::Unknown(0)
-                    } else if e.uselist {
-                        RelSnap::Many(values.collect())
-                    } else {
-                        RelSnap::One(values.into_iter().next().unwrap_or(Value::Null))
-                    };
-                    noted = Some((map, h.schema.id, k, *i, snap));
-                }
-            }
-            if let Some(b) = &back {
-                for (c, _) in &children {
-                    dict_of(c)?.set_item(b, parent)?;
-                }
-                if let (Some((model, idx, pk_at)), Some((map, ph, ..))) = (back_note, &note) {
+        // The parent's key is read from its row, which is what it was loaded with.
+        let parent_seg = &load.units[e.parent.0].segs[e.parent.1];
+        let parent_rows = &units[e.parent.0];
+        let parent_pk_at = parent_seg.offset + handle_for(py, parent_seg.model)?.get().schema.pk;
+        let attach =
+            |pr: usize, parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
+                let mut noted = None;
+                let parent_key = &parent_rows.row(pr)[parent_pk_at];
+                if let Some((map, ph, i, link, rel)) = &note {
                     let h = ph.get();
-                    let ppk = pd.get_item(h.keys[h.schema.pk].bind(py))?;
-                    let pv =
-                        ppk.and_then(|v| convert::to_value(&v, h.schema.pk_column().ty).ok()).unwrap_or(Value::Null);
-                    for (_, r) in &children {
-                        if let Some(k) = Key::of(&child_rows.row(*r)[pk_at]) {
-                            map.note_relation(model, k, idx, RelSnap::One(pv.clone()));
+                    if let Some(k) = Key::of(parent_key) {
+                        // A collection changed and not flushed yet keeps the user's version, as a
+                        // changed column does when its row is read again.
+                        if let (Some(before), Some(now)) =
+                            (map.relation(h.schema.id, &k, *i), dict_of(parent)?.get_item(&name)?)
+                        {
+                            let changed = match before {
+                                RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
+                                before => relation_snap(rel, &now)? != before,
+                            };
+                            if changed {
+                                return Ok(());
+                            }
+                        }
+                        let values = children.iter().map(|(_, r)| child_rows.row(*r)[*link].clone());
+                        let snap = if e.kind == EdgeKind::NoLoad {
+                            RelSnap::Unknown(0)
+                        } else if e.uselist {
+                            RelSnap::Many(values.collect())
+                        } else {
+                            RelSnap::One(values.into_iter().next().unwrap_or(Value::Null))
+                        };
+                        noted = Some((map, h.schema.id, k, *i, snap));
+                    }
+                }
+                if let Some(b) = &back {
+                    for (c, _) in &children {
+                        set_attr(c, b, parent)?;
+                    }
+                    if let (Some((model, idx, pk_at)), Some((map, ..))) = (back_note, &note) {
+                        for (_, r) in &children {
+                            if let Some(k) = Key::of(&child_rows.row(*r)[pk_at]) {
+                                map.note_relation(model, k, idx, RelSnap::One(parent_key.clone()));
+                            }
                         }
                     }
                 }
-            }
-            if e.uselist {
-                let list = PyList::new(py, children.into_iter().map(|(c, _)| c))?;
-                if let Some((_, _, _, _, RelSnap::Unknown(at))) = noted.as_mut() {
-                    *at = list.as_ptr() as usize;
+                if e.uselist {
+                    let list = PyList::new(py, children.into_iter().map(|(c, _)| c))?;
+                    if let Some((_, _, _, _, RelSnap::Unknown(at))) = noted.as_mut() {
+                        *at = list.as_ptr() as usize;
+                    }
+                    set_attr(parent, &name, &list)?;
+                } else {
+                    let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
+                    set_attr(parent, &name, &one)?;
                 }
-                pd.set_item(&name, list)?;
-            } else {
-                let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
-                pd.set_item(&name, one)?;
-            }
-            if let Some((map, model, k, i, snap)) = noted {
-                map.note_relation(model, k, i, snap);
-            }
-            Ok(())
-        };
+                if let Some((map, model, k, i, snap)) = noted {
+                    map.note_relation(model, k, i, snap);
+                }
+                Ok(())
+            };
         match e.kind {
             EdgeKind::NoLoad => {
-                for (_, p) in parents {
-                    attach(&p, vec![])?;
+                for (r, p) in parents {
+                    attach(r, &p, vec![])?;
                 }
             }
             EdgeKind::Joined => {
@@ -338,9 +418,9 @@ fn assemble<'py>(
                         entry.0.push((c.clone(), r));
                     }
                 }
-                for (_, p) in parents {
+                for (r, p) in parents {
                     let children = grouped.remove(&(p.as_ptr() as usize)).map(|g| g.0).unwrap_or_default();
-                    attach(&p, children)?;
+                    attach(r, &p, children)?;
                 }
             }
             EdgeKind::Selectin => {
@@ -350,7 +430,6 @@ fn assemble<'py>(
                     let (Some(c), Some(k)) = (c, Key::of(&child_rows.row(r)[e.child_match])) else { continue };
                     by_key.entry(k).or_default().push((c.clone(), r));
                 }
-                let parent_rows = &units[e.parent.0];
                 for (r, p) in parents {
                     // A collection's parents have distinct keys (they reference a unique
                     // column), so each group is handed over; many-to-one targets are shared.
@@ -360,7 +439,7 @@ fn assemble<'py>(
                         Some(k) => by_key.get(&k).cloned().unwrap_or_default(),
                         None => vec![],
                     };
-                    attach(&p, children)?;
+                    attach(r, &p, children)?;
                 }
             }
         }

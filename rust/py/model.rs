@@ -201,20 +201,24 @@ impl ModelHandle {
     /// Allocates an instance without calling `__init__` and fills its `__dict__`.
     pub fn new_instance<'py>(&self, py: Python<'py>, values: &[Value]) -> PyResult<Bound<'py, PyAny>> {
         let cls = self.cls.bind(py);
+        // `object.__new__` rather than the bare allocator: it also readies the instance's
+        // inline attribute values (CPython 3.11+), so that no `__dict__` is built unless
+        // somebody asks for one.
         // SAFETY: `cls` is a heap type deriving from `object` (all models derive from Base);
-        // tp_alloc returns a new reference or NULL with an exception set.
+        // object.__new__ with no arguments returns a new reference or NULL with an exception set.
         let obj = unsafe {
             let tp = cls.as_ptr() as *mut ffi::PyTypeObject;
-            let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-            Bound::from_owned_ptr_or_err(py, alloc(tp, 0))?
+            let new = (*std::ptr::addr_of!(ffi::PyBaseObject_Type)).tp_new.expect("object has tp_new");
+            let args = empty_tuple(py);
+            Bound::from_owned_ptr_or_err(py, new(tp, args.as_ptr(), std::ptr::null_mut()))?
         };
-        // SAFETY: `obj` is a live object whose type has a `__dict__`; the call returns a new reference.
-        let dict = unsafe {
-            Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
-        };
-        let dict = dict.cast_into::<PyDict>()?;
         for (k, v) in self.keys.iter().zip(values) {
-            dict.set_item(k.bind(py), convert::to_py(py, v)?)?;
+            let v = convert::to_py(py, v)?;
+            // SAFETY: all three are live objects; the name is an exact str. Columns are
+            // non-data descriptors on the class, so the value lands on the instance.
+            if unsafe { ffi::PyObject_GenericSetAttr(obj.as_ptr(), k.as_ptr(), v.as_ptr()) } < 0 {
+                return Err(PyErr::fetch(py));
+            }
         }
         Ok(obj)
     }
@@ -463,6 +467,11 @@ impl ModelHandle {
         }
         Ok(list)
     }
+}
+
+fn empty_tuple(py: Python<'_>) -> &Bound<'_, pyo3::types::PyTuple> {
+    static EMPTY: pyo3::sync::PyOnceLock<Py<pyo3::types::PyTuple>> = pyo3::sync::PyOnceLock::new();
+    EMPTY.get_or_init(py, || pyo3::types::PyTuple::empty(py).unbind()).bind(py)
 }
 
 /// The value a relationship snapshot records for a related object: a child's key, or the
