@@ -227,7 +227,8 @@ impl Builder {
         if let Some(col) = target.soft_delete {
             q.and_where(Expr::col((t.clone(), Alias::new(target.columns[col].name.as_str()))).is_null());
         }
-        q.order_by((t, Alias::new(target.pk_column().name.as_str())), Order::Asc);
+        // No ORDER BY: the loader puts each parent's children in key order itself, which
+        // spares the database a sort of every related row.
         q
     }
 

@@ -116,6 +116,17 @@ fn set_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>, val
     Ok(())
 }
 
+/// The order of two key values: numbers by value, text and bytes bytewise; keys of other
+/// kinds compare equal, so a stable sort keeps them as the database sent them.
+fn key_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::Text(x), Value::Text(y)) => x.cmp(y),
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    }
+}
+
 /// A unit's rows, their values shared so that the session's snapshots can point into them.
 struct SharedRows {
     values: std::sync::Arc<Vec<Value>>,
@@ -429,6 +440,14 @@ fn assemble<'py>(
                 for (r, c) in children_col.iter().enumerate() {
                     let (Some(c), Some(k)) = (c, Key::of(&child_rows.row(r)[e.child_match])) else { continue };
                     by_key.entry(k).or_default().push((c.clone(), r));
+                }
+                if e.uselist {
+                    // Keyed units come unordered from the database: each collection is put in
+                    // its rows' key order here (a stable sort, cheap on runs already in order).
+                    let pk_at = child_seg.offset + handle_for(py, child_seg.model)?.get().schema.pk;
+                    for group in by_key.values_mut() {
+                        group.sort_by(|a, b| key_order(&child_rows.row(a.1)[pk_at], &child_rows.row(b.1)[pk_at]));
+                    }
                 }
                 for (r, p) in parents {
                     // A collection's parents have distinct keys (they reference a unique
