@@ -87,26 +87,87 @@ impl Value {
 /// order equals time order and comparisons in SQL stay correct.
 pub mod text_format {
     use super::*;
+    use chrono::{Datelike, Timelike};
 
     pub const DATETIME: &str = "%Y-%m-%d %H:%M:%S%.6f";
     pub const DATE: &str = "%Y-%m-%d";
     pub const TIME: &str = "%H:%M:%S%.6f";
 
+    /// Writes `v` as `width` decimal digits, zero-padded.
+    fn put(out: &mut Vec<u8>, v: u32, width: usize) {
+        let start = out.len();
+        out.resize(start + width, b'0');
+        let mut v = v;
+        for c in out[start..].iter_mut().rev() {
+            *c = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+
+    fn put_date(out: &mut Vec<u8>, v: &NaiveDate) {
+        put(out, v.year() as u32, 4);
+        out.push(b'-');
+        put(out, v.month(), 2);
+        out.push(b'-');
+        put(out, v.day(), 2);
+    }
+
+    fn put_time(out: &mut Vec<u8>, v: &NaiveTime) {
+        put(out, v.hour(), 2);
+        out.push(b':');
+        put(out, v.minute(), 2);
+        out.push(b':');
+        put(out, v.second(), 2);
+        out.push(b'.');
+        put(out, v.nanosecond() / 1000, 6);
+    }
+
+    /// Four-digit years and no leap second: what the hand-written writers cover; anything
+    /// else goes through chrono's formatter.
+    fn plain(d: &NaiveDate, t: Option<&NaiveTime>) -> bool {
+        (0..=9999).contains(&d.year()) && t.is_none_or(|t| t.nanosecond() < 1_000_000_000)
+    }
+
+    fn text(out: Vec<u8>) -> String {
+        String::from_utf8(out).expect("ASCII digits and separators")
+    }
+
+    // Written by hand rather than through chrono's format strings: binding a datetime is
+    // on the bulk-insert path, and the general formatter costs a few thousand instructions.
     pub fn datetime(v: &NaiveDateTime) -> String {
-        v.format(DATETIME).to_string()
+        if !plain(&v.date(), Some(&v.time())) {
+            return v.format(DATETIME).to_string();
+        }
+        let mut out = Vec::with_capacity(32);
+        put_date(&mut out, &v.date());
+        out.push(b' ');
+        put_time(&mut out, &v.time());
+        text(out)
     }
 
     /// Aware datetimes are stored in UTC (so text order is time order) with an explicit offset.
     pub fn datetime_tz(v: &DateTime<FixedOffset>) -> String {
-        format!("{}+00:00", v.naive_utc().format(DATETIME))
+        let mut s = datetime(&v.naive_utc());
+        s.push_str("+00:00");
+        s
     }
 
     pub fn date(v: &NaiveDate) -> String {
-        v.format(DATE).to_string()
+        if !plain(v, None) {
+            return v.format(DATE).to_string();
+        }
+        let mut out = Vec::with_capacity(10);
+        put_date(&mut out, v);
+        text(out)
     }
 
     pub fn time(v: &NaiveTime) -> String {
-        v.format(TIME).to_string()
+        if v.nanosecond() >= 1_000_000_000 {
+            return v.format(TIME).to_string();
+        }
+        let mut out = Vec::with_capacity(15);
+        put_time(&mut out, v);
+        text(out)
     }
 
     fn digits(b: &[u8]) -> Option<u32> {
@@ -202,6 +263,31 @@ pub fn text_of(raw: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temporal_text_matches_the_format_strings() {
+        use super::text_format::*;
+        let dates = [(1, 1, 1), (1999, 12, 31), (2024, 2, 29), (9999, 12, 31), (10000, 1, 1), (-5, 3, 4)];
+        let times = [
+            (0, 0, 0, 0),
+            (23, 59, 59, 999_999_999),
+            (8, 0, 37, 7_331_000),
+            (12, 30, 5, 1_000),
+            (23, 59, 59, 1_500_000_000),
+        ];
+        for (y, m, d) in dates {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(super::text_format::date(&date), date.format(DATE).to_string());
+            for (h, mi, s, ns) in times {
+                let t = NaiveTime::from_hms_nano_opt(h, mi, s, ns).unwrap();
+                let dt = date.and_time(t);
+                assert_eq!(datetime(&dt), dt.format(DATETIME).to_string(), "{dt:?}");
+                assert_eq!(super::text_format::time(&t), t.format(TIME).to_string(), "{t:?}");
+                let tz = dt.and_utc().fixed_offset();
+                assert_eq!(datetime_tz(&tz), format!("{}+00:00", dt.format(DATETIME)));
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

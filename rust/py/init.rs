@@ -106,7 +106,7 @@ fn init(py: Python<'_>, slf: *mut ffi::PyObject, args: *mut ffi::PyObject, kwds:
     if let Some(kw) = &kw {
         let accepts = spec.accepts.bind(py);
         let mut unknown: Vec<String> = Vec::new();
-        for key in kw.keys() {
+        for (key, _) in kw.iter() {
             if !accepts.contains(&key)? {
                 unknown.push(key.repr()?.to_string());
             }
