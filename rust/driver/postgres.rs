@@ -213,10 +213,15 @@ mod tls {
 
 /// Past this many statements a connection's cache starts over.
 const STATEMENT_CACHE: usize = 256;
+/// The largest result vector reserved up front from a size hint (values, not bytes).
+const SIZE_HINT_CAP: usize = 1 << 20;
 
 pub struct PgConn {
     client: Client,
     statements: HashMap<Arc<str>, Statement>,
+    /// Values each cached statement returned last time: the next result's vector starts at
+    /// that size instead of growing (and copying) its way there.
+    sizes: HashMap<Arc<str>, usize>,
     /// Inside BEGIN ... COMMIT (set by `Control` requests): batches then use savepoints.
     in_tx: bool,
     /// A statement failed inside the transaction, so PostgreSQL has aborted it: COMMIT
@@ -244,6 +249,7 @@ impl PgConn {
         let stmt = self.client.prepare(sql).await.map_err(Error::from)?;
         if self.statements.len() >= STATEMENT_CACHE {
             self.statements.clear();
+            self.sizes.clear();
         }
         self.statements.insert(sql.clone(), stmt.clone());
         Ok(stmt)
@@ -324,7 +330,7 @@ impl PgPool {
             });
             client
         };
-        Ok(PgConn { client, statements: HashMap::new(), in_tx: false, tx_failed: false })
+        Ok(PgConn { client, statements: HashMap::new(), sizes: HashMap::new(), in_tx: false, tx_failed: false })
     }
 
     /// Waits (at most the pool timeout) for a connection; a broken idle one is replaced.
@@ -714,11 +720,16 @@ async fn query(
     let width = columns.names.len();
     let stream = conn.client.query_raw(&stmt, params.iter().map(Param)).await?;
     pin_mut!(stream);
-    let mut values = Vec::new();
+    let mut values = Vec::with_capacity(conn.sizes.get(sql).copied().unwrap_or(0).min(SIZE_HINT_CAP));
     while let Some(row) = stream.try_next().await? {
         for i in 0..width {
             values.push(row.try_get::<_, Cell>(i)?.0);
         }
+    }
+    conn.sizes.insert(sql.clone(), values.len());
+    if values.len() * 2 < values.capacity() {
+        // A smaller result than last time keeps no unused room for as long as it lives.
+        values.shrink_to_fit();
     }
     let affected = stream.rows_affected().unwrap_or(0);
     let rows = RowSet { columns, values, affected };

@@ -274,6 +274,26 @@ fn step_into(stmt: &mut rusqlite::Statement<'_>, types: &[Option<ColType>], valu
     Ok(())
 }
 
+thread_local! {
+    /// Values each statement returned last time on this connection's thread: the next
+    /// result's vector starts at that size instead of growing (and copying) its way there.
+    static SIZES: std::cell::RefCell<std::collections::HashMap<Arc<str>, usize>> = Default::default();
+}
+
+fn size_hint(sql: &Arc<str>) -> usize {
+    SIZES.with(|m| m.borrow().get(sql).copied().unwrap_or(0)).min(1 << 20)
+}
+
+fn note_size(sql: &Arc<str>, n: usize) {
+    SIZES.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= 256 && !m.contains_key(sql) {
+            m.clear();
+        }
+        m.insert(sql.clone(), n);
+    });
+}
+
 fn query(
     conn: &Connection,
     sql: &Arc<str>,
@@ -285,8 +305,13 @@ fn query(
     let mut stmt = conn.prepare_cached(sql)?;
     bind_all(&mut stmt, params)?;
     let columns = columns_of(&stmt, known);
-    let mut values = Vec::new();
+    let mut values = Vec::with_capacity(size_hint(sql));
     step_into(&mut stmt, &columns.types, &mut values)?;
+    note_size(sql, values.len());
+    if values.len() * 2 < values.capacity() {
+        // A smaller result than last time keeps no unused room for as long as it lives.
+        values.shrink_to_fit();
+    }
     let affected = if stmt.readonly() { 0 } else { conn.changes() };
     let rows = RowSet { columns, values, affected };
     obs.record(sql, started, rows.len() as u64);
