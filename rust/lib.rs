@@ -8,6 +8,12 @@ pub mod rows;
 pub mod schema;
 pub mod value;
 
+// Rows are decoded into many small allocations on a driver thread and freed on the event
+// loop's thread; mimalloc makes both sides cheap (glibc's malloc pays for every cross-thread
+// free with its arena lock).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(feature = "python")]
 mod bridge;
 #[cfg(feature = "python")]
