@@ -155,10 +155,8 @@ fn seg_objects_direct<'py>(
     h: &super::model::ModelHandle,
     map: &IdentityMap,
     rows: &SharedRows,
-    model: u32,
     offset: usize,
 ) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
-    let width = h.keys.len();
     let pk = h.schema.pk;
     let unit_width = rows.width();
     let mut starts = Vec::with_capacity(rows.len());
@@ -170,16 +168,7 @@ fn seg_objects_direct<'py>(
             at.push(r);
         }
     }
-    let built = map.objects_for(
-        py,
-        model,
-        pk,
-        width,
-        &rows.values,
-        &starts,
-        |row| h.new_instance(py, row),
-        |obj, old, new| h.refresh_unchanged(obj, old, new),
-    )?;
+    let built = h.session_objects(py, map, &rows.values, &starts)?;
     if at.len() == rows.len() {
         return Ok(built.into_iter().map(Some).collect());
     }
@@ -244,16 +233,7 @@ fn seg_objects_local<'py>(
         col.push(None);
     }
     if let (Some(map), false) = (session, waiting.is_empty()) {
-        let built = map.objects_for(
-            py,
-            model,
-            pk,
-            width,
-            &rows.values,
-            &fresh_starts,
-            |row| h.new_instance(py, row),
-            |obj, old, new| h.refresh_unchanged(obj, old, new),
-        )?;
+        let built = h.session_objects(py, map, &rows.values, &fresh_starts)?;
         for (key, obj) in fresh_keys.into_iter().zip(&built) {
             identity.insert((model, key), obj.clone());
         }
@@ -291,7 +271,7 @@ fn assemble<'py>(
             let handle = handle_for(py, seg.model)?;
             let h = handle.get();
             let col = match session {
-                Some(map) if direct => seg_objects_direct(py, h, map, rows, seg.model, seg.offset)?,
+                Some(map) if direct => seg_objects_direct(py, h, map, rows, seg.offset)?,
                 _ => {
                     let given = if (u, s) == (0, 0) { given } else { None };
                     seg_objects_local(py, h, session, rows, seg.model, seg.offset, given, &mut identity)?

@@ -427,6 +427,27 @@ impl ModelHandle {
         Ok(Some(out))
     }
 
+    /// The session's objects for this model's rows starting at `starts` in `values` (built
+    /// for rows it holds no live object for, brought up to date for rows that changed).
+    pub fn session_objects<'py>(
+        &self,
+        py: Python<'py>,
+        map: &IdentityMap,
+        values: &std::sync::Arc<Vec<Value>>,
+        starts: &[usize],
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        map.objects_for(
+            py,
+            self.schema.id,
+            self.schema.pk,
+            self.keys.len(),
+            values,
+            starts,
+            |row| self.new_instance(py, row),
+            |obj, old, new| self.refresh_unchanged(obj, old, new),
+        )
+    }
+
     /// Instances for `rows`, through the session's identity map when there is one.
     pub fn instances_in<'py>(
         &self,
@@ -442,17 +463,7 @@ impl ModelHandle {
         let _gc = super::GcPause::new(py, rows.len());
         let starts: Vec<usize> = (0..rows.len()).map(|r| r * w).collect();
         let values = std::sync::Arc::new(rows.values);
-        let objs = map.objects_for(
-            py,
-            self.schema.id,
-            self.schema.pk,
-            w,
-            &values,
-            &starts,
-            |row| self.new_instance(py, row),
-            |obj, old, new| self.refresh_unchanged(obj, old, new),
-        )?;
-        PyList::new(py, objs)
+        PyList::new(py, self.session_objects(py, map, &values, &starts)?)
     }
 
     pub fn instances<'py>(&self, py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>> {
