@@ -29,6 +29,7 @@ from ormkit import (
     selectinload,
 )
 from tests.test_relationships import RAuthor, RGroup, RMessage, RPost, RProfile, authors, by_id, ids, posts, seed
+from tests.test_unit_of_work import Boom, nothing_left
 
 # ---------------------------------------------------------------------------------------------
 # models (tables v_)
@@ -94,20 +95,9 @@ class VDChild(Base):
     parent_id: Mapped[int] = mapped_column(ForeignKey("v_dparents.id"))
 
 
-class Boom(Exception):
-    pass
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-
-async def nothing_left(engine, session) -> None:
-    """A commit right after one that wrote sends no statement at all."""
-    with engine.query_log() as log:
-        await session.commit()
-    assert log.statements == []
 
 
 async def item_names(engine) -> dict[int, str]:

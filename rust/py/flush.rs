@@ -140,6 +140,18 @@ fn plain_op(dialect: Dialect, stmt: &Statement, params: &Params) -> PyResult<Wri
     Ok(WriteOp { sql: compiled.sql.clone(), params: compiled.params(&params.values), columns: None, fixups: vec![] })
 }
 
+/// A tracked object's resolved relations and its `__dict__`; None when its model has no
+/// relations (or they cannot be resolved), so there is nothing for a relation pass to do.
+type RelsAndDict<'py> = (std::sync::Arc<Vec<ResolvedRel>>, Bound<'py, pyo3::types::PyDict>);
+
+fn relations_and_dict<'py>(t: &Tracked<'py>, m: &ModelHandle) -> PyResult<Option<RelsAndDict<'py>>> {
+    if m.schema.relations.is_empty() {
+        return Ok(None);
+    }
+    let Ok(rels) = m.schema.resolved_relations() else { return Ok(None) };
+    Ok(Some((rels, dict_of(&t.obj)?)))
+}
+
 fn ptr(o: &Bound<'_, PyAny>) -> usize {
     o.as_ptr() as usize
 }
@@ -350,11 +362,7 @@ impl<'py> Planner<'py, '_> {
     /// snapshot when it was loaded, else with the foreign key the row was read with.
     fn parents(&mut self, t: &Tracked<'py>, m: &ModelHandle) -> PyResult<bool> {
         let py = self.py;
-        if m.schema.relations.is_empty() {
-            return Ok(false);
-        }
-        let Ok(rels) = m.schema.resolved_relations() else { return Ok(false) };
-        let d = dict_of(&t.obj)?;
+        let Some((rels, d)) = relations_and_dict(t, m)? else { return Ok(false) };
         let mut changed = false;
         for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind == RelKind::ManyToOne) {
             let Some(cur) = d.get_item(r.name.as_str())? else { continue };
@@ -414,11 +422,7 @@ impl<'py> Planner<'py, '_> {
     /// the keys they were loaded with.
     fn collections(&mut self, t: &Tracked<'py>, m: &ModelHandle, removals: &mut Vec<Removal<'py>>) -> PyResult<bool> {
         let py = self.py;
-        if m.schema.relations.is_empty() {
-            return Ok(false);
-        }
-        let Ok(rels) = m.schema.resolved_relations() else { return Ok(false) };
-        let d = dict_of(&t.obj)?;
+        let Some((rels, d)) = relations_and_dict(t, m)? else { return Ok(false) };
         let mut changed = false;
         for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind != RelKind::ManyToOne) {
             let Some(cur) = d.get_item(r.name.as_str())? else { continue };

@@ -2,11 +2,12 @@
 //! the related instances to their parents, in one pass over the rows.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 
 use super::engine::EngineCore;
 use super::identity::{IdentityMap, RelSnap};
 use super::model::{handle_for, relation_snap};
+use super::write::dict_of;
 use crate::bridge::Pending;
 use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
 use crate::compile::{self, Compiled};
@@ -94,15 +95,6 @@ fn units_for(load: &CompiledLoad, root_values: Option<&[Value]>, given: Option<R
             }
         })
         .collect()
-}
-
-fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    // SAFETY: `obj` is a live model instance (types with a __dict__); the call returns a
-    // new reference to its dict, or NULL with an exception set.
-    let d = unsafe {
-        Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
-    };
-    Ok(d.cast_into::<PyDict>()?)
 }
 
 /// Sets an instance attribute the way `object.__setattr__` does: into the instance's inline

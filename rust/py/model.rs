@@ -315,12 +315,7 @@ impl ModelHandle {
     /// The value of column `col` of `obj` as it would be written (NULL if unset or not
     /// convertible).
     pub fn column_value(&self, obj: &Bound<'_, PyAny>, col: usize) -> PyResult<Value> {
-        // SAFETY: model instances are plain heap objects with a `__dict__`; a new reference or
-        // NULL with an exception set.
-        let d = unsafe {
-            Bound::from_owned_ptr_or_err(obj.py(), ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
-        };
-        let v = d.cast_into::<PyDict>()?.get_item(self.keys[col].bind(obj.py()))?;
+        let v = super::write::dict_of(obj)?.get_item(self.keys[col].bind(obj.py()))?;
         Ok(v.and_then(|v| convert::to_value(&v, self.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
     }
 

@@ -49,7 +49,13 @@ pub fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandl
 }
 
 pub fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    Ok(obj.getattr(pyo3::intern!(obj.py(), "__dict__"))?.cast_into::<PyDict>()?)
+    // SAFETY: `obj` is a live model instance (a type with a __dict__); the call returns a
+    // new reference to its dict (built from its inline values if it had none), or NULL with
+    // an exception set.
+    let d = unsafe {
+        Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
+    };
+    Ok(d.cast_into::<PyDict>()?)
 }
 
 /// True when the instance holds a related instance or collection to write with it.
