@@ -8,7 +8,10 @@
 //! in one callback. Worker threads never take the GIL, so they can neither stall behind a
 //! busy interpreter nor race its shutdown.
 //!
-//! The result is turned into Python objects on the loop's thread, in `__next__`.
+//! The result is turned into Python objects on the loop's thread, in `__next__`. A producer
+//! may also send steps ahead of the result (a large load's rows, chunk by chunk): the loop's
+//! thread works on one while the producer reads the next, so the two threads overlap instead
+//! of taking turns.
 //! Dropping a `Pending` before it finished (the awaiting task was cancelled) runs its cancel
 //! hook, which interrupts or cancels the statement.
 
@@ -28,10 +31,16 @@ use crate::errors::Error;
 /// Turns a finished result into a Python object; runs on the event loop's thread.
 pub type Payload = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
+/// Part of a result that arrived early (a chunk of rows), for the loop's thread to work on
+/// while the producer reads the rest.
+pub type Step = Box<dyn FnOnce(Python<'_>) -> PyResult<()> + Send>;
+
 type CancelHook = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct State {
+    /// Run in order before the result, each as soon as the awaiting task gets to it.
+    steps: Vec<Step>,
     result: Option<Result<Payload, Error>>,
     /// The asyncio future a task waits on, and the waker of its loop.
     waiter: Option<(Arc<LoopWaker>, Py<PyAny>)>,
@@ -159,6 +168,11 @@ impl Completer {
         self.shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
     }
 
+    /// A handle that hands the awaiting side early parts of the result.
+    pub fn stepper(&self) -> Stepper {
+        Stepper { shared: self.shared.clone() }
+    }
+
     pub fn complete(mut self, result: Result<Payload, Error>) {
         let Some(shared) = self.shared.take() else { return };
         let waker = {
@@ -174,6 +188,30 @@ impl Completer {
         };
         if let Some(w) = waker {
             w.push(shared);
+        }
+    }
+}
+
+/// Sends steps (see [`Step`]) to a `Pending` from any thread, before its result.
+pub struct Stepper {
+    shared: Option<Arc<Shared>>,
+}
+
+impl Stepper {
+    /// Hands the awaiting side an early part of the result. The loop is woken for it only
+    /// if the task is waiting; a task busy with earlier steps picks it up when it asks again.
+    pub fn step(&self, step: Step) {
+        let Some(shared) = &self.shared else { return };
+        let waker = {
+            let mut st = shared.state.lock().unwrap();
+            if st.consumed || st.result.is_some() {
+                return;
+            }
+            st.steps.push(step);
+            st.waiter.as_ref().map(|(w, _)| w.clone())
+        };
+        if let Some(w) = waker {
+            w.push(shared.clone());
         }
     }
 }
@@ -196,16 +234,13 @@ impl Drop for Pending {
 impl Pending {
     /// The awaiting side is gone: stop caring about the result and cancel unfinished work.
     fn abandon(&self) {
-        let hook = {
+        let (hook, _steps) = {
             let mut st = self.shared.state.lock().unwrap();
             let unfinished = st.result.is_none() && !st.consumed;
             st.consumed = true;
             st.waiter = None;
-            if unfinished {
-                st.on_cancel.take()
-            } else {
-                None
-            }
+            let steps = std::mem::take(&mut st.steps);
+            (if unfinished { st.on_cancel.take() } else { None }, steps)
         };
         if let Some(h) = hook {
             h();
@@ -225,6 +260,19 @@ impl Pending {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut st = self.shared.state.lock().unwrap();
+        while !st.steps.is_empty() {
+            // Steps run without the lock: they run Python code, and the producer goes on
+            // adding steps meanwhile.
+            let steps = std::mem::take(&mut st.steps);
+            drop(st);
+            for step in steps {
+                if let Err(e) = step(py) {
+                    self.abandon();
+                    return Err(e);
+                }
+            }
+            st = self.shared.state.lock().unwrap();
+        }
         if let Some(result) = st.result.take() {
             st.consumed = true;
             st.waiter = None;
@@ -244,8 +292,8 @@ impl Pending {
                 let waker = waker_for(py, &event_loop)?;
                 let fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
                 st = self.shared.state.lock().unwrap();
-                if st.result.is_some() {
-                    // Finished while the future was being made: no need to wait.
+                if st.result.is_some() || !st.steps.is_empty() {
+                    // Finished (or sent more) while the future was being made: no need to wait.
                     drop(st);
                     return self.__next__(py);
                 }
@@ -287,6 +335,7 @@ impl Pending {
     }
 
     fn done(&self) -> bool {
-        self.shared.state.lock().unwrap().result.is_some()
+        let st = self.shared.state.lock().unwrap();
+        st.result.is_some() && st.steps.is_empty()
     }
 }

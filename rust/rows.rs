@@ -58,25 +58,6 @@ impl Key {
     }
 }
 
-/// The distinct non-NULL values of column `col`, in first-seen order.
-pub fn distinct_keys(rows: &RowSet, col: usize) -> Vec<Value> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    let w = rows.width();
-    if w == 0 {
-        return out;
-    }
-    for row in rows.values.chunks(w) {
-        let v = &row[col];
-        if let Some(k) = Key::of(v) {
-            if seen.insert(k) {
-                out.push(v.clone());
-            }
-        }
-    }
-    out
-}
-
 /// A fast non-cryptographic hasher for grouping rows by key (keys come from the database,
 /// not from an adversary choosing collisions against this process's tables).
 ///

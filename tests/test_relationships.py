@@ -15,6 +15,9 @@ returns heap order, i.e. insertion order, without an ORDER BY).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from ormkit import (
@@ -1332,3 +1335,45 @@ async def test_a_relationship_given_the_wrong_model_raises(session, reader):
     with pytest.raises(ValueTypeError, match=r"RPost\.author was set to a RGroup; it takes a RAuthor"):
         await session.commit()
     assert (await reader.get(RPost, 11)).author_id == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# loads that arrive in chunks: a session turns the first rows into objects while the driver
+# is still reading the rest
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_a_load_in_chunks_keeps_one_object_per_row(session, reader):
+    n = 3000  # posts: several chunks
+    await session.insert_all([RAuthor(id=i, name=f"a{i}") for i in (3, 1, 2)])
+    await session.insert_all([RPost(id=i, title=f"p{i}", author_id=1 + i % 3) for i in range(n, 0, -1)])
+    posts = await reader.query(RPost).options(joinedload("author")).order_by("id").all()
+    assert ids(posts) == list(range(1, n + 1))
+    authors = {id(p.author) for p in posts}
+    assert len(authors) == 3
+    assert all(p.author.id == 1 + p.id % 3 and p.author_id == p.author.id for p in posts)
+    # the same rows read again through the session are the same objects
+    again = await reader.query(RPost).filter(id__gt=n - 500).order_by("id").all()
+    assert all(a is b for a, b in zip(again, posts[n - 500 :], strict=True))
+    users = await reader.query(RAuthor).options(selectinload("posts")).order_by("id").all()
+    assert [len(u.posts) for u in users] == [1000, 1000, 1000]
+    assert all(p.author is u for u in users for p in u.posts)
+    assert all(ids(u.posts) == sorted(ids(u.posts)) for u in users)
+    assert {id(p) for u in users for p in u.posts} == {id(p) for p in posts}
+
+
+async def test_a_load_cancelled_between_chunks_leaves_the_session_usable(session, reader):
+    n = 20_000
+    await session.insert_all([RAuthor(id=i, name=f"a{i}") for i in range(1, n + 1)])
+    for waits in (0, 1, 2, 5, 20):
+        task = asyncio.ensure_future(reader.query(RAuthor).options(selectinload("posts")).all())
+        for _ in range(waits):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # nothing is left running on the session, and what it reads next is whole
+        assert await reader.query(RAuthor).count() == n
+        got = await reader.query(RAuthor).filter(id__gt=n - 3000).order_by("id").all()
+        assert ids(got) == list(range(n - 2999, n + 1))
+        assert all(a.name == f"a{a.id}" for a in got)

@@ -22,8 +22,9 @@ pub enum Request {
     /// Run statements in order inside one transaction (DDL).
     Script { statements: Vec<String> },
     /// Run a query and the queries loading its relations, each keyed by rows of an earlier
-    /// one (see `compile::load`).
-    Load { units: Vec<LoadUnit> },
+    /// one (see `compile::load`). With `progress`, rows go there in chunks as they are read
+    /// and the response holds none of them.
+    Load { units: Vec<LoadUnit>, progress: Option<Progress> },
     /// Transaction control (BEGIN, COMMIT, SAVEPOINT ...) on a pinned connection.
     Control { sql: String },
     /// Run statements in order inside one transaction, where a parameter may be a value an
@@ -100,24 +101,135 @@ impl Response {
     }
 }
 
-/// The parameters a unit binds, with its key list filled in from the earlier units' rows;
-/// `None` when there are no keys, so nothing to load.
-pub(crate) fn unit_params_ref(
-    source: &Option<(usize, usize)>,
-    params: &[Value],
-    done: &[RowSet],
-) -> Option<Vec<Value>> {
-    match source {
-        None => Some(params.to_vec()),
-        Some((parent, col)) => {
-            let keys = crate::rows::distinct_keys(&done[*parent], *col);
-            if keys.is_empty() {
-                return None;
-            }
-            let mut params = params.to_vec();
-            params[0] = Value::List(keys);
-            Some(params)
+/// Receives a load's rows, `(unit, rows)`, in chunks while the driver is still reading the
+/// rest: the event loop's thread turns one chunk into objects while the next is read.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(usize, RowSet) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+impl Request {
+    /// The same request answering with all its rows at once.
+    pub fn without_progress(&self) -> Request {
+        match self {
+            Request::Load { units, .. } => Request::Load { units: units.clone(), progress: None },
+            other => other.clone(),
         }
+    }
+}
+
+/// The key lists a load's units bind: the distinct non-NULL values, in first-seen order, of
+/// the columns later units are keyed by, gathered as the earlier units' rows go past.
+pub(crate) struct SourceKeys {
+    wanted: Vec<(usize, usize)>,
+    seen: Vec<crate::rows::FastSet<crate::rows::Key>>,
+    keys: Vec<Vec<Value>>,
+}
+
+impl SourceKeys {
+    pub fn new(units: &[LoadUnit]) -> SourceKeys {
+        let mut wanted: Vec<(usize, usize)> = Vec::new();
+        for u in units {
+            if let Some(src) = u.source {
+                if !wanted.contains(&src) {
+                    wanted.push(src);
+                }
+            }
+        }
+        let n = wanted.len();
+        SourceKeys { wanted, seen: (0..n).map(|_| Default::default()).collect(), keys: vec![Vec::new(); n] }
+    }
+
+    pub fn gather(&mut self, unit: usize, rows: &RowSet) {
+        let w = rows.width();
+        if w == 0 {
+            return;
+        }
+        for (i, &(u, col)) in self.wanted.iter().enumerate() {
+            if u != unit {
+                continue;
+            }
+            for row in rows.values.chunks(w) {
+                let v = &row[col];
+                if let Some(k) = crate::rows::Key::of(v) {
+                    if self.seen[i].insert(k) {
+                        self.keys[i].push(v.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The parameters a unit binds, with its key list filled in; `None` when there are no
+    /// keys, so nothing to load.
+    pub fn params(&self, source: &Option<(usize, usize)>, params: &[Value]) -> Option<Vec<Value>> {
+        match source {
+            None => Some(params.to_vec()),
+            Some(src) => {
+                let i = self.wanted.iter().position(|w| w == src)?;
+                if self.keys[i].is_empty() {
+                    return None;
+                }
+                let mut params = params.to_vec();
+                params[0] = Value::List(self.keys[i].clone());
+                Some(params)
+            }
+        }
+    }
+}
+
+/// Where a driver sends a unit's rows while it reads them: chunks start small, so the
+/// loop's thread starts early, and grow, so a large result costs few wake-ups.
+pub(crate) struct Chunks<'a> {
+    progress: &'a Progress,
+    keys: &'a mut SourceKeys,
+    unit: usize,
+    width: usize,
+    next: usize,
+    sent: bool,
+}
+
+const FIRST_CHUNK_ROWS: usize = 256;
+const MAX_CHUNK_ROWS: usize = 4096;
+
+impl<'a> Chunks<'a> {
+    pub fn new(progress: &'a Progress, keys: &'a mut SourceKeys, unit: usize, width: usize) -> Chunks<'a> {
+        Chunks { progress, keys, unit, width, next: FIRST_CHUNK_ROWS, sent: false }
+    }
+
+    /// Room for the next chunk's values.
+    pub fn capacity(&self) -> usize {
+        self.next * self.width
+    }
+
+    pub fn full(&self, values: &[Value]) -> bool {
+        values.len() >= self.next * self.width
+    }
+
+    /// At the end of the rows: the last chunk goes the way of the others. A result smaller
+    /// than one chunk stays in `values`, to come with the response, so that a short query
+    /// wakes the loop once.
+    pub fn finish(&mut self, columns: &Columns, values: &mut Vec<Value>) {
+        if self.sent {
+            self.send(columns, values);
+        }
+    }
+
+    /// Sends the values read so far (if any) and leaves `values` ready for the next chunk.
+    pub fn send(&mut self, columns: &Columns, values: &mut Vec<Value>) {
+        if values.is_empty() {
+            return;
+        }
+        self.sent = true;
+        self.next = (self.next * 2).min(MAX_CHUNK_ROWS);
+        let chunk = std::mem::replace(values, Vec::with_capacity(self.next * self.width));
+        let rows = RowSet { columns: columns.clone(), values: chunk, affected: 0 };
+        self.keys.gather(self.unit, &rows);
+        (self.progress.0)(self.unit, rows);
     }
 }
 

@@ -713,6 +713,19 @@ async fn query(
     known: &Option<Columns>,
     obs: &Observer,
 ) -> Result<RowSet> {
+    query_into(conn, sql, params, known, obs, None).await
+}
+
+/// `query`, sending the rows to `chunks` as they are read when it is given (the result
+/// then holds none).
+async fn query_into(
+    conn: &mut PgConn,
+    sql: &Arc<str>,
+    params: &[Value],
+    known: &Option<Columns>,
+    obs: &Observer,
+    mut chunks: Option<&mut super::Chunks<'_>>,
+) -> Result<RowSet> {
     let started = std::time::Instant::now();
     let stmt = conn.prepare(sql).await?;
     check_arity(&stmt, params)?;
@@ -720,21 +733,31 @@ async fn query(
     let width = columns.names.len();
     let stream = conn.client.query_raw(&stmt, params.iter().map(Param)).await?;
     pin_mut!(stream);
-    let mut values = Vec::with_capacity(conn.sizes.get(sql).copied().unwrap_or(0).min(SIZE_HINT_CAP));
+    let hint = conn.sizes.get(sql).copied().unwrap_or(0).min(SIZE_HINT_CAP);
+    let mut values = Vec::with_capacity(chunks.as_ref().map_or(hint, |c| hint.min(c.capacity())));
+    let mut count = 0usize;
     while let Some(row) = stream.try_next().await? {
         for i in 0..width {
             values.push(row.try_get::<_, Cell>(i)?.0);
         }
+        count += 1;
+        if let Some(c) = chunks.as_deref_mut() {
+            if c.full(&values) {
+                c.send(&columns, &mut values);
+            }
+        }
     }
-    conn.sizes.insert(sql.clone(), values.len());
+    if let Some(c) = chunks {
+        c.finish(&columns, &mut values);
+    }
+    conn.sizes.insert(sql.clone(), count * width);
     if values.len() * 2 < values.capacity() {
         // A smaller result than last time keeps no unused room for as long as it lives.
         values.shrink_to_fit();
     }
     let affected = stream.rows_affected().unwrap_or(0);
-    let rows = RowSet { columns, values, affected };
-    obs.record(sql, started, rows.len() as u64);
-    Ok(rows)
+    obs.record(sql, started, count as u64);
+    Ok(RowSet { columns, values, affected })
 }
 
 /// Serves a query in batches from a portal inside a transaction, one batch per request,
@@ -907,14 +930,23 @@ async fn run_any(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Resp
         })
         .await;
     }
-    if let Request::Load { units } = req {
+    if let Request::Load { units, progress } = req {
+        let mut keys = super::SourceKeys::new(&units);
         let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
-        for unit in units {
-            let rows = match (unit.given, super::unit_params_ref(&unit.source, &unit.params, &done)) {
+        for (i, unit) in units.into_iter().enumerate() {
+            let columns = Some(unit.columns.clone());
+            let rows = match (unit.given, keys.params(&unit.source, &unit.params)) {
                 (Some(given), _) => given,
-                (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone()), obs).await?,
+                (None, Some(params)) => match &progress {
+                    Some(p) => {
+                        let mut chunks = super::Chunks::new(p, &mut keys, i, unit.columns.names.len());
+                        query_into(conn, &unit.sql, &params, &columns, obs, Some(&mut chunks)).await?
+                    }
+                    None => query(conn, &unit.sql, &params, &columns, obs).await?,
+                },
                 (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
             };
+            keys.gather(i, &rows);
             done.push(rows);
         }
         return Ok(Response::Units(done));

@@ -263,15 +263,31 @@ pub fn decode_row(row: &rusqlite::Row<'_>, types: &[Option<ColType>], out: &mut 
     Ok(())
 }
 
-fn step_into(stmt: &mut rusqlite::Statement<'_>, types: &[Option<ColType>], values: &mut Vec<Value>) -> Result<()> {
+fn step_into(
+    stmt: &mut rusqlite::Statement<'_>,
+    columns: &Columns,
+    values: &mut Vec<Value>,
+    mut chunks: Option<&mut super::Chunks<'_>>,
+) -> Result<usize> {
+    let types = &columns.types;
     let width = types.len();
     let mut rows = stmt.raw_query();
+    let mut count = 0;
     while let Some(row) = rows.next()? {
         for (c, ty) in types.iter().enumerate().take(width) {
             values.push(decode(row.get_ref(c)?, *ty));
         }
+        count += 1;
+        if let Some(c) = chunks.as_deref_mut() {
+            if c.full(values) {
+                c.send(columns, values);
+            }
+        }
     }
-    Ok(())
+    if let Some(c) = chunks {
+        c.finish(columns, values);
+    }
+    Ok(count)
 }
 
 thread_local! {
@@ -301,21 +317,34 @@ fn query(
     known: &Option<Columns>,
     obs: &Observer,
 ) -> Result<RowSet> {
+    query_into(conn, sql, params, known, obs, None)
+}
+
+/// `query`, sending the rows to `chunks` as they are read when it is given (the result
+/// then holds none).
+fn query_into(
+    conn: &Connection,
+    sql: &Arc<str>,
+    params: &[Value],
+    known: &Option<Columns>,
+    obs: &Observer,
+    chunks: Option<&mut super::Chunks<'_>>,
+) -> Result<RowSet> {
     let started = std::time::Instant::now();
     let mut stmt = conn.prepare_cached(sql)?;
     bind_all(&mut stmt, params)?;
     let columns = columns_of(&stmt, known);
-    let mut values = Vec::with_capacity(size_hint(sql));
-    step_into(&mut stmt, &columns.types, &mut values)?;
-    note_size(sql, values.len());
+    let hint = size_hint(sql);
+    let mut values = Vec::with_capacity(chunks.as_ref().map_or(hint, |c| hint.min(c.capacity())));
+    let count = step_into(&mut stmt, &columns, &mut values, chunks)?;
+    note_size(sql, count * columns.types.len());
     if values.len() * 2 < values.capacity() {
         // A smaller result than last time keeps no unused room for as long as it lives.
         values.shrink_to_fit();
     }
     let affected = if stmt.readonly() { 0 } else { conn.changes() };
-    let rows = RowSet { columns, values, affected };
-    obs.record(sql, started, rows.len() as u64);
-    Ok(rows)
+    obs.record(sql, started, count as u64);
+    Ok(RowSet { columns, values, affected })
 }
 
 /// Runs `f` inside a transaction, or a savepoint if one is already open.
@@ -345,14 +374,23 @@ pub fn run(conn: &Connection, req: Request, obs: &Observer) -> Result<Response> 
             }
             Ok(Response::Units(done))
         }),
-        Request::Load { units } => {
+        Request::Load { units, progress } => {
+            let mut keys = super::SourceKeys::new(&units);
             let mut done: Vec<RowSet> = Vec::with_capacity(units.len());
-            for unit in units {
-                let rows = match (unit.given, super::unit_params_ref(&unit.source, &unit.params, &done)) {
+            for (i, unit) in units.into_iter().enumerate() {
+                let columns = Some(unit.columns.clone());
+                let rows = match (unit.given, keys.params(&unit.source, &unit.params)) {
                     (Some(given), _) => given,
-                    (None, Some(params)) => query(conn, &unit.sql, &params, &Some(unit.columns.clone()), obs)?,
+                    (None, Some(params)) => match &progress {
+                        Some(p) => {
+                            let mut chunks = super::Chunks::new(p, &mut keys, i, unit.columns.names.len());
+                            query_into(conn, &unit.sql, &params, &columns, obs, Some(&mut chunks))?
+                        }
+                        None => query(conn, &unit.sql, &params, &columns, obs)?,
+                    },
                     (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
                 };
+                keys.gather(i, &rows);
                 done.push(rows);
             }
             Ok(Response::Units(done))
@@ -393,7 +431,7 @@ fn run_one(conn: &Connection, req: Request, obs: &Observer) -> Result<RowSet> {
                 out.values.reserve(rows.len() * out.columns.types.len());
                 for params in rows {
                     bind_all(&mut stmt, params)?;
-                    step_into(&mut stmt, &out.columns.types, &mut out.values)?;
+                    step_into(&mut stmt, &out.columns, &mut out.values, None)?;
                     out.affected += conn.changes();
                 }
                 obs.record(sql, started, rows.len() as u64);
@@ -465,7 +503,7 @@ const INLINE_BATCH_ROWS: usize = 64;
 fn request_key(req: &Request) -> Option<Arc<str>> {
     match req {
         Request::Query { sql, .. } => Some(sql.clone()),
-        Request::Load { units } => units.first().map(|u| u.sql.clone()),
+        Request::Load { units, .. } => units.first().map(|u| u.sql.clone()),
         Request::Writes { ops } if ops.len() <= INLINE_BATCH_ROWS => ops.first().map(|o| o.sql.clone()),
         Request::Batch { groups, .. } if groups.iter().map(|g| g.1.len()).sum::<usize>() <= INLINE_BATCH_ROWS => {
             groups.first().map(|g| g.0.clone())
@@ -534,7 +572,9 @@ impl SqlitePool {
                 return Err(req);
             }
             let (scratch, log) = obs.scratch();
-            let result = run(conn, req.clone(), &scratch);
+            // Inline, rows are not streamed: a run stopped at the budget goes to a worker
+            // and starts over, so nothing may have been handed on yet.
+            let result = run(conn, req.without_progress(), &scratch);
             let _ = conn.progress_handler(0, None::<fn() -> bool>);
             if over.load(std::sync::atomic::Ordering::Relaxed) && result.is_err() {
                 self.inner.slow.write().unwrap().insert(key);

@@ -18,7 +18,7 @@ use crate::bridge::{self, Payload, Pending};
 use crate::compile::{self, ddl, Compiled, Dialect};
 use crate::driver::postgres::{self, Lease, PgConfig, PgPool};
 use crate::driver::sqlite::{self, SqliteConfig, SqlitePool};
-use crate::driver::{runtime, LoggedQuery, Observer, Request, Response};
+use crate::driver::{runtime, LoadUnit, LoggedQuery, Observer, Progress, Request, Response};
 use crate::errors::{Error, Kind};
 use crate::plan::load;
 use crate::plan::{Cond, DeleteShape, InsertShape, Params, SelectShape, Statement, UpdateShape, UpsertShape};
@@ -162,7 +162,37 @@ impl EngineCore {
         F: FnOnce(Python<'_>, Response) -> PyResult<Py<PyAny>> + Send + 'static,
         X: FnOnce(Error) -> Error + Send + 'static,
     {
+        self.submit_with(|_| req, finish, explain)
+    }
+
+    /// Sends a load whose rows reach `chunk` on the loop's thread, `(unit, rows)`, while the
+    /// driver reads the rest; `finish` then gets the response, which holds rows only where
+    /// they were not streamed.
+    pub fn submit_streamed<C, F>(&self, units: Vec<LoadUnit>, chunk: C, finish: F) -> PyResult<Pending>
+    where
+        C: Fn(Python<'_>, usize, RowSet) -> PyResult<()> + Send + Sync + 'static,
+        F: FnOnce(Python<'_>, Response) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        let chunk = Arc::new(chunk);
+        let request = move |completer: &bridge::Completer| {
+            let stepper = completer.stepper();
+            let progress = Progress(Arc::new(move |unit, rows| {
+                let chunk = chunk.clone();
+                stepper.step(Box::new(move |py| chunk(py, unit, rows)));
+            }));
+            Request::Load { units, progress: Some(progress) }
+        };
+        self.submit_with(request, finish, |e| e)
+    }
+
+    fn submit_with<R, F, X>(&self, request: R, finish: F, explain: X) -> PyResult<Pending>
+    where
+        R: FnOnce(&bridge::Completer) -> Request,
+        F: FnOnce(Python<'_>, Response) -> PyResult<Py<PyAny>> + Send + 'static,
+        X: FnOnce(Error) -> Error + Send + 'static,
+    {
         let (pending, completer) = bridge::pending();
+        let req = request(&completer);
         let obs = self.observer.clone();
         let pin = self.pin.clone();
         if let Some(p) = &pin {

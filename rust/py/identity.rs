@@ -97,10 +97,14 @@ fn weak_ref(obj: &Bound<'_, PyAny>) -> PyResult<Py<PyWeakrefReference>> {
 
 impl Entries {
     /// Drops the entries of dead objects once the map (with `adding` more) has outgrown
-    /// twice what was alive at the last sweep; `usize::MAX` sweeps now. Dropping an entry
+    /// both its table and twice what was alive at the last sweep; `usize::MAX` sweeps now. Dropping an entry
     /// (a weak reference and plain values) runs no Python code, so it is done under the lock.
     fn sweep(&mut self, py: Python<'_>, adding: usize) {
-        if adding != usize::MAX && self.map.len().saturating_add(adding) <= self.sweep_at {
+        let need = self.map.len().saturating_add(adding);
+        // Until the table would have to grow, dead entries wait to be taken over by the
+        // rows read next (the same rows, read again, reuse their slots); sweeping earlier
+        // would walk and rehash the table again at every chunk of a load.
+        if adding != usize::MAX && (need <= self.sweep_at || need <= self.map.capacity()) {
             return;
         }
         self.map.retain(|_, e| e.obj.bind(py).upgrade().is_some());
@@ -151,10 +155,16 @@ impl IdentityMap {
         let mut stale: Vec<(Bound<'py, PyAny>, Vec<Value>, Vec<Value>)> = Vec::new();
         {
             let mut entries = self.guard()?;
-            entries.sweep(py, n);
-            entries.map.reserve(n);
-            let Entries { map, inserted: log, .. } = &mut *entries;
-            for &start in starts {
+            if entries.map.is_empty() {
+                entries.map.reserve(n);
+            }
+            for (i, &start) in starts.iter().enumerate() {
+                // Rows read again take over their dead entries' slots, so the table is only
+                // swept (or grown) when a new key finds it full.
+                if entries.map.len() >= entries.map.capacity() {
+                    entries.sweep(py, n - i);
+                }
+                let Entries { map, inserted: log, .. } = &mut *entries;
                 let row = &values[start..start + width];
                 let Some(key) = Key::of(&row[pk]) else {
                     out.push(make(row)?);

@@ -1,6 +1,8 @@
 //! Model queries with relation loading: running the units of a compiled load and attaching
 //! the related instances to their parents, in one pass over the rows.
 
+use std::sync::{Arc, Mutex};
+
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -11,7 +13,8 @@ use super::write::dict_of;
 use crate::bridge::Pending;
 use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
 use crate::compile::{self, Compiled};
-use crate::driver::{LoadUnit, Request};
+use crate::driver::{LoadUnit, Request, Response};
+use crate::errors::Error;
 use crate::plan::Statement;
 use crate::plan::{Params, SelectShape};
 use crate::rows::{FastMap, FastSet, Key, RowSet};
@@ -27,7 +30,7 @@ pub fn run_models(
     engine: &EngineCore,
     shape: &SelectShape,
     params: &Params,
-    plain: Option<std::sync::Arc<Compiled>>,
+    plain: Option<Arc<Compiled>>,
     finish: Finish,
 ) -> PyResult<Pending> {
     let py_model = handle_for(py, shape.model)?;
@@ -37,17 +40,69 @@ pub fn run_models(
             Some(c) => c,
             None => compile::compile(engine.dialect(), &Statement::Select(shape.clone()))?,
         };
-        return engine.run_compiled(&compiled, &params.values, move |py, rows| {
-            let list = py_model.get().instances_in(py, rows, identity.as_ref().map(|m| m.get()))?;
-            finish(py, list)
+        let Some(map) = identity else {
+            return engine.run_compiled(&compiled, &params.values, move |py, rows| {
+                let list = py_model.get().instances_in(py, rows, None)?;
+                finish(py, list)
+            });
+        };
+        // In a session, rows become objects chunk by chunk while the rest are read.
+        let unit = LoadUnit {
+            sql: compiled.sql.clone(),
+            params: compiled.params(&params.values),
+            columns: compiled.out.clone(),
+            source: None,
+            given: None,
+        };
+        let acc = Arc::new(Mutex::new(Vec::<Py<PyAny>>::new()));
+        let (h, m, a) = (py_model.clone_ref(py), map.clone_ref(py), acc.clone());
+        let chunk = move |py: Python<'_>, _unit: usize, rows: RowSet| -> PyResult<()> {
+            let built = h.get().instances_for(py, rows, m.get())?;
+            lock(&a)?.extend(built.into_iter().map(Bound::unbind));
+            Ok(())
+        };
+        return engine.submit_streamed(vec![unit], chunk, move |py, response| {
+            let mut objs = std::mem::take(&mut *lock(&acc)?);
+            for rows in response.units().into_iter().filter(|r| !r.is_empty()) {
+                objs.extend(py_model.get().instances_for(py, rows, map.get())?.into_iter().map(Bound::unbind));
+            }
+            finish(py, PyList::new(py, objs)?)
         });
     }
-    let load = compile_load(engine.dialect(), shape)?;
+    let load = Arc::new(compile_load(engine.dialect(), shape)?);
     let units = units_for(&load, Some(&params.values), None);
-    engine.submit_response(Request::Load { units }, move |py, response| {
-        let list = assemble(py, &load, response.units(), None, identity.as_ref().map(|m| m.get()))?;
+    let Some(map) = identity else {
+        return engine.submit_response(Request::Load { units, progress: None }, move |py, response| {
+            let list = assemble(py, &load, response.units(), None, None)?;
+            finish(py, list)
+        });
+    };
+    let acc = Arc::new(Mutex::new(Built::new(&load)));
+    let (l, m, a) = (load.clone(), map.clone_ref(py), acc.clone());
+    let chunk = move |py: Python<'_>, unit: usize, rows: RowSet| -> PyResult<()> {
+        let _gc = super::GcPause::new(py, rows.len());
+        lock(&a)?.add_direct(py, &l, m.get(), unit, rows)
+    };
+    engine.submit_streamed(units, chunk, move |py, response| {
+        let mut built = std::mem::replace(&mut *lock(&acc)?, Built::new(&load));
+        let _gc = super::GcPause::new(py, built.rows() + response_rows(&response));
+        for (u, rows) in response.units().into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            built.add_direct(py, &load, map.get(), u, rows)?;
+        }
+        let list = link(py, &load, built, Some(map.get()))?;
         finish(py, list)
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> PyResult<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| Error::internal("a load's rows were left half-built by an earlier failure").into())
+}
+
+fn response_rows(response: &Response) -> usize {
+    match response {
+        Response::Rows(r) => r.len(),
+        Response::Units(u) => u.iter().map(|r| r.len()).sum(),
+    }
 }
 
 /// Loads relations of instances already at hand: the root unit is their own rows.
@@ -68,7 +123,7 @@ pub fn run_for_instances(
     let load = compile_load(engine.dialect(), &shape)?;
     let units = units_for(&load, None, Some(given));
     let identity = Python::attach(|py| engine.identity(py));
-    engine.submit_response(Request::Load { units }, move |py, response| {
+    engine.submit_response(Request::Load { units, progress: None }, move |py, response| {
         let list = assemble(py, &load, response.units(), Some(&instances), identity.as_ref().map(|m| m.get()))?;
         Ok(list.into_any().unbind())
     })
@@ -121,12 +176,16 @@ fn key_order(a: &Value, b: &Value) -> std::cmp::Ordering {
 
 /// A unit's rows, their values shared so that the session's snapshots can point into them.
 struct SharedRows {
-    values: std::sync::Arc<Vec<Value>>,
+    values: Arc<Vec<Value>>,
     width: usize,
     len: usize,
 }
 
 impl SharedRows {
+    fn new(rows: RowSet) -> SharedRows {
+        SharedRows { width: rows.width(), len: rows.len(), values: Arc::new(rows.values) }
+    }
+
     fn row(&self, r: usize) -> &[Value] {
         &self.values[r * self.width..(r + 1) * self.width]
     }
@@ -137,6 +196,71 @@ impl SharedRows {
 
     fn width(&self) -> usize {
         self.width
+    }
+}
+
+/// A unit's rows in the chunks they arrived in, numbered across chunks.
+#[derive(Default)]
+struct UnitRows {
+    chunks: Vec<SharedRows>,
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl UnitRows {
+    fn push(&mut self, rows: SharedRows) {
+        self.starts.push(self.len);
+        self.len += rows.len();
+        self.chunks.push(rows);
+    }
+
+    fn row(&self, r: usize) -> &[Value] {
+        let c = if self.chunks.len() == 1 { 0 } else { self.starts.partition_point(|&s| s <= r) - 1 };
+        self.chunks[c].row(r - self.starts[c])
+    }
+}
+
+/// Every unit's rows and objects so far: `objects[unit][seg][row]`, `None` where a row has
+/// no object of that seg (the missing side of an outer join).
+struct Built {
+    units: Vec<UnitRows>,
+    objects: Vec<Vec<Vec<Option<Py<PyAny>>>>>,
+}
+
+impl Built {
+    fn new(load: &CompiledLoad) -> Built {
+        Built {
+            units: load.units.iter().map(|_| UnitRows::default()).collect(),
+            objects: load.units.iter().map(|u| u.segs.iter().map(|_| Vec::new()).collect()).collect(),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.units.iter().map(|u| u.len).sum()
+    }
+
+    /// Adds rows of `unit`, with their objects from the session's map.
+    fn add_direct(
+        &mut self,
+        py: Python<'_>,
+        load: &CompiledLoad,
+        map: &IdentityMap,
+        unit: usize,
+        rows: RowSet,
+    ) -> PyResult<()> {
+        let rows = SharedRows::new(rows);
+        for (s, seg) in load.units[unit].segs.iter().enumerate() {
+            let handle = handle_for(py, seg.model)?;
+            let col = seg_objects_direct(py, handle.get(), map, &rows, seg.offset)?;
+            let objs = &mut self.objects[unit][s];
+            if objs.is_empty() {
+                *objs = col.into_iter().map(|o| o.map(Bound::unbind)).collect();
+            } else {
+                objs.extend(col.into_iter().map(|o| o.map(Bound::unbind)));
+            }
+        }
+        self.units[unit].push(rows);
+        Ok(())
     }
 }
 
@@ -245,34 +369,51 @@ fn assemble<'py>(
     session: Option<&IdentityMap>,
 ) -> PyResult<Bound<'py, PyList>> {
     let _gc = super::GcPause::new(py, units.iter().map(|u| u.len()).sum());
-    let units: Vec<SharedRows> = units
-        .into_iter()
-        .map(|u| SharedRows { width: u.width(), len: u.len(), values: std::sync::Arc::new(u.values) })
-        .collect();
+    let mut built = Built::new(load);
     // With a session and no instances given, the session's map is the only identity
     // needed: it hands back one object per key across units and rows. Otherwise a map local
     // to this load does (and the given instances stand for their rows).
     let direct = session.is_some() && given.is_none();
     let mut identity: FastMap<(u32, Key), Bound<'py, PyAny>> = FastMap::default();
-    // objects[unit][seg][row]
-    let mut objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = Vec::with_capacity(units.len());
-    for (u, rows) in units.iter().enumerate() {
-        let cu = &load.units[u];
-        let mut per_seg = Vec::with_capacity(cu.segs.len());
-        for (s, seg) in cu.segs.iter().enumerate() {
-            let handle = handle_for(py, seg.model)?;
-            let h = handle.get();
-            let col = match session {
-                Some(map) if direct => seg_objects_direct(py, h, map, rows, seg.offset)?,
-                _ => {
+    for (u, rows) in units.into_iter().enumerate() {
+        match session {
+            Some(map) if direct => built.add_direct(py, load, map, u, rows)?,
+            _ => {
+                let rows = SharedRows::new(rows);
+                for (s, seg) in load.units[u].segs.iter().enumerate() {
+                    let handle = handle_for(py, seg.model)?;
                     let given = if (u, s) == (0, 0) { given } else { None };
-                    seg_objects_local(py, h, session, rows, seg.model, seg.offset, given, &mut identity)?
+                    let col = seg_objects_local(
+                        py,
+                        handle.get(),
+                        session,
+                        &rows,
+                        seg.model,
+                        seg.offset,
+                        given,
+                        &mut identity,
+                    )?;
+                    built.objects[u][s] = col.into_iter().map(|o| o.map(Bound::unbind)).collect();
                 }
-            };
-            per_seg.push(col);
+                built.units[u].push(rows);
+            }
         }
-        objects.push(per_seg);
     }
+    link(py, load, built, session)
+}
+
+/// Attaches the related instances of every edge to their parents; answers the roots.
+fn link<'py>(
+    py: Python<'py>,
+    load: &CompiledLoad,
+    built: Built,
+    session: Option<&IdentityMap>,
+) -> PyResult<Bound<'py, PyList>> {
+    let Built { units, objects } = built;
+    let objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = objects
+        .into_iter()
+        .map(|u| u.into_iter().map(|s| s.into_iter().map(|o| o.map(|p| p.into_bound(py))).collect()).collect())
+        .collect();
     let distinct = |objs: &Vec<Option<Bound<'py, PyAny>>>| -> Vec<(usize, Bound<'py, PyAny>)> {
         let mut seen = FastSet::default();
         objs.iter()

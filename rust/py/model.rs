@@ -450,7 +450,19 @@ impl ModelHandle {
         rows: RowSet,
         identity: Option<&IdentityMap>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let Some(map) = identity else { return self.instances(py, &rows) };
+        match identity {
+            Some(map) => PyList::new(py, self.instances_for(py, rows, map)?),
+            None => self.instances(py, &rows),
+        }
+    }
+
+    /// The session's objects for `rows` (built where it has none).
+    pub fn instances_for<'py>(
+        &self,
+        py: Python<'py>,
+        rows: RowSet,
+        map: &IdentityMap,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let w = rows.width();
         if w != self.keys.len() {
             return Err(Error::internal("row width does not match the model").into());
@@ -458,7 +470,7 @@ impl ModelHandle {
         let _gc = super::GcPause::new(py, rows.len());
         let starts: Vec<usize> = (0..rows.len()).map(|r| r * w).collect();
         let values = std::sync::Arc::new(rows.values);
-        PyList::new(py, self.session_objects(py, map, &values, &starts)?)
+        self.session_objects(py, map, &values, &starts)
     }
 
     pub fn instances<'py>(&self, py: Python<'py>, rows: &RowSet) -> PyResult<Bound<'py, PyList>> {
