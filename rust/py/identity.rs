@@ -118,6 +118,37 @@ impl Entries {
     }
 }
 
+/// What dead entries held, freed off the event loop's thread. The rows a load replaces are
+/// usually a whole earlier result (tens of thousands of strings), allocated by a driver
+/// thread; freeing them there keeps that work out of the load the user is waiting for.
+#[derive(Default)]
+struct Grave {
+    rows: Vec<Snap>,
+    rels: Vec<RelSnapshots>,
+}
+
+impl Grave {
+    fn bury(&mut self, entry: Entry) {
+        let Entry { obj, snapshot, rels } = entry;
+        drop(obj);
+        match snapshot {
+            // Not the last reference to its result: dropping it is a counter decrement.
+            Snap::Shared(ref v, ..) if Arc::strong_count(v) > 1 => {}
+            last => self.rows.push(last),
+        }
+        if !rels.is_empty() {
+            self.rels.push(rels);
+        }
+    }
+
+    fn send(self) {
+        if self.rows.is_empty() && self.rels.is_empty() {
+            return;
+        }
+        crate::driver::runtime().spawn(async move { drop(self) });
+    }
+}
+
 /// Objects are held weakly: the map never keeps an instance alive on its own.
 #[pyclass(frozen, module = "ormkit._ormkit")]
 #[derive(Default)]
@@ -153,6 +184,7 @@ impl IdentityMap {
         let n = starts.len();
         let mut out = Vec::with_capacity(n);
         let mut stale: Vec<(Bound<'py, PyAny>, Vec<Value>, Vec<Value>)> = Vec::new();
+        let mut grave = Grave::default();
         {
             let mut entries = self.guard()?;
             if entries.map.is_empty() {
@@ -183,7 +215,11 @@ impl IdentityMap {
                             continue;
                         }
                         let obj = make(row)?;
-                        *o.get_mut() = Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: vec![] };
+                        let old = std::mem::replace(
+                            o.get_mut(),
+                            Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: vec![] },
+                        );
+                        grave.bury(old);
                         out.push(obj);
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -194,6 +230,7 @@ impl IdentityMap {
                 }
             }
         }
+        grave.send();
         for (obj, old, new) in &stale {
             refresh(obj, old, new)?;
         }

@@ -214,6 +214,11 @@ impl UnitRows {
         self.chunks.push(rows);
     }
 
+    /// The rows in order.
+    fn iter(&self) -> impl Iterator<Item = &[Value]> {
+        self.chunks.iter().flat_map(|c| (0..c.len()).map(move |r| c.row(r)))
+    }
+
     fn row(&self, r: usize) -> &[Value] {
         let c = if self.chunks.len() == 1 { 0 } else { self.starts.partition_point(|&s| s <= r) - 1 };
         self.chunks[c].row(r - self.starts[c])
@@ -549,26 +554,49 @@ fn link<'py>(
             }
             EdgeKind::Selectin => {
                 let children_col = &objects[e.child.0][e.child.1];
-                let mut by_key: FastMap<Key, Vec<(Bound<'py, PyAny>, usize)>> = FastMap::default();
-                for (r, c) in children_col.iter().enumerate() {
-                    let (Some(c), Some(k)) = (c, Key::of(&child_rows.row(r)[e.child_match])) else { continue };
-                    by_key.entry(k).or_default().push((c.clone(), r));
+                let pk_at = child_seg.offset + handle_for(py, child_seg.model)?.get().schema.pk;
+                // Children grouped by the key they match, in one flat vector (a counting
+                // sort: no vector per group), each entry with its row and its primary key.
+                let mut group_of: FastMap<Key, usize> = FastMap::default();
+                let mut counts: Vec<usize> = Vec::new();
+                let mut member: Vec<(usize, usize)> = Vec::with_capacity(children_col.len());
+                for (r, (c, row)) in children_col.iter().zip(child_rows.iter()).enumerate() {
+                    let (Some(_), Some(k)) = (c, Key::of(&row[e.child_match])) else { continue };
+                    let next = counts.len();
+                    let g = *group_of.entry(k).or_insert(next);
+                    if g == next {
+                        counts.push(0);
+                    }
+                    counts[g] += 1;
+                    member.push((r, g));
                 }
+                let mut starts = Vec::with_capacity(counts.len() + 1);
+                let mut total = 0;
+                for n in &counts {
+                    starts.push(total);
+                    total += n;
+                }
+                starts.push(total);
+                let mut fill = starts.clone();
+                let mut flat: Vec<Option<(Bound<'py, PyAny>, usize, &Value)>> = vec![None; total];
+                for (r, g) in member {
+                    let c = children_col[r].as_ref().expect("grouped rows have an object");
+                    flat[fill[g]] = Some((c.clone(), r, &child_rows.row(r)[pk_at]));
+                    fill[g] += 1;
+                }
+                let mut flat: Vec<(Bound<'py, PyAny>, usize, &Value)> = flat.into_iter().flatten().collect();
                 if e.uselist {
                     // Keyed units come unordered from the database: each collection is put in
                     // its rows' key order here (a stable sort, cheap on runs already in order).
-                    let pk_at = child_seg.offset + handle_for(py, child_seg.model)?.get().schema.pk;
-                    for group in by_key.values_mut() {
-                        group.sort_by(|a, b| key_order(&child_rows.row(a.1)[pk_at], &child_rows.row(b.1)[pk_at]));
+                    for g in 0..counts.len() {
+                        flat[starts[g]..starts[g + 1]].sort_by(|a, b| key_order(a.2, b.2));
                     }
                 }
                 for (r, p) in parents {
                     // A collection's parents have distinct keys (they reference a unique
-                    // column), so each group is handed over; many-to-one targets are shared.
-                    let key = Key::of(&parent_rows.row(r)[e.parent_key]);
-                    let children = match key {
-                        Some(k) if e.uselist => by_key.remove(&k).unwrap_or_default(),
-                        Some(k) => by_key.get(&k).cloned().unwrap_or_default(),
+                    // column); many-to-one targets are shared.
+                    let children = match Key::of(&parent_rows.row(r)[e.parent_key]).and_then(|k| group_of.get(&k)) {
+                        Some(&g) => flat[starts[g]..starts[g + 1]].iter().map(|(c, r, _)| (c.clone(), *r)).collect(),
                         None => vec![],
                     };
                     attach(r, &p, children)?;
