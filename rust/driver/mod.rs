@@ -194,7 +194,7 @@ pub(crate) struct Chunks<'a> {
 }
 
 const FIRST_CHUNK_ROWS: usize = 256;
-const MAX_CHUNK_ROWS: usize = 4096;
+const MAX_CHUNK_ROWS: usize = 1024;
 
 impl<'a> Chunks<'a> {
     pub fn new(progress: &'a Progress, keys: &'a mut SourceKeys, unit: usize, width: usize) -> Chunks<'a> {

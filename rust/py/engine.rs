@@ -781,6 +781,18 @@ impl EngineCore {
         let mut shape = SelectShape::new(m.schema.id);
         shape.filter = Some(Self::pk_filter(m, pkv, &mut params));
         shape.loads = load::defaults(&m.schema)?;
+        let plain = if shape.loads.is_empty() {
+            let cell = &m.get_sql[self.dialect as usize];
+            match cell.get() {
+                Some(c) => Some(c.clone()),
+                None => {
+                    let c = compile::compile(self.dialect, &Statement::Select(shape.clone()))?;
+                    Some(cell.get_or_init(|| c).clone())
+                }
+            }
+        } else {
+            None
+        };
         let model = model.clone_ref(py);
         let shown = pk.repr()?.to_string();
         run_models(
@@ -788,7 +800,7 @@ impl EngineCore {
             self,
             &shape,
             &params,
-            None,
+            plain,
             Box::new(move |py, list| {
                 let m = model.get();
                 if list.is_empty() {

@@ -23,6 +23,8 @@ pub struct ModelHandle {
     pub cls: Py<PyType>,
     /// Interned attribute names, one per column, in schema order.
     pub keys: Vec<Py<PyString>>,
+    /// `get` by primary key, compiled once per dialect (the key is a parameter).
+    pub get_sql: [std::sync::OnceLock<Arc<crate::compile::Compiled>>; 2],
 }
 
 fn get_opt<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
@@ -138,7 +140,7 @@ pub fn register_model(py: Python<'_>, cls: Bound<'_, PyType>, spec: Bound<'_, Py
     let schema = schema::register(model)?;
     let keys = schema.columns.iter().map(|c| PyString::intern(py, &c.name).unbind()).collect();
     let id = schema.id as usize;
-    let handle = Py::new(py, ModelHandle { schema, cls: cls.unbind(), keys })?;
+    let handle = Py::new(py, ModelHandle { schema, cls: cls.unbind(), keys, get_sql: Default::default() })?;
     let mut handles = HANDLES.lock().unwrap();
     if handles.len() <= id {
         handles.resize_with(id + 1, || None);
@@ -198,7 +200,7 @@ impl ModelHandle {
         }
     }
 
-    /// Allocates an instance without calling `__init__` and fills its `__dict__`.
+    /// Allocates an instance without calling `__init__` and sets its column attributes.
     pub fn new_instance<'py>(&self, py: Python<'py>, values: &[Value]) -> PyResult<Bound<'py, PyAny>> {
         let cls = self.cls.bind(py);
         // `object.__new__` rather than the bare allocator: it also readies the instance's
