@@ -133,6 +133,19 @@ fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Loop
     Ok(waker)
 }
 
+/// How long one `__next__` works through steps before it gives the event loop a turn.
+const STEP_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A finished future: awaiting it lets the loop run what else is ready, then resumes.
+fn yield_once(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static GET_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let event_loop = GET_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+    let fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
+    fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
+    Ok(fut.unbind())
+}
+
 #[pyclass(module = "ormkit._ormkit")]
 pub struct Pending {
     shared: Arc<Shared>,
@@ -260,15 +273,29 @@ impl Pending {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut st = self.shared.state.lock().unwrap();
+        let started = std::time::Instant::now();
         while !st.steps.is_empty() {
+            if started.elapsed() > STEP_BUDGET {
+                // Steps keep coming: let the loop run its other tasks, then go on.
+                drop(st);
+                return yield_once(py);
+            }
             // Steps run without the lock: they run Python code, and the producer goes on
             // adding steps meanwhile.
-            let steps = std::mem::take(&mut st.steps);
+            let mut steps = std::mem::take(&mut st.steps).into_iter();
             drop(st);
-            for step in steps {
+            while let Some(step) = steps.next() {
                 if let Err(e) = step(py) {
                     self.abandon();
                     return Err(e);
+                }
+                if steps.len() > 0 && started.elapsed() > STEP_BUDGET {
+                    let mut rest: Vec<Step> = steps.collect();
+                    let mut st = self.shared.state.lock().unwrap();
+                    rest.append(&mut st.steps);
+                    st.steps = rest;
+                    drop(st);
+                    return yield_once(py);
                 }
             }
             st = self.shared.state.lock().unwrap();
