@@ -247,13 +247,16 @@ impl Drop for Pending {
 impl Pending {
     /// The awaiting side is gone: stop caring about the result and cancel unfinished work.
     fn abandon(&self) {
-        let (hook, _steps) = {
+        // What is dropped here (queued steps, a result nobody will read, which may hold a
+        // session's busy flag) is dropped outside the lock, and now rather than whenever
+        // this awaitable is freed.
+        let (hook, _steps, _result) = {
             let mut st = self.shared.state.lock().unwrap();
             let unfinished = st.result.is_none() && !st.consumed;
             st.consumed = true;
             st.waiter = None;
             let steps = std::mem::take(&mut st.steps);
-            (if unfinished { st.on_cancel.take() } else { None }, steps)
+            (if unfinished { st.on_cancel.take() } else { None }, steps, st.result.take())
         };
         if let Some(h) = hook {
             h();
@@ -273,6 +276,14 @@ impl Pending {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut st = self.shared.state.lock().unwrap();
+        if matches!(st.result, Some(Err(_))) && !st.steps.is_empty() {
+            // The operation failed: what it sent ahead and is not applied yet is dropped
+            // rather than applied to the session on the way to raising.
+            let steps = std::mem::take(&mut st.steps);
+            drop(st);
+            drop(steps);
+            st = self.shared.state.lock().unwrap();
+        }
         let started = std::time::Instant::now();
         while !st.steps.is_empty() {
             if started.elapsed() > STEP_BUDGET {

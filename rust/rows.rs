@@ -61,11 +61,13 @@ impl Key {
 /// A fast non-cryptographic hasher for grouping rows by key (keys come from the database,
 /// not from an adversary choosing collisions against this process's tables).
 ///
-/// Integer keys (`Key::Int`, hashed through `write_i64`) keep their order in the low bits
-/// of the hash within runs of 1024, so that rows read in key order (the usual `ORDER BY id`,
-/// or ids handed out by a sequence) land in neighbouring buckets: a load of ten thousand rows then walks the
-/// identity map's memory instead of missing the cache once per row. The top seven bits,
-/// which the table compares to tell slots apart, are mixed from the whole key.
+/// Integer keys (`Key::Int`, hashed through `write_i64`) keep their order in the low four
+/// bits of the hash: each run of 16 neighbouring keys fills one group of 16 buckets, so rows
+/// read in key order (the usual `ORDER BY id`, or ids handed out by a sequence) miss the
+/// cache once per 16 rows instead of once per row. Runs start at groups mixed from the rest
+/// of the key: longer runs of neighbouring buckets would overlap and make lookups probe
+/// past one another. The top seven bits, which the table compares to tell slots apart, are
+/// mixed from the whole key.
 #[derive(Default, Clone, Copy)]
 pub struct FastHasher {
     mixed: u64,
@@ -108,13 +110,13 @@ impl std::hash::Hasher for FastHasher {
             // Only the last integer keeps its order; any before it are mixed like the rest.
             self.write_u64(self.local);
         }
-        // Runs of 1024 neighbouring keys keep their order; each run starts at a bucket mixed
-        // from the rest of the key, so that keys far apart (strides of 2^k included) spread.
+        // Keys far apart (strides of 2^k included) spread: the run's group is mixed from
+        // all the bits above the low four.
         let v = v as u64;
-        let mut run = v >> 10;
+        let mut run = v >> 4;
         run = (run ^ (run >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
         run ^= run >> 33;
-        self.local = (v & 1023).wrapping_add(run);
+        self.local = (v & 15) | (run & !15);
         self.has_local = true;
     }
 
@@ -124,7 +126,7 @@ impl std::hash::Hasher for FastHasher {
         }
         // What came before the integer (a model number, an enum tag) moves its run of
         // buckets elsewhere in the table.
-        let low = self.mixed.rotate_left(26).wrapping_add(self.local);
+        let low = (self.mixed.rotate_left(26) & !15).wrapping_add(self.local);
         let top = (low ^ (low >> 29)).wrapping_mul(SEED) & TOP7;
         (low & !TOP7) | top
     }
@@ -147,10 +149,14 @@ mod tests {
     fn integer_keys_keep_their_order_in_the_low_bits() {
         let low = |h: u64| h & ((1 << 57) - 1);
         let base = hash(&(7u32, Key::Int(2048)));
-        for i in 0..1024i64 {
+        for i in 0..16i64 {
             let h = hash(&(7u32, Key::Int(2048 + i)));
             assert_eq!(low(h), low(base).wrapping_add(i as u64) & ((1 << 57) - 1));
         }
+        // Runs of 16 spread over the table's groups (about 625 runs in 65,536 groups).
+        let groups: std::collections::HashSet<u64> =
+            (1..=10_000i64).map(|i| (hash(&(7u32, Key::Int(i))) >> 4) & 0xffff).collect();
+        assert!(groups.len() > 600, "{} groups", groups.len());
         // The seven tag bits are spread over all their values.
         let tags: std::collections::HashSet<u64> = (0..1024i64).map(|i| hash(&Key::Int(i)) >> 57).collect();
         assert_eq!(tags.len(), 128);
@@ -162,8 +168,8 @@ mod tests {
     fn strides_of_powers_of_two_stay_apart_and_pairs_do_not_cancel() {
         for shift in [4, 10, 20, 30, 40, 50] {
             let buckets: std::collections::HashSet<u64> =
-                (1..=1000i64).map(|i| hash(&Key::Int(i << shift)) & 0xffff).collect();
-            assert!(buckets.len() > 900, "shift {shift}: {} buckets", buckets.len());
+                (1..=1000i64).map(|i| hash(&Key::Int(i << shift)) & 0xf_ffff).collect();
+            assert!(buckets.len() > 950, "shift {shift}: {} buckets", buckets.len());
         }
         assert_ne!(hash(&(Key::Int(1), Key::Int(2))), hash(&(Key::Int(2), Key::Int(1))));
         assert_ne!(hash(&(Key::Int(1), Key::Int(2))), hash(&(Key::Int(2), Key::Int(1 + 1))));

@@ -108,9 +108,15 @@ impl Entries {
             return;
         }
         self.map.retain(|_, e| e.obj.bind(py).upgrade().is_some());
-        // Survivors get rows of their own, so that a result whose other objects are gone is
-        // freed rather than kept for the few still alive.
+        // Survivors of a result whose other rows are mostly gone get rows of their own, so
+        // that the result is freed rather than kept for the few still alive. Rows of a result
+        // still mostly alive (a load in progress, chunk by chunk) keep sharing it.
         for e in self.map.values_mut() {
+            if let Snap::Shared(v, _, len) = &e.snapshot {
+                if Arc::strong_count(v).saturating_mul(2) > v.len() / (*len).max(1) {
+                    continue;
+                }
+            }
             e.snapshot.make_mut();
         }
         let room = if adding == usize::MAX { 0 } else { adding };
