@@ -136,11 +136,14 @@ fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Loop
 /// How long one `__next__` works through steps before it gives the event loop a turn.
 const STEP_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
 
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET_LOOP.import(py, "asyncio", "get_running_loop")?.call0()
+}
+
 /// A finished future: awaiting it lets the loop run what else is ready, then resumes.
 fn yield_once(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    static GET_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let event_loop = GET_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
-    let fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let fut = running_loop(py)?.call_method0(pyo3::intern!(py, "create_future"))?;
     fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
     fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
     Ok(fut.unbind())
@@ -325,8 +328,7 @@ impl Pending {
             Some((_, fut)) => fut.clone_ref(py),
             None => {
                 drop(st);
-                static GET_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-                let event_loop = GET_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+                let event_loop = running_loop(py)?;
                 let waker = waker_for(py, &event_loop)?;
                 let fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
                 st = self.shared.state.lock().unwrap();

@@ -237,6 +237,20 @@ fn cache(d: Dialect) -> &'static RwLock<CacheMap> {
 /// only guards against a program that generates unbounded `IN` list lengths.
 const CACHE_LIMIT: usize = 4096;
 
+/// `compile`, kept in `cell` by a caller that runs the same statement again and again (a
+/// query object, a model's `get`): the shape cache's hashing and locking are then paid once.
+pub fn compile_in(
+    cell: &std::sync::OnceLock<Arc<Compiled>>,
+    d: Dialect,
+    stmt: impl FnOnce() -> Statement,
+) -> Result<Arc<Compiled>> {
+    if let Some(c) = cell.get() {
+        return Ok(c.clone());
+    }
+    let c = compile(d, &stmt())?;
+    Ok(cell.get_or_init(|| c).clone())
+}
+
 /// Compiles a statement, or returns the cached SQL for its shape.
 pub fn compile(d: Dialect, stmt: &Statement) -> Result<Arc<Compiled>> {
     if let Some(c) = cache(d).read().unwrap().get(stmt) {

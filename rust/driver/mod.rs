@@ -101,6 +101,17 @@ impl Response {
     }
 }
 
+/// The largest result vector reserved up front from a size hint (values, not bytes).
+pub(crate) const SIZE_HINT_CAP: usize = 1 << 20;
+
+/// A result smaller than its vector (sized from last time's) keeps no unused room for as
+/// long as it lives.
+pub(crate) fn fit(values: &mut Vec<Value>) {
+    if values.len() * 2 < values.capacity() {
+        values.shrink_to_fit();
+    }
+}
+
 /// Receives a load's rows, `(unit, rows)`, in chunks while the driver is still reading the
 /// rest: the event loop's thread turns one chunk into objects while the next is read.
 #[derive(Clone)]

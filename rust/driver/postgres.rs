@@ -213,8 +213,6 @@ mod tls {
 
 /// Past this many statements a connection's cache starts over.
 const STATEMENT_CACHE: usize = 256;
-/// The largest result vector reserved up front from a size hint (values, not bytes).
-const SIZE_HINT_CAP: usize = 1 << 20;
 
 pub struct PgConn {
     client: Client,
@@ -733,7 +731,7 @@ async fn query_into(
     let width = columns.names.len();
     let stream = conn.client.query_raw(&stmt, params.iter().map(Param)).await?;
     pin_mut!(stream);
-    let hint = conn.sizes.get(sql).copied().unwrap_or(0).min(SIZE_HINT_CAP);
+    let hint = conn.sizes.get(sql).copied().unwrap_or(0).min(super::SIZE_HINT_CAP);
     let mut values = Vec::with_capacity(chunks.as_ref().map_or(hint, |c| hint.min(c.capacity())));
     let mut count = 0usize;
     while let Some(row) = stream.try_next().await? {
@@ -751,10 +749,7 @@ async fn query_into(
         c.finish(&columns, &mut values);
     }
     conn.sizes.insert(sql.clone(), count * width);
-    if values.len() * 2 < values.capacity() {
-        // A smaller result than last time keeps no unused room for as long as it lives.
-        values.shrink_to_fit();
-    }
+    super::fit(&mut values);
     let affected = stream.rows_affected().unwrap_or(0);
     obs.record(sql, started, count as u64);
     Ok(RowSet { columns, values, affected })
@@ -937,13 +932,11 @@ async fn run_any(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Resp
             let columns = Some(unit.columns.clone());
             let rows = match (unit.given, keys.params(&unit.source, &unit.params)) {
                 (Some(given), _) => given,
-                (None, Some(params)) => match &progress {
-                    Some(p) => {
-                        let mut chunks = super::Chunks::new(p, &mut keys, i, unit.columns.names.len());
-                        query_into(conn, &unit.sql, &params, &columns, obs, Some(&mut chunks)).await?
-                    }
-                    None => query(conn, &unit.sql, &params, &columns, obs).await?,
-                },
+                (None, Some(params)) => {
+                    let width = unit.columns.names.len();
+                    let mut chunks = progress.as_ref().map(|p| super::Chunks::new(p, &mut keys, i, width));
+                    query_into(conn, &unit.sql, &params, &columns, obs, chunks.as_mut()).await?
+                }
                 (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
             };
             keys.gather(i, &rows);

@@ -297,7 +297,7 @@ thread_local! {
 }
 
 fn size_hint(sql: &Arc<str>) -> usize {
-    SIZES.with(|m| m.borrow().get(sql).copied().unwrap_or(0)).min(1 << 20)
+    SIZES.with(|m| m.borrow().get(sql).copied().unwrap_or(0)).min(super::SIZE_HINT_CAP)
 }
 
 fn note_size(sql: &Arc<str>, n: usize) {
@@ -338,10 +338,7 @@ fn query_into(
     let mut values = Vec::with_capacity(chunks.as_ref().map_or(hint, |c| hint.min(c.capacity())));
     let count = step_into(&mut stmt, &columns, &mut values, chunks)?;
     note_size(sql, count * columns.types.len());
-    if values.len() * 2 < values.capacity() {
-        // A smaller result than last time keeps no unused room for as long as it lives.
-        values.shrink_to_fit();
-    }
+    super::fit(&mut values);
     let affected = if stmt.readonly() { 0 } else { conn.changes() };
     obs.record(sql, started, count as u64);
     Ok(RowSet { columns, values, affected })
@@ -381,13 +378,11 @@ pub fn run(conn: &Connection, req: Request, obs: &Observer) -> Result<Response> 
                 let columns = Some(unit.columns.clone());
                 let rows = match (unit.given, keys.params(&unit.source, &unit.params)) {
                     (Some(given), _) => given,
-                    (None, Some(params)) => match &progress {
-                        Some(p) => {
-                            let mut chunks = super::Chunks::new(p, &mut keys, i, unit.columns.names.len());
-                            query_into(conn, &unit.sql, &params, &columns, obs, Some(&mut chunks))?
-                        }
-                        None => query(conn, &unit.sql, &params, &columns, obs)?,
-                    },
+                    (None, Some(params)) => {
+                        let width = unit.columns.names.len();
+                        let mut chunks = progress.as_ref().map(|p| super::Chunks::new(p, &mut keys, i, width));
+                        query_into(conn, &unit.sql, &params, &columns, obs, chunks.as_mut())?
+                    }
                     (None, None) => RowSet { columns: unit.columns.clone(), ..Default::default() },
                 };
                 keys.gather(i, &rows);

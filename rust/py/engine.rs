@@ -783,13 +783,7 @@ impl EngineCore {
         shape.loads = load::defaults(&m.schema)?;
         let plain = if shape.loads.is_empty() {
             let cell = &m.get_sql[self.dialect as usize];
-            match cell.get() {
-                Some(c) => Some(c.clone()),
-                None => {
-                    let c = compile::compile(self.dialect, &Statement::Select(shape.clone()))?;
-                    Some(cell.get_or_init(|| c).clone())
-                }
-            }
+            Some(compile::compile_in(cell, self.dialect, || Statement::Select(shape.clone()))?)
         } else {
             None
         };

@@ -13,7 +13,7 @@ use super::write::dict_of;
 use crate::bridge::Pending;
 use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
 use crate::compile::{self, Compiled};
-use crate::driver::{LoadUnit, Request, Response};
+use crate::driver::{LoadUnit, Request};
 use crate::errors::Error;
 use crate::plan::Statement;
 use crate::plan::{Params, SelectShape};
@@ -54,20 +54,12 @@ pub fn run_models(
             source: None,
             given: None,
         };
-        let acc = Arc::new(Mutex::new(Vec::<Py<PyAny>>::new()));
-        let (h, m, a) = (py_model.clone_ref(py), map.clone_ref(py), acc.clone());
-        let chunk = move |py: Python<'_>, _unit: usize, rows: RowSet| -> PyResult<()> {
-            let built = h.get().instances_for(py, rows, m.get())?;
-            lock(&a)?.extend(built.into_iter().map(Bound::unbind));
+        let (h, m) = (py_model.clone_ref(py), map.clone_ref(py));
+        let add = move |py: Python<'_>, objs: &mut Vec<Py<PyAny>>, _unit: usize, rows: RowSet| -> PyResult<()> {
+            objs.extend(h.get().instances_for(py, rows, m.get())?.into_iter().map(Bound::unbind));
             Ok(())
         };
-        return engine.submit_streamed(vec![unit], chunk, move |py, response| {
-            let mut objs = std::mem::take(&mut *lock(&acc)?);
-            for rows in response.units().into_iter().filter(|r| !r.is_empty()) {
-                objs.extend(py_model.get().instances_for(py, rows, map.get())?.into_iter().map(Bound::unbind));
-            }
-            finish(py, PyList::new(py, objs)?)
-        });
+        return stream_load(engine, vec![unit], Vec::new(), add, move |py, objs| finish(py, PyList::new(py, objs)?));
     }
     let load = Arc::new(compile_load(engine.dialect(), shape)?);
     let units = units_for(&load, Some(&params.values), None);
@@ -77,32 +69,53 @@ pub fn run_models(
             finish(py, list)
         });
     };
-    let acc = Arc::new(Mutex::new(Built::new(&load)));
-    let (l, m, a) = (load.clone(), map.clone_ref(py), acc.clone());
-    let chunk = move |py: Python<'_>, unit: usize, rows: RowSet| -> PyResult<()> {
+    let (l, m) = (load.clone(), map.clone_ref(py));
+    let add = move |py: Python<'_>, built: &mut Built, unit: usize, rows: RowSet| -> PyResult<()> {
         let _gc = super::GcPause::new(py, rows.len());
-        lock(&a)?.add_direct(py, &l, m.get(), unit, rows)
+        built.add_direct(py, &l, m.get(), unit, rows)
     };
-    engine.submit_streamed(units, chunk, move |py, response| {
-        let mut built = std::mem::replace(&mut *lock(&acc)?, Built::new(&load));
-        let _gc = super::GcPause::new(py, built.rows() + response_rows(&response));
-        for (u, rows) in response.units().into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
-            built.add_direct(py, &load, map.get(), u, rows)?;
-        }
+    stream_load(engine, units, Built::new(&load), add, move |py, built| {
+        let _gc = super::GcPause::new(py, built.rows());
         let list = link(py, &load, built, Some(map.get()))?;
         finish(py, list)
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> PyResult<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| Error::internal("a load's rows were left half-built by an earlier failure").into())
+/// Runs a load whose rows reach `add` (with `acc`) on the loop's thread chunk by chunk as
+/// they are read, and those that came whole with the response after them; `done` then
+/// makes the result from `acc`.
+fn stream_load<A, Add, Done>(
+    engine: &EngineCore,
+    units: Vec<LoadUnit>,
+    acc: A,
+    add: Add,
+    done: Done,
+) -> PyResult<Pending>
+where
+    A: Send + 'static,
+    Add: Fn(Python<'_>, &mut A, usize, RowSet) -> PyResult<()> + Send + Sync + 'static,
+    Done: FnOnce(Python<'_>, A) -> PyResult<Py<PyAny>> + Send + 'static,
+{
+    let acc = Arc::new(Mutex::new(Some(acc)));
+    let add = Arc::new(add);
+    let (a, f) = (acc.clone(), add.clone());
+    let chunk = move |py: Python<'_>, unit: usize, rows: RowSet| -> PyResult<()> {
+        match lock(&a)?.as_mut() {
+            Some(acc) => f(py, acc, unit, rows),
+            None => Ok(()),
+        }
+    };
+    engine.submit_streamed(units, chunk, move |py, response| {
+        let mut acc = lock(&acc)?.take().ok_or_else(|| Error::internal("a load was finished twice"))?;
+        for (u, rows) in response.units().into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            add(py, &mut acc, u, rows)?;
+        }
+        done(py, acc)
+    })
 }
 
-fn response_rows(response: &Response) -> usize {
-    match response {
-        Response::Rows(r) => r.len(),
-        Response::Units(u) => u.iter().map(|r| r.len()).sum(),
-    }
+fn lock<T>(m: &Mutex<T>) -> PyResult<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| Error::internal("a load's rows were left half-built by an earlier failure").into())
 }
 
 /// Loads relations of instances already at hand: the root unit is their own rows.

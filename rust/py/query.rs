@@ -210,13 +210,7 @@ impl QueryCore {
 
     fn model_compiled(&self, engine: &EngineCore) -> PyResult<Arc<Compiled>> {
         let d = engine.dialect();
-        let cell = &self.compiled[d as usize];
-        if let Some(c) = cell.get() {
-            return Ok(c.clone());
-        }
-        let c = compile::compile(d, &Statement::Select(self.shape.clone()))?;
-        let _ = cell.set(c.clone());
-        Ok(c)
+        Ok(compile::compile_in(&self.compiled[d as usize], d, || Statement::Select(self.shape.clone()))?)
     }
 
     /// Runs a derived select and hands its rows to `finish` on the event loop's thread.
