@@ -238,17 +238,20 @@ def cross_check(reports: list[dict[str, Any]]) -> dict[str, list[str]]:
                 elif what == "avg":
                     avgs.setdefault(label, []).append(v)
         notes = []
-        all_counts = set().union(*counts.values()) if counts else set()
-        notes.append(
-            f"count: {'equal' if len(all_counts) == 1 else 'MISMATCH'} across {len(counts)} libraries "
-            f"({', '.join(f'{k}={sorted(v)}' for k, v in sorted(counts.items()))})"
-        )
-        flat = [v for vs in avgs.values() for v in vs]
-        same = bool(flat) and all(math.isclose(v, flat[0], rel_tol=1e-9) for v in flat)
-        notes.append(
-            f"avg(age): {'equal' if same else 'MISMATCH'} across {len(avgs)} libraries "
-            f"({', '.join(f'{k}={vs[0]:.6f}' for k, vs in sorted(avgs.items()))})"
-        )
+        # A run without W6a / W6b has nothing to compare.
+        if counts:
+            all_counts = set().union(*counts.values())
+            notes.append(
+                f"count: {'equal' if len(all_counts) == 1 else 'MISMATCH'} across {len(counts)} libraries "
+                f"({', '.join(f'{k}={sorted(v)}' for k, v in sorted(counts.items()))})"
+            )
+        if avgs:
+            flat = [v for vs in avgs.values() for v in vs]
+            same = all(math.isclose(v, flat[0], rel_tol=1e-9) for v in flat)
+            notes.append(
+                f"avg(age): {'equal' if same else 'MISMATCH'} across {len(avgs)} libraries "
+                f"({', '.join(f'{k}={vs[0]:.6f}' for k, vs in sorted(avgs.items()))})"
+            )
         out[backend] = notes
     return out
 

@@ -493,9 +493,14 @@ fn link<'py>(
                     if let Some(k) = Key::of(parent_key) {
                         // A collection changed and not flushed yet keeps the user's version, as a
                         // changed column does when its row is read again.
-                        if let (Some(before), Some(now)) =
-                            (map.relation(h.schema.id, &k, *i), dict_of(parent)?.get_item(&name)?)
-                        {
+                        // The parent's dict is looked at only when there is something to
+                        // compare: reading it turns the instance's inline values into a dict.
+                        let before = map.relation(h.schema.id, &k, *i);
+                        let now = match before {
+                            Some(_) => dict_of(parent)?.get_item(&name)?,
+                            None => None,
+                        };
+                        if let (Some(before), Some(now)) = (before, now) {
                             let changed = match before {
                                 RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
                                 before => relation_snap(rel, &now)? != before,
