@@ -24,6 +24,7 @@ from ormkit import (
     AsyncSession,
     Base,
     BigInteger,
+    DatabaseError,
     FieldError,
     ForeignKey,
     InterfaceError,
@@ -1377,3 +1378,48 @@ async def test_a_load_cancelled_between_chunks_leaves_the_session_usable(session
         got = await reader.query(RAuthor).filter(id__gt=n - 3000).order_by("id").all()
         assert ids(got) == list(range(n - 2999, n + 1))
         assert all(a.name == f"a{a.id}" for a in got)
+
+
+class RFailing(Base):
+    """Read from a view whose row 3,000 fails in the database: the test below drops the table
+    that create_all() makes and puts the view in its place."""
+
+    __tablename__ = "r_failing"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    val: Mapped[int]
+
+
+async def test_a_load_failing_between_chunks_raises_and_leaves_the_session_usable(engine, backend, session, reader):
+    n = 5000
+    await engine.execute("DROP TABLE r_failing")
+    await engine.execute("CREATE TABLE r_failing_rows (id INTEGER PRIMARY KEY)")
+    await engine.execute(
+        "INSERT INTO r_failing_rows (id) WITH RECURSIVE s(i) AS "
+        f"(SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) SELECT i FROM s"
+    )
+    # Evaluated row by row, so the database has sent the rows before it when it fails.
+    bad = "json_extract('x' || id, '$')" if backend == "sqlite" else "1 / (id - 3000)"
+    await engine.execute(
+        f"CREATE VIEW r_failing AS SELECT id, CASE WHEN id = 3000 THEN {bad} ELSE id END AS val FROM r_failing_rows"
+    )
+    message = "malformed JSON" if backend == "sqlite" else "division by zero"
+    # No ORDER BY: a sort would read every row before sending the first.
+    with pytest.raises(DatabaseError, match=message):
+        await session.query(RFailing).all()
+    seen = []
+    with pytest.raises(DatabaseError, match=message):
+        async for r in session.query(RFailing).filter(id__gt=10).stream(batch_size=500):
+            seen.append(r.id)
+    assert seen == list(range(11, 11 + len(seen))) and len(seen) < 3000 - 10
+    with pytest.raises(DatabaseError, match=message):
+        async with session.begin():
+            await session.query(RFailing).all()
+    # The rows read before the failure are right, and the session and its connection go on.
+    got = await session.query(RFailing).filter(id__lt=3000).order_by("id").all()
+    assert ids(got) == list(range(1, 3000))
+    assert all(r.val == r.id for r in got)
+    assert await session.query(RFailing).filter(id__ne=3000).count() == n - 1
+    async with session.begin():
+        assert await session.query(RFailing).filter(id__gt=3000).count() == n - 3000
+    assert [r.val for r in await reader.query(RFailing).filter(id__in=[1, 4999]).order_by("id").all()] == [1, 4999]
