@@ -29,7 +29,7 @@ from ormkit import (
     selectinload,
 )
 from tests.test_relationships import RAuthor, RGroup, RMessage, RPost, RProfile, authors, by_id, ids, posts, seed
-from tests.test_unit_of_work import Boom, nothing_left
+from tests.test_unit_of_work import Boom, nothing_left, post_owner
 
 # ---------------------------------------------------------------------------------------------
 # models (tables v_)
@@ -705,3 +705,26 @@ async def test_refresh_inside_begin_on_an_in_memory_database():
         assert y.name == "y"
     finally:
         await mem.dispose()
+
+
+async def test_a_flush_tells_unchanged_from_changed_without_missing_a_change(engine, session):
+    """What a flush settles as unchanged without its full comparison (an equal value set again,
+    the same parent set again) and what it must still compare in full (a collection put in
+    another order, one of the same length with a member swapped, a changed column)."""
+    await seed(session)
+    a = await authors(session, selectinload("posts"))
+    p = await posts(session, joinedload("author"))
+    a[1].name = "".join(["ali", "ce"])  # an equal str, another object
+    p[11].author = a[1]
+    a[1].posts.reverse()
+    with engine.query_log() as log:
+        await session.commit()
+    assert log.statements == []
+    a[1].posts = [p[11], p[12], p[21]]  # as many posts as were loaded: 13 out, 21 in
+    p[30].title = "orphan!"
+    await session.commit()
+    owners = await post_owner(engine)
+    assert {k: owners[k] for k in (11, 12, 13, 21, 30)} == {11: 1, 12: 1, 13: None, 21: 1, 30: None}
+    assert (await post_rows(engine, id=30))[30] == ("orphan!", None)
+    assert p[21].author is a[1] and p[13].author is None
+    await nothing_left(engine, session)

@@ -54,6 +54,33 @@ fn aware_datetime(dt: &Bound<'_, PyDateTime>) -> PyResult<Option<chrono::DateTim
 
 /// Converts `obj` for a column of type `ty`. `Err` carries what was expected, for the caller
 /// to wrap with the model and field names.
+/// Whether `obj` converts (as `to_value` would) to a value equal to `was`, decided without
+/// building the value for the common cases (None, and exact ints, strs and floats in columns
+/// of their type); None where only the full conversion can tell.
+pub fn same_value(obj: &Bound<'_, PyAny>, ty: ColType, was: &Value) -> Option<bool> {
+    if obj.is_none() {
+        return Some(was.is_null());
+    }
+    match ty {
+        ColType::Integer | ColType::BigInteger if obj.is_exact_instance_of::<PyInt>() => {
+            let n = obj.extract::<i64>().ok()?;
+            Some(matches!(was, Value::Int(w) if *w == n))
+        }
+        ColType::Text if obj.is_exact_instance_of::<PyString>() => {
+            let s = obj.cast::<PyString>().ok()?.to_str().ok()?;
+            Some(matches!(was, Value::Text(w) if w == s))
+        }
+        ColType::Float if obj.is_exact_instance_of::<PyFloat>() => {
+            let v = obj.cast::<PyFloat>().ok()?.value();
+            if v.is_nan() {
+                return None;
+            }
+            Some(matches!(was, Value::Float(w) if *w == v))
+        }
+        _ => None,
+    }
+}
+
 pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
     if obj.is_none() {
         return Ok(Value::Null);

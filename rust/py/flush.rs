@@ -9,20 +9,18 @@
 //! deleted. Then every changed column is updated. All of it runs as one request, in one
 //! transaction, and nothing is sent if planning fails.
 
-use std::collections::HashSet;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use super::engine::remember_all;
 use super::identity::{IdentityMap, RelSnap, Tracked};
-use super::model::{handle_for, related_key, ModelHandle, Rels};
+use super::model::{handle_for, related_key_in, ModelHandle, Rels};
 use super::write::{dict_of, handle_of, items, WritePlan};
 use crate::compile::{self, Dialect};
 use crate::driver::{Response, WriteOp};
 use crate::errors::{Error, Kind};
 use crate::plan::{Cond, DeleteShape, InsertShape, Op, Params, Slot, Statement, Target, UpdateShape};
-use crate::rows::Key;
+use crate::rows::{FastSet, Key};
 use crate::schema::{RelKind, ResolvedRel};
 use crate::value::Value;
 
@@ -80,7 +78,7 @@ impl FlushPlan {
     pub fn finish(self, py: Python<'_>, response: Response, identity: &Option<Py<IdentityMap>>) -> PyResult<()> {
         let units = response.units();
         let written = self.plan.apply(py, units.get(self.shift..).unwrap_or(&[]))?;
-        let new_rows: HashSet<usize> = written.iter().map(|o| o.as_ptr() as usize).collect();
+        let new_rows: FastSet<usize> = written.iter().map(|o| o.as_ptr() as usize).collect();
         let mut again: Vec<Bound<'_, PyAny>> = self.touched.iter().map(|o| o.bind(py).clone()).collect();
         for m in &self.mirrors {
             let (target, owner) = (m.target.bind(py), m.owner.bind(py));
@@ -181,14 +179,14 @@ struct Planner<'py, 'a> {
     by_key: Vec<WriteOp>,
     link_deletes: Vec<WriteOp>,
     link_inserts: Vec<WriteOp>,
-    links_seen: HashSet<(u32, Key, Key)>,
+    links_seen: FastSet<(u32, Key, Key)>,
     /// New many-to-many targets already linked to an owner in this flush: (target, owner).
-    new_links: HashSet<(usize, usize)>,
+    new_links: FastSet<(usize, usize)>,
     mirrors: Vec<Mirror>,
     touched: Vec<Py<PyAny>>,
-    tracked: HashSet<usize>,
+    tracked: FastSet<usize>,
     /// One-to-many children given a new parent in this flush, by (child, foreign key column).
-    adopted: HashSet<(usize, usize)>,
+    adopted: FastSet<(usize, usize)>,
     live: Vec<(u32, Bound<'py, PyAny>)>,
     strangers: Vec<String>,
 }
@@ -209,13 +207,18 @@ impl<'py> Planner<'py, '_> {
     /// read or written (SQLAlchemy's "transient"), whatever key it was given.
     fn is_new(&mut self, m: &ModelHandle, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
         let key = m.column_value(obj, m.schema.pk)?;
+        Ok(self.is_new_keyed(m, obj, &key))
+    }
+
+    /// `is_new` with the object's primary key value already read.
+    fn is_new_keyed(&mut self, m: &ModelHandle, obj: &Bound<'py, PyAny>, key: &Value) -> bool {
         if key.is_null() {
-            return Ok(true);
+            return true;
         }
         if self.tracked.contains(&ptr(obj)) {
-            return Ok(false);
+            return false;
         }
-        let shown = match &key {
+        let shown = match key {
             Value::Int(i) => i.to_string(),
             Value::Text(t) => format!("{t:?}"),
             other => format!("{other:?}"),
@@ -224,7 +227,48 @@ impl<'py> Planner<'py, '_> {
         if !self.strangers.contains(&who) {
             self.strangers.push(who);
         }
+        true
+    }
+
+    /// True when a collection holds the session's objects for exactly the rows it was loaded
+    /// with, in the order they were recorded: the usual case, decided without building sets.
+    fn holds_as_loaded(
+        &self,
+        r: &ResolvedRel,
+        target: &ModelHandle,
+        cls: &Bound<'py, pyo3::types::PyType>,
+        items: &[Bound<'py, PyAny>],
+        before: &[Value],
+    ) -> PyResult<bool> {
+        for (o, was) in items.iter().zip(before) {
+            if !o.get_type().is(cls) || !self.tracked.contains(&ptr(o)) || related_key_in(target, r, o)? != *was {
+                return Ok(false);
+            }
+        }
         Ok(true)
+    }
+
+    /// True when a many-to-one holds what it was loaded with: the same parent (by the
+    /// referenced column), or None for a NULL. The common case of a flush with nothing to
+    /// do, decided without looking the old parent up.
+    fn same_parent(&mut self, r: &ResolvedRel, cur: &Bound<'py, PyAny>, before: &Value) -> PyResult<bool> {
+        if cur.is_none() {
+            return Ok(before.is_null());
+        }
+        if before.is_null() {
+            return Ok(false);
+        }
+        let target = handle_for(self.py, r.target.id)?;
+        let p = target.get();
+        if !cur.get_type().is(p.cls.bind(self.py)) {
+            return Ok(false); // checked (and reported) on the full path
+        }
+        let pk = p.column_value(cur, p.schema.pk)?;
+        if self.is_new_keyed(p, cur, &pk) {
+            return Ok(false);
+        }
+        let now = if r.remote_col == p.schema.pk { pk } else { p.column_value(cur, r.remote_col)? };
+        Ok(&now == before)
     }
 
     fn mirror(
@@ -365,13 +409,16 @@ impl<'py> Planner<'py, '_> {
         let Some((rels, d)) = relations_and_dict(t, m)? else { return Ok(false) };
         let mut changed = false;
         for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind == RelKind::ManyToOne) {
-            let Some(cur) = d.get_item(r.name.as_str())? else { continue };
+            let Some(cur) = d.get_item(PyString::intern(py, &r.name))? else { continue };
             let before = match t.rels.iter().find(|(i, _)| *i == ri) {
                 Some((_, RelSnap::One(v))) => v.clone(),
                 // noload() left it None: untouched unless a parent was put there.
                 Some((_, RelSnap::Unknown(_))) if cur.is_none() => continue,
                 _ => t.snapshot[r.local_col].clone(),
             };
+            if self.same_parent(r, &cur, &before)? {
+                continue;
+            }
             let back = back_of(r);
             let old_parent = if before.is_null() { None } else { self.object_for(r, &before) };
             if cur.is_none() {
@@ -425,27 +472,34 @@ impl<'py> Planner<'py, '_> {
         let Some((rels, d)) = relations_and_dict(t, m)? else { return Ok(false) };
         let mut changed = false;
         for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind != RelKind::ManyToOne) {
-            let Some(cur) = d.get_item(r.name.as_str())? else { continue };
-            let before: Vec<Value> = match t.rels.iter().find(|(i, _)| *i == ri) {
-                Some((_, RelSnap::Many(v))) => v.clone(),
+            let Some(cur) = d.get_item(PyString::intern(py, &r.name))? else { continue };
+            let before: std::borrow::Cow<'_, [Value]> = match t.rels.iter().find(|(i, _)| *i == ri) {
+                Some((_, RelSnap::Many(v))) => std::borrow::Cow::Borrowed(v.as_slice()),
                 Some((_, RelSnap::One(v))) => {
                     if v.is_null() {
-                        vec![]
+                        std::borrow::Cow::Owned(vec![])
                     } else {
-                        vec![v.clone()]
+                        std::borrow::Cow::Owned(vec![v.clone()])
                     }
                 }
                 // noload() left it empty: untouched unless something was put in it.
                 Some((_, RelSnap::Unknown(list))) if *list == ptr(&cur) && items(&cur)?.is_empty() => continue,
                 Some((_, RelSnap::Unknown(_))) | None => return Err(not_loaded(m, r)),
             };
-            let mut seen = HashSet::new();
-            let now: Vec<Bound<'py, PyAny>> = items(&cur)?.into_iter().filter(|o| seen.insert(ptr(o))).collect();
-            let before_keys: HashSet<Key> = before.iter().filter_map(Key::of).collect();
-            let mut now_keys: HashSet<Key> = HashSet::new();
+            let items = items(&cur)?;
+            let target = handle_for(py, r.target.id)?;
+            let target_cls = target.get().cls.bind(py);
+            if items.len() == before.len() && self.holds_as_loaded(r, target.get(), target_cls, &items, &before)? {
+                continue;
+            }
+            let mut seen = FastSet::with_capacity_and_hasher(items.len(), Default::default());
+            let now: Vec<Bound<'py, PyAny>> = items.into_iter().filter(|o| seen.insert(ptr(o))).collect();
+            let before_keys: FastSet<Key> = before.iter().filter_map(Key::of).collect();
+            let mut now_keys: FastSet<Key> = FastSet::with_capacity_and_hasher(now.len(), Default::default());
             let mut gained: Vec<(Bound<'py, PyAny>, Option<Value>)> = Vec::new();
             for o in &now {
-                let th = handle_of(o)?;
+                // Members are nearly always of the target class itself: its handle is at hand.
+                let th = if o.get_type().is(target_cls) { target.bind(py).clone() } else { handle_of(o)? };
                 if th.get().schema.id != r.target.id {
                     return Err(Error::value_type(format!(
                         "{}.{} holds a {}; it takes {} instances",
@@ -456,15 +510,18 @@ impl<'py> Planner<'py, '_> {
                     ))
                     .into());
                 }
-                if self.is_new(th.get(), o)? {
+                let pk = th.get().column_value(o, th.get().schema.pk)?;
+                // A child is known by its key (one-to-many), a many-to-many target by the
+                // column the association references.
+                let v = if r.kind == RelKind::OneToMany { pk.clone() } else { related_key_in(th.get(), r, o)? };
+                if self.is_new_keyed(th.get(), o, &pk) {
                     // Keyed already (e.g. by an insert since rolled back): still here, not lost.
-                    if let Some(k) = Key::of(&related_key(r, o)?) {
+                    if let Some(k) = Key::of(&v) {
                         now_keys.insert(k);
                     }
                     gained.push((o.clone(), None));
                     continue;
                 }
-                let v = related_key(r, o)?;
                 match Key::of(&v) {
                     Some(k) if before_keys.contains(&k) => {
                         now_keys.insert(k);
@@ -477,7 +534,7 @@ impl<'py> Planner<'py, '_> {
                 }
             }
             let lost: Vec<Value> =
-                before.into_iter().filter(|v| Key::of(v).is_some_and(|k| !now_keys.contains(&k))).collect();
+                before.iter().filter(|v| Key::of(v).is_some_and(|k| !now_keys.contains(&k))).cloned().collect();
             if gained.is_empty() && lost.is_empty() {
                 continue;
             }
@@ -608,12 +665,12 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
         by_key: vec![],
         link_deletes: vec![],
         link_inserts: vec![],
-        links_seen: HashSet::new(),
-        new_links: HashSet::new(),
+        links_seen: FastSet::default(),
+        new_links: FastSet::default(),
         mirrors: vec![],
         touched: vec![],
         tracked: live.iter().map(|t| ptr(&t.obj)).collect(),
-        adopted: HashSet::new(),
+        adopted: FastSet::default(),
         live: live.iter().map(|t| (t.model, t.obj.clone())).collect(),
         strangers: vec![],
     };
@@ -660,9 +717,7 @@ pub fn plan(py: Python<'_>, dialect: Dialect, map: &IdentityMap) -> PyResult<Opt
     };
     for (t, h) in live.iter().zip(&handles) {
         let m = h.get();
-        let current = m.snapshot(&t.obj)?;
-        let changed: Vec<usize> =
-            (0..current.len()).filter(|i| *i != m.schema.pk && current[*i] != t.snapshot[*i]).collect();
+        let changed = m.changed_columns(&t.obj, &t.snapshot)?;
         if changed.is_empty() {
             continue;
         }

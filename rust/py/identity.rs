@@ -27,28 +27,46 @@ pub type RelSnapshots = Vec<(usize, RelSnap)>;
 
 /// A row's values as last read or written: a slice of the result it was read from (shared
 /// by every row of that result, so reading costs no copy per row), or values of its own.
+/// Both kinds are shared, so that a flush can look at every tracked row without copying.
 #[derive(Clone, Debug)]
 enum Snap {
     Shared(Arc<Vec<Value>>, usize, usize),
-    Owned(Vec<Value>),
+    Owned(Arc<Vec<Value>>),
 }
 
 impl Snap {
+    fn owned(values: Vec<Value>) -> Snap {
+        Snap::Owned(Arc::new(values))
+    }
+
     fn get(&self) -> &[Value] {
         match self {
             Snap::Shared(v, start, len) => &v[*start..*start + *len],
-            Snap::Owned(v) => v,
+            Snap::Owned(v) => v.as_slice(),
         }
     }
 
     fn make_mut(&mut self) -> &mut Vec<Value> {
         if let Snap::Shared(..) = self {
-            *self = Snap::Owned(self.get().to_vec());
+            *self = Snap::owned(self.get().to_vec());
         }
         match self {
-            Snap::Owned(v) => v,
+            // Copied first if a flush still looks at it.
+            Snap::Owned(v) => Arc::make_mut(v),
             Snap::Shared(..) => unreachable!("made owned above"),
         }
+    }
+}
+
+/// A tracked row's values as `live()` hands them to a flush: shared with the map, not copied.
+#[derive(Clone, Debug)]
+pub struct SnapshotRef(Snap);
+
+impl std::ops::Deref for SnapshotRef {
+    type Target = [Value];
+
+    fn deref(&self) -> &[Value] {
+        self.0.get()
     }
 }
 
@@ -166,7 +184,7 @@ pub struct IdentityMap {
 pub struct Tracked<'py> {
     pub model: u32,
     pub obj: Bound<'py, PyAny>,
-    pub snapshot: Vec<Value>,
+    pub snapshot: SnapshotRef,
     pub rels: RelSnapshots,
 }
 
@@ -265,7 +283,7 @@ impl IdentityMap {
             if let Some(log) = entries.inserted.as_mut() {
                 log.push(TxEvent::Inserted((model, key.clone())));
             }
-            entries.map.insert((model, key), Entry { obj, snapshot: Snap::Owned(snapshot), rels: rels.clone() });
+            entries.map.insert((model, key), Entry { obj, snapshot: Snap::owned(snapshot), rels: rels.clone() });
         }
         Ok(())
     }
@@ -302,14 +320,14 @@ impl IdentityMap {
         match map.entry((model, key)) {
             std::collections::hash_map::Entry::Occupied(mut o) if rels.is_none() && o.get().obj.bind(py).is(obj) => {
                 log_update(log, o.key(), o.get().snapshot.get());
-                o.get_mut().snapshot = Snap::Owned(snapshot);
+                o.get_mut().snapshot = Snap::owned(snapshot);
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 log_update(log, o.key(), o.get().snapshot.get());
-                *o.get_mut() = Entry { obj: weak, snapshot: Snap::Owned(snapshot), rels: rels.unwrap_or_default() };
+                *o.get_mut() = Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() };
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Entry { obj: weak, snapshot: Snap::Owned(snapshot), rels: rels.unwrap_or_default() });
+                v.insert(Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() });
             }
         }
         Ok(())
@@ -411,7 +429,7 @@ impl IdentityMap {
                 e.obj.bind(py).upgrade().map(|obj| Tracked {
                     model: *m,
                     obj,
-                    snapshot: e.snapshot.get().to_vec(),
+                    snapshot: SnapshotRef(e.snapshot.clone()),
                     rels: e.rels.clone(),
                 })
             })
@@ -487,7 +505,7 @@ impl IdentityMap {
                         }
                         TxEvent::Updated(k, old) => {
                             if let Some(en) = e.map.get_mut(&k) {
-                                en.snapshot = Snap::Owned(old);
+                                en.snapshot = Snap::owned(old);
                             }
                         }
                     }
@@ -526,7 +544,7 @@ impl IdentityMap {
             let rels = h.relation_snapshots_after(&obj, Some((self, &key)))?;
             let mut e = self.guard()?;
             if let Some(en) = e.map.get_mut(&(model, key)) {
-                en.snapshot = Snap::Owned(snapshot);
+                en.snapshot = Snap::owned(snapshot);
                 if let Some(r) = rels {
                     en.rels = r;
                 }

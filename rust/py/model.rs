@@ -321,6 +321,31 @@ impl ModelHandle {
         Ok(v.and_then(|v| convert::to_value(&v, self.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
     }
 
+    /// The columns other than the key whose value now differs from `snapshot` (compared as
+    /// `snapshot()` would convert them, without converting the ones that are plainly equal).
+    pub fn changed_columns(&self, obj: &Bound<'_, PyAny>, snapshot: &[Value]) -> PyResult<Vec<usize>> {
+        self.check_instance(obj)?;
+        let d = super::write::dict_of(obj)?;
+        let mut changed = Vec::new();
+        for (i, (k, was)) in self.keys.iter().zip(snapshot).enumerate() {
+            if i == self.schema.pk {
+                continue;
+            }
+            let ty = self.schema.columns[i].ty;
+            let same = match d.get_item(k.bind(obj.py()))? {
+                None => was.is_null(),
+                Some(v) => match convert::same_value(&v, ty, was) {
+                    Some(same) => same,
+                    None => convert::to_value(&v, ty).unwrap_or(Value::Null) == *was,
+                },
+            };
+            if !same {
+                changed.push(i);
+            }
+        }
+        Ok(changed)
+    }
+
     /// The column values of an instance as they would be written (unconvertible ones as NULL).
     pub fn snapshot(&self, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Value>> {
         Ok(self
