@@ -52,8 +52,6 @@ fn aware_datetime(dt: &Bound<'_, PyDateTime>) -> PyResult<Option<chrono::DateTim
     Ok(tz.from_local_datetime(&naive).single())
 }
 
-/// Converts `obj` for a column of type `ty`. `Err` carries what was expected, for the caller
-/// to wrap with the model and field names.
 /// Whether `obj` converts (as `to_value` would) to a value equal to `was`, decided without
 /// building the value for the common cases (None, and exact ints, strs and floats in columns
 /// of their type); None where only the full conversion can tell.
@@ -81,6 +79,8 @@ pub fn same_value(obj: &Bound<'_, PyAny>, ty: ColType, was: &Value) -> Option<bo
     }
 }
 
+/// Converts `obj` for a column of type `ty`. `Err` carries what was expected, for the caller
+/// to wrap with the model and field names.
 pub fn to_value(obj: &Bound<'_, PyAny>, ty: ColType) -> Result<Value, String> {
     if obj.is_none() {
         return Ok(Value::Null);

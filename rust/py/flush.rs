@@ -240,8 +240,13 @@ impl<'py> Planner<'py, '_> {
         items: &[Bound<'py, PyAny>],
         before: &[Value],
     ) -> PyResult<bool> {
+        let by_pk = r.kind == RelKind::OneToMany || r.remote_col == target.schema.pk;
         for (o, was) in items.iter().zip(before) {
             if !o.get_type().is(cls) || !self.tracked.contains(&ptr(o)) || related_key_in(target, r, o)? != *was {
+                return Ok(false);
+            }
+            // Linked by another column: a member whose key was cleared is new again.
+            if !by_pk && target.column_value(o, target.schema.pk)?.is_null() {
                 return Ok(false);
             }
         }

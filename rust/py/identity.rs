@@ -130,10 +130,9 @@ impl Entries {
         // that the result is freed rather than kept for the few still alive. Rows of a result
         // still mostly alive (a load in progress, chunk by chunk) keep sharing it.
         for e in self.map.values_mut() {
-            if let Snap::Shared(v, _, len) = &e.snapshot {
-                if Arc::strong_count(v).saturating_mul(2) > v.len() / (*len).max(1) {
-                    continue;
-                }
+            let Snap::Shared(v, _, len) = &e.snapshot else { continue };
+            if Arc::strong_count(v).saturating_mul(2) > v.len() / (*len).max(1) {
+                continue;
             }
             e.snapshot.make_mut();
         }
