@@ -1380,6 +1380,28 @@ async def test_a_load_cancelled_between_chunks_leaves_the_session_usable(session
         assert all(a.name == f"a{a.id}" for a in got)
 
 
+async def test_loads_of_several_sessions_in_chunks_at_once_keep_to_their_own_session(engine, session):
+    n = 3000
+    await session.insert_all([RAuthor(id=i, name=f"a{i}") for i in (1, 2, 3)])
+    await session.insert_all([RPost(id=i, title=f"p{i}", author_id=1 + i % 3) for i in range(1, n + 1)])
+    sessions = [AsyncSession(engine) for _ in range(4)]
+
+    async def load(s: AsyncSession) -> list:
+        return await s.query(RAuthor).options(selectinload("posts")).order_by("id").all()
+
+    results = await asyncio.gather(*(load(s) for s in sessions))
+    seen: set[int] = set()
+    for s, users in zip(sessions, results, strict=True):
+        assert ids(users) == [1, 2, 3]
+        assert [ids(u.posts) for u in users] == [list(range(k, n + 1, 3)) for k in (3, 1, 2)]
+        assert all(p.author is u and p.author_id == u.id for u in users for p in u.posts)
+        mine = {id(o) for u in users for o in [u, *u.posts]}
+        assert not mine & seen  # no object is shared with another session
+        seen |= mine
+        again = await s.query(RPost).filter(id__lte=30).order_by("id").all()
+        assert all(p is by_id(users[p.id % 3].posts)[p.id] for p in again)
+
+
 class RFailing(Base):
     """Read from a view whose row 3,000 fails in the database: the test below drops the table
     that create_all() makes and puts the view in its place."""
