@@ -480,8 +480,9 @@ struct PoolInner {
     /// One connection per worker. A worker locks its own to run a job; the event loop's
     /// thread may borrow an unlocked one to run a short statement inline.
     slots: Vec<Arc<Mutex<Option<Connection>>>>,
-    /// Statements that once ran past the inline budget: they always go to a worker.
-    slow: std::sync::RwLock<std::collections::HashSet<Arc<str>>>,
+    /// Statements that ran past the inline budget, and how many of their next runs go
+    /// straight to a worker.
+    slow: Mutex<std::collections::HashMap<Arc<str>, Backoff>>,
     /// The channels of pinned connections, so that closing the pool can end them.
     pins: Mutex<Vec<std::sync::Weak<PinChannel>>>,
 }
@@ -493,6 +494,20 @@ type PinChannel = Mutex<Option<std::sync::mpsc::Sender<Job>>>;
 const INLINE_BUDGET: std::time::Duration = std::time::Duration::from_micros(1500);
 /// Batches with more rows than this never run inline.
 const INLINE_BATCH_ROWS: usize = 64;
+
+/// A statement stopped at the inline budget skips inline for this many runs, twice as many
+/// after each further stop, up to the cap. Its first run is often the slow one (the
+/// statement is prepared, the pages are read from disk): a mark that never lapsed would
+/// send a query that takes 100 µs through a worker thread forever. One that is slow every
+/// time is tried inline once per 4,096 runs at most, each try costing at most the budget.
+const FIRST_SKIP: u32 = 16;
+const MAX_SKIP: u32 = 4096;
+
+#[derive(Clone, Copy)]
+struct Backoff {
+    skip: u32,
+    next: u32,
+}
 
 /// The statement that identifies a request for the slow list.
 fn request_key(req: &Request) -> Option<Arc<str>> {
@@ -541,9 +556,14 @@ impl SqlitePool {
     /// `Err(req)` hands it back for a worker; so is a request that cannot run inline.
     pub fn try_inline(&self, req: Request, obs: &Observer) -> std::result::Result<Result<Response>, Request> {
         let Some(key) = request_key(&req) else { return Err(req) };
-        if self.inner.slow.read().unwrap().contains(&key) {
-            return Err(req);
-        }
+        let marked = match self.inner.slow.lock().unwrap().get_mut(&key) {
+            Some(b) if b.skip > 0 => {
+                b.skip -= 1;
+                return Err(req);
+            }
+            Some(_) => true,
+            None => false,
+        };
         for slot in &self.inner.slots {
             let Ok(guard) = slot.try_lock() else { continue };
             let Some(conn) = guard.as_ref() else { return Err(req) };
@@ -572,8 +592,14 @@ impl SqlitePool {
             let result = run(conn, req.without_progress(), &scratch);
             let _ = conn.progress_handler(0, None::<fn() -> bool>);
             if over.load(std::sync::atomic::Ordering::Relaxed) && result.is_err() {
-                self.inner.slow.write().unwrap().insert(key);
+                let mut slow = self.inner.slow.lock().unwrap();
+                let b = slow.entry(key).or_insert(Backoff { skip: 0, next: FIRST_SKIP });
+                b.skip = b.next;
+                b.next = (b.next * 2).min(MAX_SKIP);
                 return Err(req);
+            }
+            if marked {
+                self.inner.slow.lock().unwrap().remove(&key);
             }
             obs.keep(log);
             return Ok(result);
@@ -729,5 +755,36 @@ mod tests {
         assert_eq!(err.kind, Kind::Integrity);
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn a_statement_stopped_at_the_inline_budget_comes_back_inline_later() {
+        let pool = SqlitePool::start(&SqliteConfig::from_url("sqlite::memory:").unwrap()).unwrap();
+        let obs = Observer::default();
+        let sql: Arc<str> =
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT count(*) FROM c".into();
+        let count = |n: i64| Request::Query { sql: sql.clone(), params: vec![Value::Int(n)], columns: None };
+        // Far past the budget: stopped, and handed back for a worker.
+        assert!(pool.try_inline(count(50_000_000), &obs).is_err());
+        // The next runs skip the inline attempt, however short they are...
+        for _ in 0..FIRST_SKIP {
+            assert!(pool.try_inline(count(10), &obs).is_err());
+        }
+        // ...then it is tried inline again, and once it finishes in time the mark is gone.
+        for _ in 0..3 {
+            let Ok(done) = pool.try_inline(count(10), &obs) else { panic!("not run inline") };
+            let rows = done.unwrap().rows();
+            assert_eq!(rows.values, vec![Value::Int(10)]);
+        }
+        // Stopped twice in a row: twice as many runs skip it.
+        assert!(pool.try_inline(count(50_000_000), &obs).is_err());
+        for _ in 0..FIRST_SKIP {
+            assert!(pool.try_inline(count(10), &obs).is_err());
+        }
+        assert!(pool.try_inline(count(50_000_000), &obs).is_err());
+        for _ in 0..2 * FIRST_SKIP {
+            assert!(pool.try_inline(count(10), &obs).is_err());
+        }
+        assert!(pool.try_inline(count(10), &obs).is_ok());
     }
 }

@@ -141,6 +141,9 @@ impl Entries {
     }
 }
 
+/// Below this many values, a grave is freed where it is dug.
+const GRAVE_MIN_VALUES: usize = 4096;
+
 /// What dead entries held, freed off the event loop's thread. The rows a load replaces are
 /// usually a whole earlier result (tens of thousands of strings), allocated by a driver
 /// thread; freeing them there keeps that work out of the load the user is waiting for.
@@ -165,7 +168,15 @@ impl Grave {
     }
 
     fn send(self) {
-        if self.rows.is_empty() && self.rels.is_empty() {
+        // A few rows are cheaper to free here than to wake the runtime's thread for.
+        let values: usize = self
+            .rows
+            .iter()
+            .map(|s| match s {
+                Snap::Shared(v, ..) | Snap::Owned(v) => v.len(),
+            })
+            .sum();
+        if values + self.rels.len() < GRAVE_MIN_VALUES {
             return;
         }
         crate::driver::runtime().spawn(async move { drop(self) });
