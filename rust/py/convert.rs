@@ -52,6 +52,11 @@ fn aware_datetime(dt: &Bound<'_, PyDateTime>) -> PyResult<Option<chrono::DateTim
     Ok(tz.from_local_datetime(&naive).single())
 }
 
+/// An attribute's value as it would be written: NULL when it is unset or does not convert.
+pub fn written_value(obj: Option<&Bound<'_, PyAny>>, ty: ColType) -> Value {
+    obj.and_then(|v| to_value(v, ty).ok()).unwrap_or(Value::Null)
+}
+
 /// Whether `obj` converts (as `to_value` would) to a value equal to `was`, decided without
 /// building the value for the common cases (None, and exact ints, strs and floats in columns
 /// of their type); None where only the full conversion can tell.

@@ -827,10 +827,7 @@ impl EngineCore {
         }
         let mut values = Vec::with_capacity(instances.len() * m.keys.len());
         for obj in &instances {
-            for (i, v) in m.instance_values(obj)?.into_iter().enumerate() {
-                let ty = m.schema.columns[i].ty;
-                values.push(v.and_then(|v| convert::to_value(&v, ty).ok()).unwrap_or(Value::Null));
-            }
+            values.extend(m.snapshot(obj)?);
         }
         let names: Vec<String> = m.schema.columns.iter().map(|c| c.name.clone()).collect();
         let types: Vec<Option<crate::value::ColType>> = m.schema.columns.iter().map(|c| Some(c.ty)).collect();

@@ -318,7 +318,7 @@ impl ModelHandle {
     /// convertible).
     pub fn column_value(&self, obj: &Bound<'_, PyAny>, col: usize) -> PyResult<Value> {
         let v = super::write::dict_of(obj)?.get_item(self.keys[col].bind(obj.py()))?;
-        Ok(v.and_then(|v| convert::to_value(&v, self.schema.columns[col].ty).ok()).unwrap_or(Value::Null))
+        Ok(convert::written_value(v.as_ref(), self.schema.columns[col].ty))
     }
 
     /// The columns other than the key whose value now differs from `snapshot` (compared as
@@ -332,12 +332,10 @@ impl ModelHandle {
                 continue;
             }
             let ty = self.schema.columns[i].ty;
-            let same = match d.get_item(k.bind(obj.py()))? {
-                None => was.is_null(),
-                Some(v) => match convert::same_value(&v, ty, was) {
-                    Some(same) => same,
-                    None => convert::to_value(&v, ty).unwrap_or(Value::Null) == *was,
-                },
+            let v = d.get_item(k.bind(obj.py()))?;
+            let same = match v.as_ref().and_then(|v| convert::same_value(v, ty, was)) {
+                Some(same) => same,
+                None => convert::written_value(v.as_ref(), ty) == *was,
             };
             if !same {
                 changed.push(i);
@@ -352,7 +350,7 @@ impl ModelHandle {
             .instance_values(obj)?
             .into_iter()
             .enumerate()
-            .map(|(i, v)| v.and_then(|v| convert::to_value(&v, self.schema.columns[i].ty).ok()).unwrap_or(Value::Null))
+            .map(|(i, v)| convert::written_value(v.as_ref(), self.schema.columns[i].ty))
             .collect())
     }
 
