@@ -26,6 +26,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyWeakrefReference};
 
+use crate::driver::pgsock::{with_reactor, IoState, Reactor};
 use crate::errors::Error;
 
 /// Turns a finished result into a Python object; runs on the event loop's thread.
@@ -53,32 +54,97 @@ struct Shared {
     state: Mutex<State>,
 }
 
-/// Wakes one event loop from any thread.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+struct TaskSlot {
+    /// None while the task is being polled.
+    fut: Option<Task>,
+    waker: std::task::Waker,
+    flag: Arc<TaskWaker>,
+}
+
+/// Wakes a task of one loop's executor, from any thread.
+struct TaskWaker {
+    id: u64,
+    owner: std::sync::Weak<LoopWaker>,
+    queued: AtomicBool,
+}
+
+impl std::task::Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(owner) = self.owner.upgrade() {
+            owner.runq.lock().unwrap().push(self.id);
+            owner.signal();
+        }
+    }
+}
+
+thread_local! {
+    /// The loop whose executor is running on this thread, if any: what it wakes or
+    /// completes meanwhile is picked up before it returns, with no wake-up byte.
+    static RUNNING: std::cell::Cell<*const LoopWaker> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Wakes one event loop from any thread, and runs the tasks (PostgreSQL requests) that
+/// live on it.
 struct LoopWaker {
     tx: UnixStream,
     rx: UnixStream,
     ready: Mutex<Vec<Arc<Shared>>>,
     signalled: AtomicBool,
+    event_loop: Py<PyWeakrefReference>,
+    tasks: Mutex<std::collections::HashMap<u64, TaskSlot>>,
+    runq: Mutex<Vec<u64>>,
+    next_task: std::sync::atomic::AtomicU64,
 }
 
 impl LoopWaker {
-    fn new() -> std::io::Result<LoopWaker> {
-        let (tx, rx) = UnixStream::pair()?;
-        tx.set_nonblocking(true)?;
-        rx.set_nonblocking(true)?;
-        Ok(LoopWaker { tx, rx, ready: Mutex::new(Vec::new()), signalled: AtomicBool::new(false) })
+    fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<LoopWaker> {
+        let err = |e: std::io::Error| PyRuntimeError::new_err(format!("cannot create a waker: {e}"));
+        let (tx, rx) = UnixStream::pair().map_err(err)?;
+        tx.set_nonblocking(true).map_err(err)?;
+        rx.set_nonblocking(true).map_err(err)?;
+        Ok(LoopWaker {
+            tx,
+            rx,
+            ready: Mutex::new(Vec::new()),
+            signalled: AtomicBool::new(false),
+            event_loop: PyWeakrefReference::new(event_loop)?.unbind(),
+            tasks: Mutex::new(Default::default()),
+            runq: Mutex::new(Vec::new()),
+            next_task: Default::default(),
+        })
     }
 
-    fn push(&self, shared: Arc<Shared>) {
-        self.ready.lock().unwrap().push(shared);
+    fn is_running_here(&self) -> bool {
+        RUNNING.with(|r| std::ptr::eq(r.get(), self))
+    }
+
+    /// Makes the loop call `drain` soon, unless this thread is running its executor now.
+    fn signal(&self) {
+        if self.is_running_here() {
+            return;
+        }
         if !self.signalled.swap(true, Ordering::AcqRel) {
             // A full socket already holds a wake-up byte, so WouldBlock is fine to ignore.
             let _ = (&self.tx).write(&[1]);
         }
     }
 
+    fn push(&self, shared: Arc<Shared>) {
+        self.ready.lock().unwrap().push(shared);
+        self.signal();
+    }
+
     /// Runs on the loop: resolves the future of every operation that finished.
-    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+    fn drain(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         // Order matters: empty the socket, then clear the flag, then take the queue. A
         // producer that finds the flag clear writes a fresh byte that this drain has not
         // consumed, so its item is picked up here or by the next drain, never stranded.
@@ -89,6 +155,10 @@ impl LoopWaker {
             }
         }
         self.signalled.store(false, Ordering::Release);
+        self.run(py, || ())
+    }
+
+    fn resolve(&self, py: Python<'_>) -> PyResult<()> {
         let ready = std::mem::take(&mut *self.ready.lock().unwrap());
         for shared in ready {
             let fut = shared.state.lock().unwrap().waiter.take().map(|(_, f)| f);
@@ -101,6 +171,154 @@ impl LoopWaker {
         }
         Ok(())
     }
+
+    fn spawn(self: &Arc<Self>, fut: Task) {
+        let id = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let waker = Arc::new(TaskWaker { id, owner: Arc::downgrade(self), queued: AtomicBool::new(true) });
+        let slot = TaskSlot { fut: Some(fut), waker: std::task::Waker::from(waker.clone()), flag: waker };
+        self.tasks.lock().unwrap().insert(id, slot);
+        self.runq.lock().unwrap().push(id);
+    }
+
+    /// Runs `first` (which may wake tasks), then every task that is ready, on the loop's
+    /// thread with the GIL held; then resolves the futures of what finished.
+    fn run(self: &Arc<Self>, py: Python<'_>, first: impl FnOnce()) -> PyResult<()> {
+        if self.is_running_here() {
+            // Called from inside a run: the outer one picks the work up.
+            first();
+            return Ok(());
+        }
+        struct Running(*const LoopWaker);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                RUNNING.with(|r| r.set(self.0));
+            }
+        }
+        let _restore = Running(RUNNING.with(|r| r.replace(Arc::as_ptr(self))));
+        first();
+        let reactor: std::rc::Rc<dyn Reactor> = std::rc::Rc::new(AioReactor { owner: Arc::downgrade(self) });
+        loop {
+            let ids = std::mem::take(&mut *self.runq.lock().unwrap());
+            if ids.is_empty() {
+                break;
+            }
+            for id in ids {
+                let taken = self
+                    .tasks
+                    .lock()
+                    .unwrap()
+                    .get_mut(&id)
+                    .and_then(|t| Some((t.fut.take()?, t.waker.clone(), t.flag.clone())));
+                let Some((mut fut, waker, flag)) = taken else { continue };
+                // Cleared before the poll: a wake during it queues the task again.
+                flag.queued.store(false, Ordering::Release);
+                let mut cx = std::task::Context::from_waker(&waker);
+                let done = with_reactor(&reactor, || fut.as_mut().poll(&mut cx).is_ready());
+                let finished = {
+                    let mut tasks = self.tasks.lock().unwrap();
+                    if done {
+                        tasks.remove(&id)
+                    } else {
+                        if let Some(t) = tasks.get_mut(&id) {
+                            t.fut = Some(fut);
+                        }
+                        None
+                    }
+                };
+                // A finished task's state (a lease, say) is dropped outside the lock.
+                drop(finished);
+            }
+        }
+        drop(_restore);
+        self.resolve(py)
+    }
+}
+
+/// Watches PostgreSQL sockets with the loop's selector (`add_reader` / `add_writer`).
+struct AioReactor {
+    owner: std::sync::Weak<LoopWaker>,
+}
+
+/// A socket watched by a loop; unwatched when dropped.
+struct Watch {
+    event_loop: Py<PyAny>,
+    fd: i32,
+    write: bool,
+    owner: *const LoopWaker,
+}
+
+// SAFETY: `owner` is only compared, never dereferenced.
+unsafe impl Send for Watch {}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let (lp, fd, write) = (&self.event_loop, self.fd, self.write);
+        let _ = Python::try_attach(|py| {
+            let m = if write { pyo3::intern!(py, "remove_writer") } else { pyo3::intern!(py, "remove_reader") };
+            let _ = lp.bind(py).call_method1(m, (fd,));
+        });
+    }
+}
+
+impl AioReactor {
+    fn watch(&self, io: &Arc<IoState>, write: bool) -> std::io::Result<()> {
+        let slot = if write { &io.writer } else { &io.reader };
+        let owner = self.owner.upgrade().ok_or_else(|| std::io::Error::other("the event loop is gone"))?;
+        let mut slot = slot.lock().unwrap();
+        if let Some(w) = slot.as_ref().and_then(|w| w.downcast_ref::<Watch>()) {
+            if std::ptr::eq(w.owner, Arc::as_ptr(&owner)) {
+                return Ok(());
+            }
+        }
+        let old = slot.take();
+        let made = Python::attach(|py| -> PyResult<Watch> {
+            drop(old);
+            let event_loop =
+                owner.event_loop.bind(py).upgrade().ok_or_else(|| PyRuntimeError::new_err("the event loop is gone"))?;
+            let (weak_io, weak_owner) = (Arc::downgrade(io), Arc::downgrade(&owner));
+            let fd = io.fd();
+            let on_ready = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
+                let (Some(io), Some(owner)) = (weak_io.upgrade(), weak_owner.upgrade()) else { return Ok(()) };
+                let mut wanted = true;
+                owner.run(args.py(), || wanted = if write { io.wake_write() } else { io.wake_read() })?;
+                if !wanted {
+                    // Nobody waits on this socket now (a request between reads, or none):
+                    // stop watching until someone does, or the loop would spin.
+                    let slot = if write { &io.writer } else { &io.reader };
+                    let w = slot.lock().unwrap().take();
+                    drop(w);
+                }
+                Ok(())
+            })?;
+            let m = if write { pyo3::intern!(py, "add_writer") } else { pyo3::intern!(py, "add_reader") };
+            event_loop.call_method1(m, (fd, on_ready))?;
+            Ok(Watch { event_loop: event_loop.unbind(), fd, write, owner: Arc::as_ptr(&owner) })
+        })
+        .map_err(|e| std::io::Error::other(format!("cannot watch the PostgreSQL socket: {e}")))?;
+        *slot = Some(Box::new(made));
+        Ok(())
+    }
+}
+
+impl Reactor for AioReactor {
+    fn want_read(&self, io: &Arc<IoState>) -> std::io::Result<()> {
+        self.watch(io, false)
+    }
+
+    fn want_write(&self, io: &Arc<IoState>) -> std::io::Result<()> {
+        self.watch(io, true)
+    }
+}
+
+/// Runs `fut` on the running event loop's thread: polled once now, then whenever it is
+/// woken (its socket became readable, another thread finished something it waits on).
+pub fn spawn<F>(py: Python<'_>, fut: F) -> PyResult<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let waker = waker_for(py, &running_loop(py)?)?;
+    waker.spawn(Box::pin(fut));
+    waker.run(py, || ())
 }
 
 /// One waker per live event loop, found by the loop's identity.
@@ -113,21 +331,25 @@ static WAKERS: Mutex<Vec<WakerEntry>> = Mutex::new(Vec::new());
 
 fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWaker>> {
     let mut wakers = WAKERS.lock().unwrap();
-    // Forget loops that are gone or closed; their sockets close with the last reference.
+    for e in wakers.iter() {
+        if e.event_loop.bind(py).upgrade().is_some_and(|l| l.is(event_loop)) {
+            return Ok(e.waker.clone());
+        }
+    }
+    // A new loop: forget loops that are gone or closed (their sockets close, and their
+    // unfinished tasks are dropped, with the last reference).
     wakers.retain(|e| match e.event_loop.bind(py).upgrade() {
         Some(l) => !l.call_method0("is_closed").and_then(|c| c.is_truthy()).unwrap_or(true),
         None => false,
     });
-    for e in wakers.iter() {
-        if let Some(l) = e.event_loop.bind(py).upgrade() {
-            if l.is(event_loop) {
-                return Ok(e.waker.clone());
-            }
+    let waker = Arc::new(LoopWaker::new(event_loop)?);
+    let w = Arc::downgrade(&waker);
+    let drain = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
+        match w.upgrade() {
+            Some(w) => w.drain(args.py()),
+            None => Ok(()),
         }
-    }
-    let waker = Arc::new(LoopWaker::new().map_err(|e| PyRuntimeError::new_err(format!("cannot create a waker: {e}")))?);
-    let w = waker.clone();
-    let drain = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> { w.drain(args.py()) })?;
+    })?;
     event_loop.call_method1("add_reader", (waker.rx.as_raw_fd(), drain))?;
     wakers.push(WakerEntry { event_loop: PyWeakrefReference::new(event_loop)?.unbind(), waker: waker.clone() });
     Ok(waker)

@@ -1,6 +1,7 @@
 //! Database drivers behind one request/response interface, so the layers above never know
 //! which database they talk to.
 
+pub mod pgsock;
 pub mod postgres;
 pub mod sqlite;
 

@@ -9,11 +9,12 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use futures_util::{pin_mut, TryStreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::pgsock::{self, ConnFuture, IoState};
 use super::{Observer, Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
@@ -216,6 +217,12 @@ const STATEMENT_CACHE: usize = 256;
 
 pub struct PgConn {
     client: Client,
+    /// The connection's protocol task, polled with each request (see [`drive`]); None once
+    /// it ended (the server closed the connection).
+    conn: Arc<Mutex<Option<ConnFuture>>>,
+    io: Arc<IoState>,
+    /// A request is under way; a connection dropped in that state is never reused.
+    busy: bool,
     statements: HashMap<Arc<str>, Statement>,
     /// Values each cached statement returned last time: the next result's vector starts at
     /// that size instead of growing (and copying) its way there.
@@ -229,7 +236,22 @@ pub struct PgConn {
 
 impl PgConn {
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.conn.lock().unwrap().is_none()
+    }
+
+    /// Whether an idle connection can take a request: its protocol task reads what came
+    /// in meanwhile (answers to messages sent without waiting; a server that ended the
+    /// session has sent an error and closed).
+    fn idle_ok(&self) -> bool {
+        let mut task = self.conn.lock().unwrap();
+        if let Some(c) = task.as_mut() {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if pgsock::unwatched(|| c.as_mut().poll(&mut cx).is_ready()) {
+                *task = None;
+            }
+        }
+        drop(task);
+        !self.is_closed()
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -288,7 +310,7 @@ impl Drop for Lease {
         if let Some(c) = self.conn.take() {
             // A connection still inside a transaction (a session dropped mid-way) is closed,
             // never handed to the next caller.
-            if !c.is_closed() && !c.in_tx && !self.pool.permits.is_closed() {
+            if !c.busy && !c.is_closed() && !c.in_tx && !self.pool.permits.is_closed() {
                 self.pool.idle.lock().unwrap().push(c);
             }
         }
@@ -306,52 +328,76 @@ impl PgPool {
     }
 
     async fn connect(&self) -> Result<PgConn> {
-        let cfg = &self.inner.cfg;
-        let map = |e: tokio_postgres::Error| {
-            // Whatever the server said (no such database, bad password), the engine could
-            // not connect: that is an operational failure, as in PEP 249 drivers.
-            let mut err = Error::from(e);
-            err.kind = Kind::Operational;
-            err.message = format!("cannot connect to PostgreSQL at {}: {}", cfg.display, err.message);
-            err
-        };
-        let client = if cfg.config.get_ssl_mode() == SslMode::Disable {
-            let (client, conn) = cfg.config.connect(NoTls).await.map_err(map)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            client
-        } else {
-            let (client, conn) = cfg.config.connect(tls::connector()).await.map_err(map)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            client
-        };
-        Ok(PgConn { client, statements: HashMap::new(), sizes: HashMap::new(), in_tx: false, tx_failed: false })
+        let cfg = self.inner.cfg.clone();
+        // Connecting blocks (resolving, TLS, authentication), so it runs on a blocking
+        // thread; the connection then lives on the threads that await its queries.
+        let made = super::runtime()
+            .spawn_blocking(move || {
+                pgsock::connect(&cfg.config, tls::connector).map_err(|e| {
+                    // Whatever the server said (no such database, bad password), the engine
+                    // could not connect: an operational failure, as in PEP 249 drivers.
+                    let mut err = match e {
+                        pgsock::ConnectError::Pg(e) => Error::from(e),
+                        pgsock::ConnectError::Io(e) => Error::operational(e.to_string()),
+                    };
+                    err.kind = Kind::Operational;
+                    err.message = format!("cannot connect to PostgreSQL at {}: {}", cfg.display, err.message);
+                    err
+                })
+            })
+            .await
+            .map_err(|e| Error::operational(format!("connecting to PostgreSQL failed: {e}")))?;
+        let (client, conn, io) = made?;
+        Ok(PgConn {
+            client,
+            conn: Arc::new(Mutex::new(Some(conn))),
+            io,
+            busy: false,
+            statements: HashMap::new(),
+            sizes: HashMap::new(),
+            in_tx: false,
+            tx_failed: false,
+        })
     }
 
     /// Waits (at most the pool timeout) for a connection; a broken idle one is replaced.
     pub async fn acquire(&self) -> Result<Lease> {
         let timeout = self.inner.cfg.pool_timeout;
-        let permit = match tokio::time::timeout(timeout, self.inner.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(Error::interface("the engine is disposed; create a new engine")),
-            Err(_) => {
-                return Err(Error::new(
-                    Kind::PoolTimeout,
-                    format!(
-                        "no PostgreSQL connection became free within {:.1}s (pool_size={}); raise pool_size or pool_timeout, or hold connections for less time",
-                        timeout.as_secs_f64(),
-                        self.inner.cfg.pool_size
-                    ),
-                ))
+        let disposed = || Error::interface("the engine is disposed; create a new engine");
+        let permit = match self.inner.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return Err(disposed()),
+            Err(TryAcquireError::NoPermits) => {
+                // The timer runs on the runtime's thread: waiting for a free connection is
+                // the slow path, and the awaiting thread may have no timer of its own.
+                let (fire, fired) = tokio::sync::oneshot::channel::<()>();
+                let timer = super::runtime().spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = fire.send(());
+                });
+                let waited =
+                    futures_util::future::select(Box::pin(self.inner.permits.clone().acquire_owned()), fired).await;
+                timer.abort();
+                match waited {
+                    futures_util::future::Either::Left((Ok(p), _)) => p,
+                    futures_util::future::Either::Left((Err(_), _)) => return Err(disposed()),
+                    futures_util::future::Either::Right(_) => {
+                        return Err(Error::new(
+                            Kind::PoolTimeout,
+                            format!(
+                                "no PostgreSQL connection became free within {:.1}s (pool_size={}); raise pool_size or pool_timeout, or hold connections for less time",
+                                timeout.as_secs_f64(),
+                                self.inner.cfg.pool_size
+                            ),
+                        ))
+                    }
+                }
             }
         };
         loop {
             let idle = self.inner.idle.lock().unwrap().pop();
             match idle {
-                Some(c) if c.is_closed() => continue,
+                Some(c) if !c.idle_ok() => continue,
                 Some(c) => return Ok(Lease { conn: Some(c), _permit: permit, pool: self.inner.clone() }),
                 None => break,
             }
@@ -365,13 +411,34 @@ impl PgPool {
         self.inner.idle.lock().unwrap().clear();
     }
 
-    /// Sends a cancel request for whatever `token`'s connection is running.
+    /// Sends a cancel request for whatever `token`'s connection is running (on the
+    /// runtime's thread: a new connection, opened and closed there).
     pub async fn cancel(&self, token: tokio_postgres::CancelToken) {
-        if self.inner.cfg.config.get_ssl_mode() == SslMode::Disable {
-            let _ = token.cancel_query(NoTls).await;
-        } else {
-            let _ = token.cancel_query(tls::connector()).await;
-        }
+        use tokio_postgres::config::Host;
+        use tokio_postgres::tls::MakeTlsConnect;
+        let config = &self.inner.cfg.config;
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let timeout = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
+        let sent = async {
+            match config.get_hosts().first() {
+                Some(Host::Tcp(name)) => {
+                    let stream = tokio::net::TcpStream::connect((name.as_str(), port)).await.ok()?;
+                    if config.get_ssl_mode() == SslMode::Disable {
+                        token.cancel_query_raw(stream, NoTls).await.ok()
+                    } else {
+                        let tls = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut tls::connector(), name)
+                            .ok()?;
+                        token.cancel_query_raw(stream, tls).await.ok()
+                    }
+                }
+                Some(Host::Unix(dir)) => {
+                    let stream = tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await.ok()?;
+                    token.cancel_query_raw(stream, NoTls).await.ok()
+                }
+                None => None,
+            }
+        };
+        let _ = tokio::time::timeout(timeout, sent).await;
     }
 }
 
@@ -757,7 +824,27 @@ async fn query_into(
 
 /// Serves a query in batches from a portal inside a transaction, one batch per request,
 /// until the requests stop. Rolls the transaction back at the end.
+/// Streams a query's rows in batches of `batch`, one batch per ask (see `stream_rows`).
 pub async fn stream<A, F>(
+    conn: &mut PgConn,
+    sql: &Arc<str>,
+    params: &[Value],
+    columns: &Columns,
+    batch: usize,
+    asks: &mut tokio::sync::mpsc::UnboundedReceiver<A>,
+    deliver: F,
+) -> Result<()>
+where
+    F: FnMut(A, Result<RowSet>),
+{
+    let (task, io) = (conn.conn.clone(), conn.io.clone());
+    conn.busy = true;
+    let served = drive(&task, &io, stream_rows(conn, sql, params, columns, batch, asks, deliver)).await;
+    conn.busy = false;
+    served
+}
+
+async fn stream_rows<A, F>(
     conn: &mut PgConn,
     sql: &Arc<str>,
     params: &[Value],
@@ -820,7 +907,8 @@ where
         deliver(a, Ok(out));
     }
     // Dropping the transaction rolls it back, closing the portal.
-    drop(txn);
+    // Awaited rather than left to the transaction's drop, which only queues it.
+    let _ = txn.rollback().await;
     Ok(())
 }
 
@@ -895,7 +983,47 @@ where
     }
 }
 
+/// Polls `fut` (a request on a connection) together with the connection's protocol task,
+/// which writes what the request queued and reads what the server answers, on this thread.
+async fn drive<T>(task: &Mutex<Option<ConnFuture>>, io: &IoState, fut: impl std::future::Future<Output = T>) -> T {
+    let mut fut = std::pin::pin!(fut);
+    let out = std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+            // Messages the request queued without waiting for an answer (closing a
+            // dropped statement, say) go out now rather than with the next request.
+            if let Some(c) = task.lock().unwrap().as_mut() {
+                let _ = c.as_mut().poll(cx);
+            }
+            return std::task::Poll::Ready(v);
+        }
+        let mut guard = task.lock().unwrap();
+        let ended = match guard.as_mut() {
+            Some(c) => c.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if ended {
+            // The server closed the connection: dropping the task fails what still waits.
+            let closed = guard.take();
+            drop(guard);
+            drop(closed);
+            return fut.as_mut().poll(cx);
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    io.release();
+    out
+}
+
 pub async fn run(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
+    let (task, io) = (conn.conn.clone(), conn.io.clone());
+    conn.busy = true;
+    let result = drive(&task, &io, run_checked(conn, req, obs)).await;
+    conn.busy = false;
+    result
+}
+
+async fn run_checked(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
     // Batches, writes and scripts run under a savepoint inside a transaction and undo
     // themselves on failure; a plain statement that fails aborts the transaction.
     let unprotected = matches!(req, Request::Query { .. } | Request::Load { .. });

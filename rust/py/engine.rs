@@ -249,7 +249,7 @@ impl EngineCore {
                     _ => None,
                 };
                 let taint = self.pin.as_ref().map(|p| p.tainted.clone());
-                runtime().spawn(async move {
+                let task = async move {
                     match pinned {
                         Some(slot) => {
                             let mut guard = slot.lock().await;
@@ -272,7 +272,8 @@ impl EngineCore {
                             done(result, completer);
                         }
                     }
-                });
+                };
+                Python::attach(|py| bridge::spawn(py, task))?;
             }
         }
         Ok(pending)
@@ -484,7 +485,7 @@ impl EngineCore {
                 }
                 let pool = PgPool::new(cfg);
                 let (pending, completer) = bridge::pending();
-                runtime().spawn(async move {
+                let task = async move {
                     // Connect once now, so a wrong URL fails at create_engine.
                     let result = pool.acquire().await.map(|lease| {
                         drop(lease);
@@ -492,7 +493,8 @@ impl EngineCore {
                         Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                     });
                     completer.complete(result);
-                });
+                };
+                Python::attach(|py| bridge::spawn(py, task))?;
                 Ok(pending)
             }
             _ => Err(Error::interface(format!(
@@ -1004,7 +1006,7 @@ impl EngineCore {
             }
             Backend::Postgres(pool) => {
                 let pool = pool.clone();
-                runtime().spawn(async move {
+                let task = async move {
                     let result = pool.acquire().await.map(|lease| {
                         let slot = Arc::new(tokio::sync::Mutex::new(Some(lease)));
                         let core = EngineCore {
@@ -1022,7 +1024,8 @@ impl EngineCore {
                         Box::new(move |py: Python<'_>| Ok(Py::new(py, core)?.into_any())) as Payload
                     });
                     completer.complete(result);
-                });
+                };
+                Python::attach(|py| bridge::spawn(py, task))?;
             }
         }
         Ok(pending)
@@ -1048,7 +1051,7 @@ impl EngineCore {
             Pin::Postgres(slot) => {
                 let slot = slot.clone();
                 let tainted = pin.tainted.clone();
-                runtime().spawn(async move {
+                let task = async move {
                     if let Some(mut lease) = slot.lock().await.take() {
                         let mut clean = !tainted.load(Ordering::SeqCst);
                         if lease.conn().in_transaction() {
@@ -1063,7 +1066,8 @@ impl EngineCore {
                         }
                     }
                     completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None()))));
-                });
+                };
+                Python::attach(|py| bridge::spawn(py, task))?;
             }
         }
         Ok(pending)

@@ -97,7 +97,7 @@ impl StreamCore {
             }
             super::engine::StreamTarget::Postgres(pool) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Ask>();
-                crate::driver::runtime().spawn(async move {
+                let task = async move {
                     let mut lease = match pool.acquire().await {
                         Ok(l) => l,
                         Err(e) => {
@@ -120,7 +120,8 @@ impl StreamCore {
                     if served.is_err() {
                         lease.discard();
                     }
-                });
+                };
+                Python::attach(|py| crate::bridge::spawn(py, task))?;
                 Channel::Postgres(tx)
             }
             super::engine::StreamTarget::Pinned => {
