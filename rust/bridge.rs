@@ -103,6 +103,8 @@ struct LoopWaker {
     tasks: Mutex<std::collections::HashMap<u64, TaskSlot>>,
     runq: Mutex<Vec<u64>>,
     next_task: std::sync::atomic::AtomicU64,
+    /// Tells loops apart for as long as the process lives (an address may be reused).
+    id: u64,
 }
 
 impl LoopWaker {
@@ -120,6 +122,10 @@ impl LoopWaker {
             tasks: Mutex::new(Default::default()),
             runq: Mutex::new(Vec::new()),
             next_task: Default::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         })
     }
 
@@ -197,9 +203,18 @@ impl LoopWaker {
         let _restore = Running(RUNNING.with(|r| r.replace(Arc::as_ptr(self))));
         first();
         let reactor: std::rc::Rc<dyn Reactor> = std::rc::Rc::new(AioReactor { owner: Arc::downgrade(self) });
+        let started = std::time::Instant::now();
+        let mut out_of_time = false;
         loop {
-            let ids = std::mem::take(&mut *self.runq.lock().unwrap());
+            let mut ids = std::mem::take(&mut *self.runq.lock().unwrap());
             if ids.is_empty() {
+                break;
+            }
+            if started.elapsed() > STEP_BUDGET {
+                // Rows keep coming faster than they are decoded: give the loop a turn, and
+                // come back through the wake-up socket.
+                self.runq.lock().unwrap().append(&mut ids);
+                out_of_time = true;
                 break;
             }
             for id in ids {
@@ -230,6 +245,9 @@ impl LoopWaker {
             }
         }
         drop(_restore);
+        if out_of_time {
+            self.signal();
+        }
         self.resolve(py)
     }
 }
@@ -244,11 +262,8 @@ struct Watch {
     event_loop: Py<PyAny>,
     fd: i32,
     write: bool,
-    owner: *const LoopWaker,
+    owner: u64,
 }
-
-// SAFETY: `owner` is only compared, never dereferenced.
-unsafe impl Send for Watch {}
 
 impl Drop for Watch {
     fn drop(&mut self) {
@@ -266,7 +281,7 @@ impl AioReactor {
         let owner = self.owner.upgrade().ok_or_else(|| std::io::Error::other("the event loop is gone"))?;
         let mut slot = slot.lock().unwrap();
         if let Some(w) = slot.as_ref().and_then(|w| w.downcast_ref::<Watch>()) {
-            if std::ptr::eq(w.owner, Arc::as_ptr(&owner)) {
+            if w.owner == owner.id {
                 return Ok(());
             }
         }
@@ -292,7 +307,7 @@ impl AioReactor {
             })?;
             let m = if write { pyo3::intern!(py, "add_writer") } else { pyo3::intern!(py, "add_reader") };
             event_loop.call_method1(m, (fd, on_ready))?;
-            Ok(Watch { event_loop: event_loop.unbind(), fd, write, owner: Arc::as_ptr(&owner) })
+            Ok(Watch { event_loop: event_loop.unbind(), fd, write, owner: owner.id })
         })
         .map_err(|e| std::io::Error::other(format!("cannot watch the PostgreSQL socket: {e}")))?;
         *slot = Some(Box::new(made));

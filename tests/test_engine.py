@@ -539,6 +539,41 @@ async def test_long_query_does_not_stall_event_loop(engine):
     assert longest_gap < min(0.25, elapsed / 2), f"event loop stalled for {longest_gap:.3f}s"
 
 
+async def test_reading_a_large_result_does_not_stall_event_loop(engine):
+    """Rows that arrive faster than they are decoded (PostgreSQL decodes on the loop's thread)
+    are read in slices with the loop's other tasks in between."""
+    n = 400_000
+    if engine.dialect == "postgresql":
+        # generate_series sends rows as fast as the socket takes them.
+        rows_sql = f"SELECT x, 'row ' || x FROM generate_series(1, {n}) AS g(x)"
+    else:
+        rows_sql = (
+            f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) "
+            "SELECT x, 'row ' || x FROM c"
+        )
+    ticks: list[float] = []
+
+    async def ticker():
+        while True:
+            await asyncio.sleep(0)
+            ticks.append(time.perf_counter())
+
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0.01)
+        start = time.perf_counter()
+        result = await engine.execute(rows_sql, [])
+        end = time.perf_counter()
+    finally:
+        task.cancel()
+    rows = result.tuples()
+    assert len(rows) == n and rows[0] == (1, "row 1") and rows[-1] == (n, f"row {n}")
+    during = [t for t in ticks if start <= t <= end]
+    points = [start, *during, end]
+    longest_gap = max(b - a for a, b in zip(points, points[1:], strict=False))
+    assert longest_gap < max(0.05, (end - start) / 4), f"the loop stalled for {longest_gap:.3f}s of {end - start:.3f}s"
+
+
 async def test_long_orm_query_does_not_stall_event_loop(engine, session):
     """The same holds for ORM terminals, not only raw SQL."""
     await session.insert_all([User(name=f"u{i}", email=f"u{i}@x", age=i % 90) for i in range(300)])

@@ -190,3 +190,29 @@ async def test_insert_all_of_ten_thousand_rows_is_one_batch(pg):
     assert len({u.id for u in users}) == 10_000
     assert [u.id for u in users] == sorted(u.id for u in users)
     assert await session.query(User).count() == 10_000
+
+
+def test_engine_serves_one_event_loop_after_another():
+    """Queries read their connection's socket on the loop that awaits them. A pooled
+    connection opened on one loop serves the next (``asyncio.run`` twice, as scripts do),
+    also after the first loop closed, and more tasks than connections take turns."""
+
+    async def open_engine():
+        engine = await create_engine(PG_URL, pool_size=2)
+        return engine, await _backend_pid(engine)
+
+    engine, first_pid = asyncio.run(open_engine())
+
+    async def use() -> tuple[list[int], set[int]]:
+        results = await asyncio.gather(*[engine.execute("SELECT ?::int + 1", [i]) for i in range(6)])
+        pids = await asyncio.gather(*[_backend_pid(engine) for _ in range(4)])
+        return [r.scalar() for r in results], set(pids)
+
+    seen: set[int] = set()
+    for _ in range(3):
+        answers, pids = asyncio.run(use())
+        assert answers == [1, 2, 3, 4, 5, 6]
+        seen |= pids
+    # The connections were reused across loops, not reopened for each.
+    assert first_pid in seen and len(seen) <= 2
+    asyncio.run(engine.dispose())

@@ -116,7 +116,7 @@ impl IoState {
         }
     }
 
-    /// The request is over: stop watching the socket until the next one.
+    /// Stops watching the socket.
     pub fn release(&self) {
         let r = self.reader.lock().unwrap().take();
         let w = self.writer.lock().unwrap().take();
@@ -305,10 +305,7 @@ fn open(host: &Host, port: u16, timeout: Duration) -> io::Result<OwnedFd> {
 
 /// Connects and authenticates, blocking the calling thread (at most the connect timeout per
 /// step). `tls` makes the TLS connector when the config asks for TLS.
-pub fn connect<M>(
-    config: &tokio_postgres::Config,
-    tls: impl Fn() -> M,
-) -> Result<(Client, ConnFuture, Arc<IoState>), ConnectError>
+pub fn connect<M>(config: &tokio_postgres::Config, tls: impl Fn() -> M) -> Result<(Client, ConnFuture), ConnectError>
 where
     M: MakeTlsConnect<Sock>,
     M::Stream: Send + 'static,
@@ -335,38 +332,37 @@ where
             reader: Mutex::new(None),
             writer: Mutex::new(None),
         });
-        let sock = Sock(io.clone());
+        let sock = Sock(io);
         let deadline = std::time::Instant::now() + timeout;
-        let made: Result<(Client, ConnFuture), tokio_postgres::Error> =
-            match (config.get_ssl_mode(), host) {
-                (SslMode::Disable, _) | (_, Host::Unix(_)) => {
-                    match block_on(fd, deadline, config.connect_raw(sock, NoTls)) {
+        let made: Result<(Client, ConnFuture), tokio_postgres::Error> = match (config.get_ssl_mode(), host) {
+            (SslMode::Disable, _) | (_, Host::Unix(_)) => {
+                match block_on(fd, deadline, config.connect_raw(sock, NoTls)) {
+                    Ok(made) => made.map(|(c, conn)| (c, Box::pin(conn) as ConnFuture)),
+                    Err(e) => {
+                        last = ConnectError::Io(e);
+                        continue;
+                    }
+                }
+            }
+            (_, Host::Tcp(name)) => {
+                let mut maker = tls();
+                match maker.make_tls_connect(name) {
+                    Ok(t) => match block_on(fd, deadline, config.connect_raw(sock, t)) {
                         Ok(made) => made.map(|(c, conn)| (c, Box::pin(conn) as ConnFuture)),
                         Err(e) => {
                             last = ConnectError::Io(e);
                             continue;
                         }
+                    },
+                    Err(e) => {
+                        last = ConnectError::Io(io::Error::other(e.into()));
+                        continue;
                     }
                 }
-                (_, Host::Tcp(name)) => {
-                    let mut maker = tls();
-                    match maker.make_tls_connect(name) {
-                        Ok(t) => match block_on(fd, deadline, config.connect_raw(sock, t)) {
-                            Ok(made) => made.map(|(c, conn)| (c, Box::pin(conn) as ConnFuture)),
-                            Err(e) => {
-                                last = ConnectError::Io(e);
-                                continue;
-                            }
-                        },
-                        Err(e) => {
-                            last = ConnectError::Io(io::Error::other(e.into()));
-                            continue;
-                        }
-                    }
-                }
-            };
+            }
+        };
         match made {
-            Ok((client, conn)) => return Ok((client, conn, io)),
+            Ok(made) => return Ok(made),
             Err(e) => last = ConnectError::Pg(e),
         }
     }

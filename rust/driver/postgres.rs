@@ -14,7 +14,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::pgsock::{self, ConnFuture, IoState};
+use super::pgsock::{self, ConnFuture};
 use super::{Observer, Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
@@ -220,7 +220,6 @@ pub struct PgConn {
     /// The connection's protocol task, polled with each request (see [`drive`]); None once
     /// it ended (the server closed the connection).
     conn: Arc<Mutex<Option<ConnFuture>>>,
-    io: Arc<IoState>,
     /// A request is under way; a connection dropped in that state is never reused.
     busy: bool,
     statements: HashMap<Arc<str>, Statement>,
@@ -347,11 +346,10 @@ impl PgPool {
             })
             .await
             .map_err(|e| Error::operational(format!("connecting to PostgreSQL failed: {e}")))?;
-        let (client, conn, io) = made?;
+        let (client, conn) = made?;
         Ok(PgConn {
             client,
             conn: Arc::new(Mutex::new(Some(conn))),
-            io,
             busy: false,
             statements: HashMap::new(),
             sizes: HashMap::new(),
@@ -426,8 +424,9 @@ impl PgPool {
                     if config.get_ssl_mode() == SslMode::Disable {
                         token.cancel_query_raw(stream, NoTls).await.ok()
                     } else {
-                        let tls = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut tls::connector(), name)
-                            .ok()?;
+                        let tls =
+                            MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut tls::connector(), name)
+                                .ok()?;
                         token.cancel_query_raw(stream, tls).await.ok()
                     }
                 }
@@ -837,9 +836,9 @@ pub async fn stream<A, F>(
 where
     F: FnMut(A, Result<RowSet>),
 {
-    let (task, io) = (conn.conn.clone(), conn.io.clone());
+    let task = conn.conn.clone();
     conn.busy = true;
-    let served = drive(&task, &io, stream_rows(conn, sql, params, columns, batch, asks, deliver)).await;
+    let served = drive(&task, stream_rows(conn, sql, params, columns, batch, asks, deliver)).await;
     conn.busy = false;
     served
 }
@@ -985,7 +984,7 @@ where
 
 /// Polls `fut` (a request on a connection) together with the connection's protocol task,
 /// which writes what the request queued and reads what the server answers, on this thread.
-async fn drive<T>(task: &Mutex<Option<ConnFuture>>, io: &IoState, fut: impl std::future::Future<Output = T>) -> T {
+async fn drive<T>(task: &Mutex<Option<ConnFuture>>, fut: impl std::future::Future<Output = T>) -> T {
     let mut fut = std::pin::pin!(fut);
     let out = std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
@@ -1011,14 +1010,16 @@ async fn drive<T>(task: &Mutex<Option<ConnFuture>>, io: &IoState, fut: impl std:
         std::task::Poll::Pending
     })
     .await;
-    io.release();
+    // The socket stays watched between requests: a connection is mostly reused on the
+    // same loop, and watching it again would cost two selector calls per statement. A
+    // readiness nobody waits for ends the watch (see the loop's reactor).
     out
 }
 
 pub async fn run(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
-    let (task, io) = (conn.conn.clone(), conn.io.clone());
+    let task = conn.conn.clone();
     conn.busy = true;
-    let result = drive(&task, &io, run_checked(conn, req, obs)).await;
+    let result = drive(&task, run_checked(conn, req, obs)).await;
     conn.busy = false;
     result
 }
