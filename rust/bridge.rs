@@ -294,16 +294,18 @@ impl AioReactor {
             let fd = io.fd();
             let on_ready = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
                 let (Some(io), Some(owner)) = (weak_io.upgrade(), weak_owner.upgrade()) else { return Ok(()) };
-                let mut wanted = true;
-                owner.run(args.py(), || wanted = if write { io.wake_write() } else { io.wake_read() })?;
-                if !wanted {
-                    // Nobody waits on this socket now (a request between reads, or none):
-                    // stop watching until someone does, or the loop would spin.
-                    let slot = if write { &io.writer } else { &io.reader };
-                    let w = slot.lock().unwrap().take();
-                    drop(w);
-                }
-                Ok(())
+                owner.run(args.py(), || {
+                    let wanted = if write { io.wake_write() } else { io.wake_read() };
+                    if !wanted {
+                        // Nobody waits on this socket now (between requests, or a request
+                        // waiting on its consumer): stop watching, or the loop would spin.
+                        // Done before any task runs, so a task that waits on the socket
+                        // again watches it anew.
+                        let slot = if write { &io.writer } else { &io.reader };
+                        let w = slot.lock().unwrap().take();
+                        drop(w);
+                    }
+                })
             })?;
             let m = if write { pyo3::intern!(py, "add_writer") } else { pyo3::intern!(py, "add_reader") };
             event_loop.call_method1(m, (fd, on_ready))?;

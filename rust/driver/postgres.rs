@@ -14,7 +14,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::pgsock::{self, ConnFuture};
+use super::pgsock::{self, ConnFuture, IoState};
 use super::{Observer, Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
@@ -220,6 +220,7 @@ pub struct PgConn {
     /// The connection's protocol task, polled with each request (see [`drive`]); None once
     /// it ended (the server closed the connection).
     conn: Arc<Mutex<Option<ConnFuture>>>,
+    io: Arc<IoState>,
     /// A request is under way; a connection dropped in that state is never reused.
     busy: bool,
     statements: HashMap<Arc<str>, Statement>,
@@ -231,6 +232,15 @@ pub struct PgConn {
     /// A statement failed inside the transaction, so PostgreSQL has aborted it: COMMIT
     /// would silently roll back, and is refused instead.
     tx_failed: bool,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Nobody polls the protocol task any more, so it cannot say goodbye itself.
+        if !self.busy && self.conn.lock().unwrap().is_some() {
+            self.io.terminate();
+        }
+    }
 }
 
 impl PgConn {
@@ -346,10 +356,11 @@ impl PgPool {
             })
             .await
             .map_err(|e| Error::operational(format!("connecting to PostgreSQL failed: {e}")))?;
-        let (client, conn) = made?;
+        let (client, conn, io) = made?;
         Ok(PgConn {
             client,
             conn: Arc::new(Mutex::new(Some(conn))),
+            io,
             busy: false,
             statements: HashMap::new(),
             sizes: HashMap::new(),
