@@ -47,6 +47,9 @@ struct State {
     waiter: Option<(Arc<LoopWaker>, Py<PyAny>)>,
     on_cancel: Option<CancelHook>,
     consumed: bool,
+    /// Work made while no event loop was running (`asyncio.run(engine.execute(...))`):
+    /// it starts on the loop that first awaits it.
+    deferred: Option<Task>,
 }
 
 #[derive(Default)]
@@ -54,7 +57,7 @@ struct Shared {
     state: Mutex<State>,
 }
 
-type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 struct TaskSlot {
     /// None while the task is being polled.
@@ -166,16 +169,22 @@ impl LoopWaker {
 
     fn resolve(&self, py: Python<'_>) -> PyResult<()> {
         let ready = std::mem::take(&mut *self.ready.lock().unwrap());
+        let mut failed = None;
         for shared in ready {
             let fut = shared.state.lock().unwrap().waiter.take().map(|(_, f)| f);
             if let Some(fut) = fut {
                 let fut = fut.bind(py);
-                if !fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
-                    fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
+                let woken = fut.call_method0(pyo3::intern!(py, "done")).and_then(|d| match d.is_truthy()? {
+                    true => Ok(()),
+                    false => fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),)).map(|_| ()),
+                });
+                // One future that cannot be woken must not strand the others.
+                if let Err(e) = woken {
+                    failed.get_or_insert(e);
                 }
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn spawn(self: &Arc<Self>, fut: Task) {
@@ -228,7 +237,12 @@ impl LoopWaker {
                 // Cleared before the poll: a wake during it queues the task again.
                 flag.queued.store(false, Ordering::Release);
                 let mut cx = std::task::Context::from_waker(&waker);
-                let done = with_reactor(&reactor, || fut.as_mut().poll(&mut cx).is_ready());
+                // A task that panics is dropped (its awaiter gets an error) rather than
+                // taking the rest of the queue down with it.
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    with_reactor(&reactor, || fut.as_mut().poll(&mut cx).is_ready())
+                }))
+                .unwrap_or(true);
                 let finished = {
                     let mut tasks = self.tasks.lock().unwrap();
                     if done {
@@ -263,6 +277,8 @@ struct Watch {
     fd: i32,
     write: bool,
     owner: u64,
+    /// Which watch of the socket this is: a callback of an older one must not end it.
+    serial: u64,
 }
 
 impl Drop for Watch {
@@ -275,17 +291,41 @@ impl Drop for Watch {
     }
 }
 
+fn slot_of(io: &IoState, write: bool) -> &Mutex<Option<Box<dyn std::any::Any + Send>>> {
+    if write {
+        &io.writer
+    } else {
+        &io.reader
+    }
+}
+
+/// The watch in `slot`, when it is the one numbered `serial`.
+fn take_watch(
+    slot: &Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    serial: u64,
+) -> Option<Box<dyn std::any::Any + Send>> {
+    let mut slot = slot.lock().unwrap();
+    match slot.as_ref().and_then(|w| w.downcast_ref::<Watch>()) {
+        Some(w) if w.serial == serial => slot.take(),
+        _ => None,
+    }
+}
+
 impl AioReactor {
     fn watch(&self, io: &Arc<IoState>, write: bool) -> std::io::Result<()> {
-        let slot = if write { &io.writer } else { &io.reader };
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let slot = slot_of(io, write);
         let owner = self.owner.upgrade().ok_or_else(|| std::io::Error::other("the event loop is gone"))?;
-        let mut slot = slot.lock().unwrap();
-        if let Some(w) = slot.as_ref().and_then(|w| w.downcast_ref::<Watch>()) {
-            if w.owner == owner.id {
+        // The slot's lock is never held across Python: a callback of another loop's thread
+        // may want it while this thread waits for the GIL.
+        let old = {
+            let mut slot = slot.lock().unwrap();
+            if slot.as_ref().and_then(|w| w.downcast_ref::<Watch>()).is_some_and(|w| w.owner == owner.id) {
                 return Ok(());
             }
-        }
-        let old = slot.take();
+            slot.take()
+        };
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         let made = Python::attach(|py| -> PyResult<Watch> {
             drop(old);
             let event_loop =
@@ -301,18 +341,17 @@ impl AioReactor {
                         // waiting on its consumer): stop watching, or the loop would spin.
                         // Done before any task runs, so a task that waits on the socket
                         // again watches it anew.
-                        let slot = if write { &io.writer } else { &io.reader };
-                        let w = slot.lock().unwrap().take();
-                        drop(w);
+                        drop(take_watch(slot_of(&io, write), serial));
                     }
                 })
             })?;
             let m = if write { pyo3::intern!(py, "add_writer") } else { pyo3::intern!(py, "add_reader") };
             event_loop.call_method1(m, (fd, on_ready))?;
-            Ok(Watch { event_loop: event_loop.unbind(), fd, write, owner: owner.id })
+            Ok(Watch { event_loop: event_loop.unbind(), fd, write, owner: owner.id, serial })
         })
         .map_err(|e| std::io::Error::other(format!("cannot watch the PostgreSQL socket: {e}")))?;
-        *slot = Some(Box::new(made));
+        let replaced = slot.lock().unwrap().replace(Box::new(made));
+        drop(replaced);
         Ok(())
     }
 }
@@ -327,15 +366,27 @@ impl Reactor for AioReactor {
     }
 }
 
-/// Runs `fut` on the running event loop's thread: polled once now, then whenever it is
+/// Runs `task` on the running event loop's thread: polled once now, then whenever it is
 /// woken (its socket became readable, another thread finished something it waits on).
-pub fn spawn<F>(py: Python<'_>, fut: F) -> PyResult<()>
+/// With no loop running, hands the task back for the caller to start later.
+pub fn spawn(py: Python<'_>, task: Task) -> PyResult<Option<Task>> {
+    let Ok(event_loop) = running_loop(py) else { return Ok(Some(task)) };
+    let waker = waker_for(py, &event_loop)?;
+    waker.spawn(task);
+    waker.run(py, || ())?;
+    Ok(None)
+}
+
+/// Runs the work behind `pending` (see [`spawn`]); with no loop running yet, it starts
+/// when the awaitable is first awaited.
+pub fn start<F>(py: Python<'_>, pending: &Pending, fut: F) -> PyResult<()>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let waker = waker_for(py, &running_loop(py)?)?;
-    waker.spawn(Box::pin(fut));
-    waker.run(py, || ())
+    if let Some(task) = spawn(py, Box::pin(fut))? {
+        pending.shared.state.lock().unwrap().deferred = Some(task);
+    }
+    Ok(())
 }
 
 /// One waker per live event loop, found by the loop's identity.
@@ -347,18 +398,25 @@ struct WakerEntry {
 static WAKERS: Mutex<Vec<WakerEntry>> = Mutex::new(Vec::new());
 
 fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWaker>> {
-    let mut wakers = WAKERS.lock().unwrap();
-    for e in wakers.iter() {
-        if e.event_loop.bind(py).upgrade().is_some_and(|l| l.is(event_loop)) {
-            return Ok(e.waker.clone());
+    {
+        let wakers = WAKERS.lock().unwrap();
+        for e in wakers.iter() {
+            if e.event_loop.bind(py).upgrade().is_some_and(|l| l.is(event_loop)) {
+                return Ok(e.waker.clone());
+            }
         }
     }
-    // A new loop: forget loops that are gone or closed (their sockets close, and their
-    // unfinished tasks are dropped, with the last reference).
-    wakers.retain(|e| match e.event_loop.bind(py).upgrade() {
-        Some(l) => !l.call_method0("is_closed").and_then(|c| c.is_truthy()).unwrap_or(true),
-        None => false,
-    });
+    // A new loop. Loops that are gone or closed are forgotten (their sockets close, and
+    // their unfinished tasks are dropped, with the last reference). Asking a loop runs
+    // Python, and dropping tasks may too, so neither happens under the lock.
+    let entries = std::mem::take(&mut *WAKERS.lock().unwrap());
+    let (kept, gone): (Vec<WakerEntry>, Vec<WakerEntry>) =
+        entries.into_iter().partition(|e| match e.event_loop.bind(py).upgrade() {
+            Some(l) => !l.call_method0("is_closed").and_then(|c| c.is_truthy()).unwrap_or(true),
+            None => false,
+        });
+    WAKERS.lock().unwrap().extend(kept);
+    drop(gone);
     let waker = Arc::new(LoopWaker::new(event_loop)?);
     let w = Arc::downgrade(&waker);
     let drain = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
@@ -368,7 +426,8 @@ fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Loop
         }
     })?;
     event_loop.call_method1("add_reader", (waker.rx.as_raw_fd(), drain))?;
-    wakers.push(WakerEntry { event_loop: PyWeakrefReference::new(event_loop)?.unbind(), waker: waker.clone() });
+    let entry = WakerEntry { event_loop: PyWeakrefReference::new(event_loop)?.unbind(), waker: waker.clone() };
+    WAKERS.lock().unwrap().push(entry);
     Ok(waker)
 }
 
@@ -492,13 +551,13 @@ impl Pending {
         // What is dropped here (queued steps, a result nobody will read, which may hold a
         // session's busy flag) is dropped outside the lock, and now rather than whenever
         // this awaitable is freed.
-        let (hook, _steps, _result) = {
+        let (hook, _steps, _result, _deferred) = {
             let mut st = self.shared.state.lock().unwrap();
             let unfinished = st.result.is_none() && !st.consumed;
             st.consumed = true;
             st.waiter = None;
             let steps = std::mem::take(&mut st.steps);
-            (if unfinished { st.on_cancel.take() } else { None }, steps, st.result.take())
+            (if unfinished { st.on_cancel.take() } else { None }, steps, st.result.take(), st.deferred.take())
         };
         if let Some(h) = hook {
             h();
@@ -517,6 +576,13 @@ impl Pending {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let deferred = self.shared.state.lock().unwrap().deferred.take();
+        if let Some(task) = deferred {
+            let event_loop = running_loop(py)?;
+            let waker = waker_for(py, &event_loop)?;
+            waker.spawn(task);
+            waker.run(py, || ())?;
+        }
         let mut st = self.shared.state.lock().unwrap();
         if matches!(st.result, Some(Err(_))) && !st.steps.is_empty() {
             // The operation failed: what it sent ahead and is not applied yet is dropped

@@ -231,3 +231,17 @@ async def test_statements_larger_than_the_socket_buffer(pg):
             await pg.execute("SELECT count(*), max(length(email)) FROM t_users WHERE email LIKE ?", [f"{round_}-%"])
         ).tuples()[0]
         assert (count, longest) == (10_000, len(f"{round_}-9999@{body}"))
+
+
+def test_operation_made_before_its_event_loop_runs():
+    """``asyncio.run(engine.execute(...))`` makes the awaitable before any loop runs: its
+    work starts on the loop that awaits it."""
+    engine = asyncio.run(create_engine(PG_URL))
+    assert asyncio.run(engine.execute("SELECT 41 + 1")).scalar() == 42
+    event_loop = asyncio.new_event_loop()
+    try:
+        pending = engine.execute("SELECT ?::int * 2", [21])
+        assert event_loop.run_until_complete(pending).scalar() == 42
+    finally:
+        event_loop.close()
+    asyncio.run(engine.dispose())

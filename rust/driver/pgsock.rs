@@ -116,16 +116,6 @@ impl IoState {
         }
     }
 
-    /// Says goodbye to the server (a Terminate message) on a connection with no request
-    /// under way, so that closing it is not logged as a client that vanished.
-    pub fn terminate(&self) {
-        const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-        // SAFETY: a valid 5-byte buffer on this state's open socket; never blocks.
-        unsafe {
-            libc::send(self.fd(), TERMINATE.as_ptr().cast(), TERMINATE.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-        };
-    }
-
     /// Stops watching the socket.
     pub fn release(&self) {
         let r = self.reader.lock().unwrap().take();
@@ -298,6 +288,19 @@ fn open(host: &Host, port: u16, timeout: Duration) -> io::Result<OwnedFd> {
                     Ok(s) => {
                         s.set_nodelay(true)?;
                         s.set_nonblocking(true)?;
+                        // Keepalive as libpq and tokio-postgres have it: a server that
+                        // vanished is noticed instead of waited on forever.
+                        let on: libc::c_int = 1;
+                        // SAFETY: a valid int option on this open socket.
+                        unsafe {
+                            libc::setsockopt(
+                                s.as_raw_fd(),
+                                libc::SOL_SOCKET,
+                                libc::SO_KEEPALIVE,
+                                (&on as *const libc::c_int).cast(),
+                                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                            )
+                        };
                         return Ok(s.into());
                     }
                     Err(e) => last = e,
@@ -315,10 +318,7 @@ fn open(host: &Host, port: u16, timeout: Duration) -> io::Result<OwnedFd> {
 
 /// Connects and authenticates, blocking the calling thread (at most the connect timeout per
 /// step). `tls` makes the TLS connector when the config asks for TLS.
-pub fn connect<M>(
-    config: &tokio_postgres::Config,
-    tls: impl Fn() -> M,
-) -> Result<(Client, ConnFuture, Arc<IoState>), ConnectError>
+pub fn connect<M>(config: &tokio_postgres::Config, tls: impl Fn() -> M) -> Result<(Client, ConnFuture), ConnectError>
 where
     M: MakeTlsConnect<Sock>,
     M::Stream: Send + 'static,
@@ -345,7 +345,7 @@ where
             reader: Mutex::new(None),
             writer: Mutex::new(None),
         });
-        let sock = Sock(io.clone());
+        let sock = Sock(io);
         let deadline = std::time::Instant::now() + timeout;
         let made: Result<(Client, ConnFuture), tokio_postgres::Error> = match (config.get_ssl_mode(), host) {
             (SslMode::Disable, _) | (_, Host::Unix(_)) => {
@@ -375,7 +375,7 @@ where
             }
         };
         match made {
-            Ok((client, conn)) => return Ok((client, conn, io)),
+            Ok(made) => return Ok(made),
             Err(e) => last = ConnectError::Pg(e),
         }
     }

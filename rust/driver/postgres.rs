@@ -14,7 +14,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::pgsock::{self, ConnFuture, IoState};
+use super::pgsock::{self, ConnFuture};
 use super::{Observer, Request, Response};
 use crate::compile::Columns;
 use crate::errors::{Error, Kind, Result};
@@ -216,11 +216,11 @@ mod tls {
 const STATEMENT_CACHE: usize = 256;
 
 pub struct PgConn {
-    client: Client,
+    /// Dropped by hand, first: the protocol task says goodbye once its client is gone.
+    client: std::mem::ManuallyDrop<Client>,
     /// The connection's protocol task, polled with each request (see [`drive`]); None once
     /// it ended (the server closed the connection).
     conn: Arc<Mutex<Option<ConnFuture>>>,
-    io: Arc<IoState>,
     /// A request is under way; a connection dropped in that state is never reused.
     busy: bool,
     statements: HashMap<Arc<str>, Statement>,
@@ -236,9 +236,16 @@ pub struct PgConn {
 
 impl Drop for PgConn {
     fn drop(&mut self) {
-        // Nobody polls the protocol task any more, so it cannot say goodbye itself.
-        if !self.busy && self.conn.lock().unwrap().is_some() {
-            self.io.terminate();
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.client) };
+        // Nobody polls the protocol task any more: one last poll lets it see the client
+        // gone and send Terminate (through TLS if any) after what it still had to write,
+        // so that the server does not log a client that vanished.
+        if !self.busy {
+            if let Some(c) = self.conn.lock().unwrap().as_mut() {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let _ = pgsock::unwatched(|| c.as_mut().poll(&mut cx));
+            }
         }
     }
 }
@@ -356,11 +363,10 @@ impl PgPool {
             })
             .await
             .map_err(|e| Error::operational(format!("connecting to PostgreSQL failed: {e}")))?;
-        let (client, conn, io) = made?;
+        let (client, conn) = made?;
         Ok(PgConn {
-            client,
+            client: std::mem::ManuallyDrop::new(client),
             conn: Arc::new(Mutex::new(Some(conn))),
-            io,
             busy: false,
             statements: HashMap::new(),
             sizes: HashMap::new(),
@@ -417,7 +423,8 @@ impl PgPool {
 
     pub fn close(&self) {
         self.inner.permits.close();
-        self.inner.idle.lock().unwrap().clear();
+        let idle = std::mem::take(&mut *self.inner.idle.lock().unwrap());
+        drop(idle);
     }
 
     /// Sends a cancel request for whatever `token`'s connection is running (on the
@@ -1001,8 +1008,11 @@ async fn drive<T>(task: &Mutex<Option<ConnFuture>>, fut: impl std::future::Futur
         if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
             // Messages the request queued without waiting for an answer (closing a
             // dropped statement, say) go out now rather than with the next request.
-            if let Some(c) = task.lock().unwrap().as_mut() {
-                let _ = c.as_mut().poll(cx);
+            let mut guard = task.lock().unwrap();
+            if guard.as_mut().is_some_and(|c| c.as_mut().poll(cx).is_ready()) {
+                let closed = guard.take();
+                drop(guard);
+                drop(closed);
             }
             return std::task::Poll::Ready(v);
         }

@@ -273,7 +273,7 @@ impl EngineCore {
                         }
                     }
                 };
-                Python::attach(|py| bridge::spawn(py, task))?;
+                Python::attach(|py| bridge::start(py, &pending, task))?;
             }
         }
         Ok(pending)
@@ -494,7 +494,7 @@ impl EngineCore {
                     });
                     completer.complete(result);
                 };
-                Python::attach(|py| bridge::spawn(py, task))?;
+                Python::attach(|py| bridge::start(py, &pending, task))?;
                 Ok(pending)
             }
             _ => Err(Error::interface(format!(
@@ -1025,7 +1025,7 @@ impl EngineCore {
                     });
                     completer.complete(result);
                 };
-                Python::attach(|py| bridge::spawn(py, task))?;
+                Python::attach(|py| bridge::start(py, &pending, task))?;
             }
         }
         Ok(pending)
@@ -1067,7 +1067,7 @@ impl EngineCore {
                     }
                     completer.complete(Ok(Box::new(|py: Python<'_>| Ok(py.None()))));
                 };
-                Python::attach(|py| bridge::spawn(py, task))?;
+                Python::attach(|py| bridge::start(py, &pending, task))?;
             }
         }
         Ok(pending)

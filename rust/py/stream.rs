@@ -31,6 +31,9 @@ pub struct StreamCore {
     /// The session's identity map: streamed objects are tracked like any others (weakly, so
     /// memory still holds about one batch).
     identity: Option<Py<IdentityMap>>,
+    /// The statement's task, when the stream was made with no event loop running: it
+    /// starts with the first batch asked for.
+    deferred: Mutex<Option<crate::bridge::Task>>,
 }
 
 fn deliver(completer: Completer, finish: BatchFinish, rows: Result<RowSet>) {
@@ -89,6 +92,7 @@ impl StreamCore {
         batch: usize,
     ) -> PyResult<StreamCore> {
         let identity = Python::attach(|py| engine.identity(py));
+        let mut deferred = None;
         let channel = match engine.backend_for_stream() {
             super::engine::StreamTarget::Sqlite(pool) => {
                 let (tx, rx) = std::sync::mpsc::channel::<Ask>();
@@ -121,7 +125,7 @@ impl StreamCore {
                         lease.discard();
                     }
                 };
-                Python::attach(|py| crate::bridge::spawn(py, task))?;
+                deferred = Python::attach(|py| crate::bridge::spawn(py, Box::pin(task)))?;
                 Channel::Postgres(tx)
             }
             super::engine::StreamTarget::Pinned => {
@@ -131,7 +135,7 @@ impl StreamCore {
                 .into())
             }
         };
-        Ok(StreamCore { channel: Mutex::new(Some(channel)), model, identity })
+        Ok(StreamCore { channel: Mutex::new(Some(channel)), model, identity, deferred: Mutex::new(deferred) })
     }
 }
 
@@ -139,6 +143,15 @@ impl StreamCore {
 impl StreamCore {
     /// The next batch of instances; an empty list when the rows are exhausted.
     fn next_batch(&self, py: Python<'_>) -> PyResult<Pending> {
+        let deferred = self.deferred.lock().unwrap().take();
+        if let Some(task) = deferred {
+            if let Some(task) = bridge::spawn(py, task)? {
+                *self.deferred.lock().unwrap() = Some(task);
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "a stream is read inside a running event loop (async for)",
+                ));
+            }
+        }
         let (pending, completer) = bridge::pending();
         let model = self.model.clone_ref(py);
         let identity = self.identity.as_ref().map(|m| m.clone_ref(py));
