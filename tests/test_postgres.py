@@ -218,19 +218,29 @@ def test_engine_serves_one_event_loop_after_another():
     asyncio.run(engine.dispose())
 
 
-async def test_statements_larger_than_the_socket_buffer(pg):
+@pytest.mark.parametrize("sslmode", ["disable", "require"])
+async def test_statements_larger_than_the_socket_buffer(pg, sslmode):
     """A bulk insert whose parameters do not fit in the socket's buffer is written as the
-    socket drains, while the answers to earlier statements are read; what follows runs."""
-    session = AsyncSession(pg)
-    body = "x" * 300
-    for round_ in range(3):
-        users = [User(name=f"u{i}", email=f"{round_}-{i}@{body}", role=body) for i in range(10_000)]
-        await session.insert_all(users)
-        assert all(u.id is not None for u in users)
-        count, longest = (
-            await pg.execute("SELECT count(*), max(length(email)) FROM t_users WHERE email LIKE ?", [f"{round_}-%"])
-        ).tuples()[0]
-        assert (count, longest) == (10_000, len(f"{round_}-9999@{body}"))
+    socket drains, while the answers to earlier statements are read; what follows runs.
+    On a plain socket and through TLS."""
+    engine = await create_engine(pg.url + f"&sslmode={sslmode}")
+    try:
+        session = AsyncSession(engine)
+        body = "x" * 300
+        for round_ in range(3):
+            users = [User(name=f"u{i}", email=f"{round_}-{i}@{body}", role=body) for i in range(10_000)]
+            await session.insert_all(users)
+            assert all(u.id is not None for u in users)
+            count, longest = (
+                await engine.execute(
+                    "SELECT count(*), max(length(email)) FROM t_users WHERE email LIKE ?", [f"{round_}-%"]
+                )
+            ).tuples()[0]
+            assert (count, longest) == (10_000, len(f"{round_}-9999@{body}"))
+        ssl = (await engine.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")).scalar()
+        assert ssl is (sslmode == "require")
+    finally:
+        await engine.dispose()
 
 
 def test_operation_made_before_its_event_loop_runs():
