@@ -397,18 +397,10 @@ struct WakerEntry {
 
 static WAKERS: Mutex<Vec<WakerEntry>> = Mutex::new(Vec::new());
 
-fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWaker>> {
-    {
-        let wakers = WAKERS.lock().unwrap();
-        for e in wakers.iter() {
-            if e.event_loop.bind(py).upgrade().is_some_and(|l| l.is(event_loop)) {
-                return Ok(e.waker.clone());
-            }
-        }
-    }
-    // A new loop. Loops that are gone or closed are forgotten (their sockets close, and
-    // their unfinished tasks are dropped, with the last reference). Asking a loop runs
-    // Python, and dropping tasks may too, so neither happens under the lock.
+/// Forgets loops that are gone or closed: their sockets close, and their unfinished tasks
+/// are dropped, which gives back the connections and pool permits they held. Asking a loop
+/// runs Python, and dropping tasks may too, so neither happens under the lock.
+fn sweep(py: Python<'_>) {
     let entries = std::mem::take(&mut *WAKERS.lock().unwrap());
     let (kept, gone): (Vec<WakerEntry>, Vec<WakerEntry>) =
         entries.into_iter().partition(|e| match e.event_loop.bind(py).upgrade() {
@@ -417,6 +409,27 @@ fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Loop
         });
     WAKERS.lock().unwrap().extend(kept);
     drop(gone);
+}
+
+fn waker_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWaker>> {
+    // With other loops about, they are checked every time, not only when a new loop comes:
+    // one closed while it still had work (a thread's asyncio.run) would otherwise keep that
+    // work's connections from the loops still running.
+    let found = {
+        let wakers = WAKERS.lock().unwrap();
+        let found = wakers
+            .iter()
+            .find(|e| e.event_loop.bind(py).upgrade().is_some_and(|l| l.is(event_loop)))
+            .map(|e| e.waker.clone());
+        match found {
+            Some(w) if wakers.len() < 2 => return Ok(w),
+            other => other,
+        }
+    };
+    sweep(py);
+    if let Some(w) = found {
+        return Ok(w);
+    }
     let waker = Arc::new(LoopWaker::new(event_loop)?);
     let w = Arc::downgrade(&waker);
     let drain = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {

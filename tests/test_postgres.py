@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -255,3 +256,26 @@ def test_operation_made_before_its_event_loop_runs():
     finally:
         event_loop.close()
     asyncio.run(engine.dispose())
+
+
+def test_work_left_on_a_closed_loop_gives_its_connection_back():
+    """A query still running when its loop closed (another thread's ``asyncio.run`` ended)
+    does not keep its connection from the loops still running."""
+    engine = asyncio.run(create_engine(PG_URL, pool_size=1, pool_timeout=2))
+    main_loop = asyncio.new_event_loop()
+    try:
+        assert main_loop.run_until_complete(engine.execute("SELECT 1")).scalar() == 1
+
+        async def strand() -> None:
+            asyncio.get_running_loop().create_task(engine.execute("SELECT pg_sleep(0.5)"))
+            await asyncio.sleep(0.1)  # the query is on the server; asyncio.run then ends
+
+        worker = threading.Thread(target=asyncio.run, args=(strand(),))
+        worker.start()
+        worker.join()
+        started = time.monotonic()
+        assert main_loop.run_until_complete(engine.execute("SELECT 2")).scalar() == 2
+        assert time.monotonic() - started < 1.5
+    finally:
+        main_loop.run_until_complete(engine.dispose())
+        main_loop.close()
