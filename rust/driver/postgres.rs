@@ -294,6 +294,8 @@ impl PgConn {
 
 struct PoolInner {
     cfg: PgConfig,
+    /// What a cancel request needs, shared without the pool (see [`PgPool::cancel`]).
+    cancel: Arc<tokio_postgres::Config>,
     idle: Mutex<Vec<PgConn>>,
     permits: Arc<Semaphore>,
 }
@@ -336,7 +338,8 @@ impl Drop for Lease {
 impl PgPool {
     pub fn new(cfg: PgConfig) -> PgPool {
         let permits = Arc::new(Semaphore::new(cfg.pool_size.max(1)));
-        PgPool { inner: Arc::new(PoolInner { cfg, idle: Mutex::new(Vec::new()), permits }) }
+        let cancel = Arc::new(cfg.config.clone());
+        PgPool { inner: Arc::new(PoolInner { cfg, cancel, idle: Mutex::new(Vec::new()), permits }) }
     }
 
     pub fn config(&self) -> &PgConfig {
@@ -427,12 +430,16 @@ impl PgPool {
         drop(idle);
     }
 
+    pub fn cancel_config(&self) -> Arc<tokio_postgres::Config> {
+        self.inner.cancel.clone()
+    }
+
     /// Sends a cancel request for whatever `token`'s connection is running (on the
-    /// runtime's thread: a new connection, opened and closed there).
-    pub async fn cancel(&self, token: tokio_postgres::CancelToken) {
+    /// runtime's thread: a new connection, opened and closed there). Takes the config
+    /// alone, so that a cancel in flight never holds the pool and its connections.
+    pub async fn cancel(config: &tokio_postgres::Config, token: tokio_postgres::CancelToken) {
         use tokio_postgres::config::Host;
         use tokio_postgres::tls::MakeTlsConnect;
-        let config = &self.inner.cfg.config;
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let timeout = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
         let sent = async {

@@ -106,13 +106,13 @@ async fn run_pg(
     }
     let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<tokio::task::JoinHandle<()>>();
     let token = lease.conn().cancel_token();
-    let cancel_pool = pool.clone();
+    let cancel_config = pool.cancel_config();
     let cancel_tx = std::sync::Mutex::new(Some(cancel_tx));
     completer.on_cancel(Box::new(move || {
         if let Some(t) = &taint {
             t.store(true, Ordering::SeqCst);
         }
-        let handle = runtime().spawn(async move { cancel_pool.cancel(token).await });
+        let handle = runtime().spawn(async move { PgPool::cancel(&cancel_config, token).await });
         if let Some(tx) = cancel_tx.lock().unwrap().take() {
             let _ = tx.send(handle);
         }
