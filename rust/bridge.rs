@@ -291,14 +291,6 @@ impl Drop for Watch {
     }
 }
 
-fn slot_of(io: &IoState, write: bool) -> &Mutex<Option<Box<dyn std::any::Any + Send>>> {
-    if write {
-        &io.writer
-    } else {
-        &io.reader
-    }
-}
-
 /// The watch in `slot`, when it is the one numbered `serial`.
 fn take_watch(
     slot: &Mutex<Option<Box<dyn std::any::Any + Send>>>,
@@ -311,10 +303,10 @@ fn take_watch(
     }
 }
 
-impl AioReactor {
+impl Reactor for AioReactor {
     fn watch(&self, io: &Arc<IoState>, write: bool) -> std::io::Result<()> {
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let slot = slot_of(io, write);
+        let slot = io.slot(write);
         let owner = self.owner.upgrade().ok_or_else(|| std::io::Error::other("the event loop is gone"))?;
         // The slot's lock is never held across Python: a callback of another loop's thread
         // may want it while this thread waits for the GIL.
@@ -335,13 +327,13 @@ impl AioReactor {
             let on_ready = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
                 let (Some(io), Some(owner)) = (weak_io.upgrade(), weak_owner.upgrade()) else { return Ok(()) };
                 owner.run(args.py(), || {
-                    let wanted = if write { io.wake_write() } else { io.wake_read() };
+                    let wanted = io.wake(write);
                     if !wanted {
                         // Nobody waits on this socket now (between requests, or a request
                         // waiting on its consumer): stop watching, or the loop would spin.
                         // Done before any task runs, so a task that waits on the socket
                         // again watches it anew.
-                        drop(take_watch(slot_of(&io, write), serial));
+                        drop(take_watch(io.slot(write), serial));
                     }
                 })
             })?;
@@ -353,16 +345,6 @@ impl AioReactor {
         let replaced = slot.lock().unwrap().replace(Box::new(made));
         drop(replaced);
         Ok(())
-    }
-}
-
-impl Reactor for AioReactor {
-    fn want_read(&self, io: &Arc<IoState>) -> std::io::Result<()> {
-        self.watch(io, false)
-    }
-
-    fn want_write(&self, io: &Arc<IoState>) -> std::io::Result<()> {
-        self.watch(io, true)
     }
 }
 

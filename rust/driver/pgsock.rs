@@ -32,11 +32,9 @@ use tokio_postgres::{Client, NoTls};
 
 /// Tells a thread's event loop which sockets to watch.
 pub trait Reactor {
-    /// Calls [`IoState::wake_read`] whenever the socket is readable, until the registration
-    /// the reactor keeps in `io.reader` is dropped.
-    fn want_read(&self, io: &Arc<IoState>) -> io::Result<()>;
-    /// The same for writability, with `io.writer`.
-    fn want_write(&self, io: &Arc<IoState>) -> io::Result<()>;
+    /// Calls [`IoState::wake`] whenever the socket is readable (or writable, with `write`),
+    /// until the registration the reactor keeps in `io.slot(write)` is dropped.
+    fn watch(&self, io: &Arc<IoState>, write: bool) -> io::Result<()>;
 }
 
 thread_local! {
@@ -60,11 +58,7 @@ pub fn with_reactor<R>(reactor: &Rc<dyn Reactor>, f: impl FnOnce() -> R) -> R {
 struct Unwatched;
 
 impl Reactor for Unwatched {
-    fn want_read(&self, _io: &Arc<IoState>) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn want_write(&self, _io: &Arc<IoState>) -> io::Result<()> {
+    fn watch(&self, _io: &Arc<IoState>, _write: bool) -> io::Result<()> {
         Ok(())
     }
 }
@@ -83,11 +77,11 @@ fn current_reactor() -> Option<Rc<dyn Reactor>> {
 pub struct IoState {
     /// Owns the descriptor: closes it when the connection goes.
     socket: OwnedFd,
-    read: AtomicWaker,
-    write: AtomicWaker,
-    /// The reactor's registrations; dropping one stops the watching.
-    pub reader: Mutex<Option<Box<dyn Any + Send>>>,
-    pub writer: Mutex<Option<Box<dyn Any + Send>>>,
+    /// The tasks waiting to read and to write.
+    wakers: [AtomicWaker; 2],
+    /// The reactor's registrations for reading and for writing; dropping one stops the
+    /// watching.
+    watches: [Mutex<Option<Box<dyn Any + Send>>>; 2],
 }
 
 impl IoState {
@@ -95,9 +89,10 @@ impl IoState {
         self.socket.as_raw_fd()
     }
 
-    /// Wakes the task waiting to read; false when none is (the readiness is not wanted).
-    pub fn wake_read(&self) -> bool {
-        match self.read.take() {
+    /// Wakes the task waiting to read (or to write); false when none is (the readiness is
+    /// not wanted).
+    pub fn wake(&self, write: bool) -> bool {
+        match self.wakers[write as usize].take() {
             Some(w) => {
                 w.wake();
                 true
@@ -106,21 +101,9 @@ impl IoState {
         }
     }
 
-    pub fn wake_write(&self) -> bool {
-        match self.write.take() {
-            Some(w) => {
-                w.wake();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Stops watching the socket.
-    pub fn release(&self) {
-        let r = self.reader.lock().unwrap().take();
-        let w = self.writer.lock().unwrap().take();
-        drop((r, w));
+    /// Where the reactor keeps its registration for reading (or writing).
+    pub fn slot(&self, write: bool) -> &Mutex<Option<Box<dyn Any + Send>>> {
+        &self.watches[write as usize]
     }
 
     /// After an `EAGAIN`: wait until the thread's reactor sees the socket ready.
@@ -128,14 +111,8 @@ impl IoState {
         let Some(reactor) = current_reactor() else {
             return Poll::Ready(Err(io::Error::other("a PostgreSQL connection was used outside an event loop")));
         };
-        let registered = if write {
-            self.write.register(cx.waker());
-            reactor.want_write(self)
-        } else {
-            self.read.register(cx.waker());
-            reactor.want_read(self)
-        };
-        match registered {
+        self.wakers[write as usize].register(cx.waker());
+        match reactor.watch(self, write) {
             // The reactor is level-triggered: readiness that came in meanwhile still wakes.
             Ok(()) => Poll::Pending,
             Err(e) => Poll::Ready(Err(e)),
@@ -146,7 +123,8 @@ impl IoState {
 impl Drop for IoState {
     fn drop(&mut self) {
         // Unwatched before the socket closes: its descriptor number may be reused at once.
-        self.release();
+        let watches: Vec<_> = self.watches.iter().map(|w| w.lock().unwrap().take()).collect();
+        drop(watches);
     }
 }
 
@@ -220,13 +198,8 @@ struct Blocking {
 }
 
 impl Reactor for Blocking {
-    fn want_read(&self, _io: &Arc<IoState>) -> io::Result<()> {
-        self.read.set(true);
-        Ok(())
-    }
-
-    fn want_write(&self, _io: &Arc<IoState>) -> io::Result<()> {
-        self.write.set(true);
+    fn watch(&self, _io: &Arc<IoState>, write: bool) -> io::Result<()> {
+        if write { &self.write } else { &self.read }.set(true);
         Ok(())
     }
 }
@@ -338,13 +311,7 @@ where
             }
         };
         let fd = socket.as_raw_fd();
-        let io = Arc::new(IoState {
-            socket,
-            read: AtomicWaker::new(),
-            write: AtomicWaker::new(),
-            reader: Mutex::new(None),
-            writer: Mutex::new(None),
-        });
+        let io = Arc::new(IoState { socket, wakers: Default::default(), watches: Default::default() });
         let sock = Sock(io);
         let deadline = std::time::Instant::now() + timeout;
         let made: Result<(Client, ConnFuture), tokio_postgres::Error> = match (config.get_ssl_mode(), host) {

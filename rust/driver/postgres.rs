@@ -242,10 +242,7 @@ impl Drop for PgConn {
         // gone and send Terminate (through TLS if any) after what it still had to write,
         // so that the server does not log a client that vanished.
         if !self.busy {
-            if let Some(c) = self.conn.lock().unwrap().as_mut() {
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                let _ = pgsock::unwatched(|| c.as_mut().poll(&mut cx));
-            }
+            self.poll_unwatched();
         }
     }
 }
@@ -259,15 +256,14 @@ impl PgConn {
     /// in meanwhile (answers to messages sent without waiting; a server that ended the
     /// session has sent an error and closed).
     fn idle_ok(&self) -> bool {
-        let mut task = self.conn.lock().unwrap();
-        if let Some(c) = task.as_mut() {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            if pgsock::unwatched(|| c.as_mut().poll(&mut cx).is_ready()) {
-                *task = None;
-            }
-        }
-        drop(task);
+        self.poll_unwatched();
         !self.is_closed()
+    }
+
+    /// Polls the protocol task once, outside any request, without watching its socket.
+    fn poll_unwatched(&self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        pgsock::unwatched(|| poll_task(&self.conn, &mut cx));
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -426,6 +422,7 @@ impl PgPool {
 
     pub fn close(&self) {
         self.inner.permits.close();
+        // Dropped outside the lock: closing a connection unwatches its socket (Python).
         let idle = std::mem::take(&mut *self.inner.idle.lock().unwrap());
         drop(idle);
     }
@@ -848,7 +845,6 @@ async fn query_into(
 
 /// Serves a query in batches from a portal inside a transaction, one batch per request,
 /// until the requests stop. Rolls the transaction back at the end.
-/// Streams a query's rows in batches of `batch`, one batch per ask (see `stream_rows`).
 pub async fn stream<A, F>(
     conn: &mut PgConn,
     sql: &Arc<str>,
@@ -861,11 +857,7 @@ pub async fn stream<A, F>(
 where
     F: FnMut(A, Result<RowSet>),
 {
-    let task = conn.conn.clone();
-    conn.busy = true;
-    let served = drive(&task, stream_rows(conn, sql, params, columns, batch, asks, deliver)).await;
-    conn.busy = false;
-    served
+    drive(conn, async |c| stream_rows(c, sql, params, columns, batch, asks, deliver).await).await
 }
 
 async fn stream_rows<A, F>(
@@ -930,8 +922,8 @@ where
         }
         deliver(a, Ok(out));
     }
-    // Dropping the transaction rolls it back, closing the portal.
-    // Awaited rather than left to the transaction's drop, which only queues it.
+    // Rolling back closes the portal. Awaited rather than left to the transaction's drop,
+    // which only queues it.
     let _ = txn.rollback().await;
     Ok(())
 }
@@ -1007,49 +999,50 @@ where
     }
 }
 
-/// Polls `fut` (a request on a connection) together with the connection's protocol task,
+/// Polls a connection's protocol task; true when it ended (the server closed the
+/// connection), and then drops it, which fails whatever request still waits on it.
+fn poll_task(task: &Mutex<Option<ConnFuture>>, cx: &mut std::task::Context<'_>) -> bool {
+    let mut guard = task.lock().unwrap();
+    if !guard.as_mut().is_some_and(|c| c.as_mut().poll(cx).is_ready()) {
+        return false;
+    }
+    let ended = guard.take();
+    drop(guard);
+    drop(ended);
+    true
+}
+
+/// Runs `request` on `conn` with the connection's protocol task polled beside it,
 /// which writes what the request queued and reads what the server answers, on this thread.
-async fn drive<T>(task: &Mutex<Option<ConnFuture>>, fut: impl std::future::Future<Output = T>) -> T {
-    let mut fut = std::pin::pin!(fut);
-    let out = std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
-            // Messages the request queued without waiting for an answer (closing a
-            // dropped statement, say) go out now rather than with the next request.
-            let mut guard = task.lock().unwrap();
-            if guard.as_mut().is_some_and(|c| c.as_mut().poll(cx).is_ready()) {
-                let closed = guard.take();
-                drop(guard);
-                drop(closed);
+/// The socket stays watched afterwards: a connection is mostly reused on the same loop, and
+/// watching it anew would cost two selector calls per statement; a readiness nobody waits
+/// for ends the watch (see the loop's reactor).
+async fn drive<T>(conn: &mut PgConn, request: impl AsyncFnOnce(&mut PgConn) -> T) -> T {
+    use std::future::Future;
+    let task = conn.conn.clone();
+    conn.busy = true;
+    let out = {
+        let mut fut = std::pin::pin!(request(conn));
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+                // Messages the request queued without waiting for an answer (closing a
+                // dropped statement, say) go out now rather than with the next request.
+                poll_task(&task, cx);
+                return std::task::Poll::Ready(v);
             }
-            return std::task::Poll::Ready(v);
-        }
-        let mut guard = task.lock().unwrap();
-        let ended = match guard.as_mut() {
-            Some(c) => c.as_mut().poll(cx).is_ready(),
-            None => false,
-        };
-        if ended {
-            // The server closed the connection: dropping the task fails what still waits.
-            let closed = guard.take();
-            drop(guard);
-            drop(closed);
-            return fut.as_mut().poll(cx);
-        }
-        std::task::Poll::Pending
-    })
-    .await;
-    // The socket stays watched between requests: a connection is mostly reused on the
-    // same loop, and watching it again would cost two selector calls per statement. A
-    // readiness nobody waits for ends the watch (see the loop's reactor).
+            if poll_task(&task, cx) {
+                return fut.as_mut().poll(cx);
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    };
+    conn.busy = false;
     out
 }
 
 pub async fn run(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
-    let task = conn.conn.clone();
-    conn.busy = true;
-    let result = drive(&task, run_checked(conn, req, obs)).await;
-    conn.busy = false;
-    result
+    drive(conn, async |c| run_checked(c, req, obs).await).await
 }
 
 async fn run_checked(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Response> {
