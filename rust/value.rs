@@ -255,6 +255,11 @@ pub mod text_format {
 /// Text from the database as a `String`: validated in one pass (the common, valid case),
 /// with invalid sequences replaced only when there are any.
 pub fn text_of(raw: &[u8]) -> String {
+    if raw.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8. `is_ascii` checks a word at a time, faster than
+        // full UTF-8 validation on the text databases mostly hold.
+        return unsafe { String::from_utf8_unchecked(raw.to_vec()) };
+    }
     match std::str::from_utf8(raw) {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(raw).into_owned(),

@@ -115,6 +115,19 @@ async def test_round_trip_insert_get(session, reader):
         assert all(getattr(got, other) is None for other in FIELDS if other != field)
 
 
+async def test_text_read_back_is_an_ordinary_str(session, reader):
+    # ASCII and non-ASCII text take different paths into Python strings; both must hash,
+    # compare, slice and report their kind like strings built in Python.
+    texts = ["", "a", "plain ascii", "x" * 300, "é", "héllo 😀", "日本"]
+    ids = [(await session.insert(AllTypes(s=t))).id for t in texts]
+    got = await reader.query(AllTypes).filter(id__in=ids).order_by("id").values_list("s", flat=True)
+    assert got == texts
+    for g, t in zip(got, texts, strict=True):
+        assert type(g) is str and hash(g) == hash(t) and {t: 1}[g] == 1
+        assert g.isascii() == t.isascii() and len(g) == len(t) and g[::-1] == t[::-1]
+        assert (g + "!").encode() == t.encode() + b"!"
+
+
 async def test_all_cases_round_trip_through_query_all_and_values(session, reader):
     inserted = await session.insert_all([AllTypes(**{f: v}) for f, v in CASES])
     by_id = {o.id: (f, v) for o, (f, v) in zip(inserted, CASES, strict=True)}

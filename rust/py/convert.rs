@@ -302,13 +302,32 @@ pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound
     })
 }
 
+/// A Python `str` for `s`. ASCII text, most text in practice, is copied straight into a new
+/// compact string: `s` is valid UTF-8 already, and CPython's decoder would check it again.
+fn py_str<'py>(py: Python<'py>, s: &str) -> PyResult<Bound<'py, PyAny>> {
+    if !s.is_ascii() {
+        return Ok(PyString::new(py, s).into_any());
+    }
+    // SAFETY: a string made with maximum character 127 is a compact ASCII string whose
+    // `len` bytes of storage follow its header (the trailing NUL is written by
+    // PyUnicode_New); every byte copied in is below 128, as the kind promises.
+    unsafe {
+        let p = pyo3::ffi::PyUnicode_New(s.len() as pyo3::ffi::Py_ssize_t, 127);
+        if p.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        std::ptr::copy_nonoverlapping(s.as_ptr(), pyo3::ffi::PyUnicode_1BYTE_DATA(p), s.len());
+        Ok(Bound::from_owned_ptr(py, p))
+    }
+}
+
 pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
         Value::Int(i) => i.into_pyobject(py)?.into_any(),
         Value::Float(f) => f.into_pyobject(py)?.into_any(),
-        Value::Text(s) => PyString::new(py, s).into_any(),
+        Value::Text(s) => py_str(py, s)?,
         Value::Bytes(b) => PyBytes::new(py, b).into_any(),
         Value::Json(j) => json_to_py(py, j)?,
         Value::Date(d) => d.into_pyobject(py)?.into_any(),
