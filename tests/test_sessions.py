@@ -260,6 +260,42 @@ async def test_upsert_inserts_then_updates(session):
     assert sorted(await session.query(User).values_list("name", flat=True)) == ["A2", "Bob"]
 
 
+async def test_upsert_rolled_back_leaves_the_object_new_with_the_key_it_had(session, engine):
+    # Inserted by the upsert, then rolled back: the row is gone and the generated key with it.
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            fresh = await session.upsert(User(email="new@x", name="New"), conflict_target="email")
+            assert isinstance(fresh.id, int)
+            raise RuntimeError("undo")
+    assert fresh.id is None
+    assert await session.query(User).count() == 0
+    await session.insert(fresh)  # new to the session again: inserted afresh
+    assert isinstance(fresh.id, int)
+
+    # A row the session had not seen, changed by the upsert, then rolled back: the database
+    # keeps the old values and the object is new to the session again (a key given stays).
+    other = AsyncSession(engine)
+    kept = await other.insert(User(email="old@x", name="Old"))
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            u = await session.upsert(User(id=kept.id, email="old@x", name="Changed"), conflict_target="id")
+            assert u.name == "Changed"
+            raise RuntimeError("undo")
+    assert u.id == kept.id
+    assert (await AsyncSession(engine).get(User, kept.id)).name == "Old"
+    assert await session.get(User, kept.id) is not u
+
+    # An object the session tracked keeps being tracked, back at what the database holds.
+    t = await session.get(User, kept.id)
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            assert await session.upsert(t, conflict_target="id") is t
+            t.name = "Renamed"
+            await session.upsert(t, conflict_target="id")
+            raise RuntimeError("undo")
+    assert await session.get(User, kept.id) is t and t.name == "Old"
+
+
 async def test_upsert_default_update_fields_and_errors(session):
     await session.upsert(User(email="c@x", name="C", age=1), conflict_target="email")
     c = await session.upsert(User(email="c@x", name="C2", age=2), conflict_target="email")

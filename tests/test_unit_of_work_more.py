@@ -282,13 +282,6 @@ async def test_keys_generated_in_a_rolled_back_transaction(engine, session, requ
     assert x.id != y.id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open: upsert() cannot tell an insert from an update, so a rolled-back upsert stays "
-        "tracked as an existing row (linking it then fails loudly, with a foreign-key error)"
-    ),
-)
 async def test_upsert_rolled_back_is_forgotten(engine, session):
     await seed(session)
     with pytest.raises(Boom):

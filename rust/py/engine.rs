@@ -758,18 +758,41 @@ impl EngineCore {
         if objs.is_empty() {
             return Ok(bridge::ready(Ok(Box::new(move |_py: Python<'_>| Ok(list.into_any())))));
         }
+        // What each object's key attribute held before, for a rollback to put back.
+        let pk_name = m.keys[schema.pk].bind(py);
+        let keys_before = objs
+            .iter()
+            .map(|o| {
+                Ok(crate::py::write::dict_of(o)?
+                    .get_item(pk_name)?
+                    .unwrap_or_else(|| py.None().into_bound(py))
+                    .unbind())
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let model = model.clone_ref(py);
         let identity = self.identity(py);
         self.submit(Request::Batch { groups, columns, rowid: None }, move |py, rows| {
             let m = model.get();
             let l = list.bind(py);
+            let mut new_to_session = Vec::new();
             for (i, row) in rows.values.chunks(m.keys.len()).enumerate() {
-                let d = l.get_item(i)?.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+                let o = l.get_item(i)?;
+                let d = o.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
                 for (k, v) in m.keys.iter().zip(row) {
                     d.set_item(k.bind(py), convert::to_py(py, v)?)?;
                 }
+                if let (Some(map), Some(key)) = (&identity, crate::rows::Key::of(&row[m.schema.pk])) {
+                    if !map.get().lookup(py, m.schema.id, &key).is_some_and(|t| t.is(&o)) {
+                        new_to_session.push((key, i));
+                    }
+                }
             }
             remember_all(&identity, l.iter(), Rels::Keep)?;
+            if let Some(map) = &identity {
+                for (key, i) in new_to_session {
+                    map.get().log_upsert(m.schema.id, key, keys_before[i].clone_ref(py));
+                }
+            }
             Ok(list.into_any())
         })
     }

@@ -91,6 +91,9 @@ struct Entries {
 
 enum TxEvent {
     Inserted((u32, Key)),
+    /// A row the session first met through an upsert (which may have inserted it or changed
+    /// it), with the key attribute its object had before the upsert filled it in.
+    Upserted((u32, Key), Py<PyAny>),
     Removed((u32, Key), Entry),
     /// The snapshot a row had before the transaction changed it.
     Updated((u32, Key), Vec<Value>),
@@ -352,6 +355,16 @@ impl IdentityMap {
         }
     }
 
+    /// Notes that an upsert inside the current transaction brought in a row the session did
+    /// not track; `key_before` is what the object's key attribute held before the upsert.
+    pub fn log_upsert(&self, model: u32, key: Key, key_before: Py<PyAny>) {
+        if let Ok(mut e) = self.guard() {
+            if let Some(log) = e.inserted.as_mut() {
+                log.push(TxEvent::Upserted((model, key), key_before));
+            }
+        }
+    }
+
     /// What relation `rel` of a tracked row was last loaded or written with.
     pub fn relation(&self, model: u32, key: &Key, rel: usize) -> Option<RelSnap> {
         let entries = self.guard().ok()?;
@@ -498,6 +511,7 @@ impl IdentityMap {
         let live = {
             let mut e = self.guard()?;
             let mut reset = Vec::new();
+            let mut unkeyed = Vec::new();
             if let Some(log) = e.inserted.as_mut() {
                 let undone: Vec<TxEvent> = log.drain(mark.min(log.len())..).collect();
                 for ev in undone.into_iter().rev() {
@@ -505,6 +519,14 @@ impl IdentityMap {
                         TxEvent::Inserted(k) => {
                             if let Some(o) = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade()) {
                                 reset.push((k.0, o));
+                            }
+                        }
+                        // Whether the upsert inserted the row or changed one, the session had
+                        // not seen it before: the object is new to it again, with the key it
+                        // had before (a key given by the user stays, one filled in goes).
+                        TxEvent::Upserted(k, before) => {
+                            if let Some(o) = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade()) {
+                                unkeyed.push((k.0, o, before));
                             }
                         }
                         // A row deleted in it is back: so is its object.
@@ -528,9 +550,13 @@ impl IdentityMap {
                 .iter()
                 .filter_map(|((m, k), en)| en.obj.bind(py).upgrade().map(|o| (*m, k.clone(), o)))
                 .collect::<Vec<_>>();
-            (live, reset)
+            (live, reset, unkeyed)
         };
-        let (live, reset) = live;
+        let (live, reset, unkeyed) = live;
+        for (model, obj, before) in unkeyed {
+            let h = super::model::handle_for(py, model)?;
+            obj.setattr(h.get().keys[h.get().schema.pk].bind(py), before)?;
+        }
         // A generated key of a row that no longer exists is taken back, so that adding the
         // object again inserts it afresh instead of claiming a key the database may reuse.
         for (model, obj) in reset {
