@@ -275,6 +275,8 @@ struct AioReactor {
 struct Watch {
     event_loop: Py<PyAny>,
     fd: i32,
+    /// Holds the descriptor open until the loop has let go of it.
+    socket: Arc<std::os::fd::OwnedFd>,
     write: bool,
     owner: u64,
     /// Which watch of the socket this is: a callback of an older one must not end it.
@@ -283,10 +285,28 @@ struct Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let (lp, fd, write) = (&self.event_loop, self.fd, self.write);
-        let _ = Python::try_attach(|py| {
+        let (fd, write) = (self.fd, self.write);
+        let socket = self.socket.clone();
+        let _ = Python::try_attach(|py| -> PyResult<()> {
+            let lp = self.event_loop.bind(py);
             let m = if write { pyo3::intern!(py, "remove_writer") } else { pyo3::intern!(py, "remove_reader") };
-            let _ = lp.bind(py).call_method1(m, (fd,));
+            let remove = lp.getattr(m)?;
+            let ours = running_loop(py).is_ok_and(|l| l.is(lp));
+            if ours || !lp.call_method0(pyo3::intern!(py, "is_running"))?.is_truthy()? {
+                remove.call1((fd,))?;
+                return Ok(());
+            }
+            // The loop runs on another thread (the connection moved to a loop of this one,
+            // or closes here): its selector may only be changed there. The descriptor stays
+            // open until then, so that its number cannot be watched anew for another socket
+            // first; if the loop closes without running it, dropping the call closes it.
+            let remove = remove.unbind();
+            let unwatch = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
+                let _open = &socket;
+                remove.bind(args.py()).call1((fd,)).map(drop)
+            })?;
+            lp.call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (unwatch,))?;
+            Ok(())
         });
     }
 }
@@ -339,7 +359,7 @@ impl Reactor for AioReactor {
             })?;
             let m = if write { pyo3::intern!(py, "add_writer") } else { pyo3::intern!(py, "add_reader") };
             event_loop.call_method1(m, (fd, on_ready))?;
-            Ok(Watch { event_loop: event_loop.unbind(), fd, write, owner: owner.id, serial })
+            Ok(Watch { event_loop: event_loop.unbind(), fd, socket: io.keep_open(), write, owner: owner.id, serial })
         })
         .map_err(|e| std::io::Error::other(format!("cannot watch the PostgreSQL socket: {e}")))?;
         let replaced = slot.lock().unwrap().replace(Box::new(made));

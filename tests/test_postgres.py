@@ -279,3 +279,79 @@ def test_work_left_on_a_closed_loop_gives_its_connection_back():
     finally:
         main_loop.run_until_complete(engine.dispose())
         main_loop.close()
+
+
+class _OwnThreadLoop(asyncio.SelectorEventLoop):
+    """Records any change to its selector made from a thread other than its own while it
+    runs: asyncio's selector is not safe to change from another thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread: int | None = None
+        self.foreign: list[str] = []
+
+    def run_forever(self) -> None:
+        self.thread = threading.get_ident()
+        try:
+            super().run_forever()
+        finally:
+            self.thread = None
+
+    def _check(self, what: str) -> None:
+        if self.thread is not None and threading.get_ident() != self.thread:
+            self.foreign.append(what)
+
+    def add_reader(self, fd, callback, *args):
+        self._check("add_reader")
+        return super().add_reader(fd, callback, *args)
+
+    def remove_reader(self, fd):
+        self._check("remove_reader")
+        return super().remove_reader(fd)
+
+    def add_writer(self, fd, callback, *args):
+        self._check("add_writer")
+        return super().add_writer(fd, callback, *args)
+
+    def remove_writer(self, fd):
+        self._check("remove_writer")
+        return super().remove_writer(fd)
+
+
+def test_one_engine_on_loops_in_two_threads_at_once():
+    """Loops running at the same time on two threads share one pooled connection, which
+    moves between them: each loop's selector is only changed on that loop's own thread, and
+    every answer is right."""
+    engine = asyncio.run(create_engine(PG_URL, pool_size=1, pool_timeout=30))
+    loops: list[_OwnThreadLoop] = []
+    answers: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    async def work(tag: int) -> None:
+        got = []
+        for i in range(150):
+            got.append((await engine.execute("SELECT ?::int * 1000 + ?::int", [tag, i])).scalar())
+            if i % 10 == 0:
+                await asyncio.sleep(0.001)  # lets the other thread take the connection
+        answers[tag] = got
+
+    def thread_main(tag: int) -> None:
+        loop = _OwnThreadLoop()
+        loops.append(loop)
+        try:
+            loop.run_until_complete(work(tag))
+        except BaseException as e:  # reported below, with the thread's answers
+            errors.append(e)
+        finally:
+            loop.close()
+
+    threads = [threading.Thread(target=thread_main, args=(t,)) for t in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert answers == {t: [t * 1000 + i for i in range(150)] for t in (1, 2)}
+    assert [lp.foreign for lp in loops] == [[], []]
+    asyncio.run(engine.dispose())

@@ -75,8 +75,9 @@ fn current_reactor() -> Option<Rc<dyn Reactor>> {
 
 /// What a connection's socket shares with the reactor watching it.
 pub struct IoState {
-    /// Owns the descriptor: closes it when the connection goes.
-    socket: OwnedFd,
+    /// The descriptor, closed when the connection and every registration still holding it
+    /// are gone.
+    socket: Arc<OwnedFd>,
     /// The tasks waiting to read and to write.
     wakers: [AtomicWaker; 2],
     /// The reactor's registrations for reading and for writing; dropping one stops the
@@ -101,6 +102,13 @@ impl IoState {
         }
     }
 
+    /// Keeps the descriptor open for as long as the handle lives: for a registration that
+    /// is undone later on another thread, so that the number cannot go to another socket
+    /// first.
+    pub fn keep_open(&self) -> Arc<OwnedFd> {
+        self.socket.clone()
+    }
+
     /// Where the reactor keeps its registration for reading (or writing).
     pub fn slot(&self, write: bool) -> &Mutex<Option<Box<dyn Any + Send>>> {
         &self.watches[write as usize]
@@ -122,7 +130,9 @@ impl IoState {
 
 impl Drop for IoState {
     fn drop(&mut self) {
-        // Unwatched before the socket closes: its descriptor number may be reused at once.
+        // Unwatched before the socket closes (or, for a loop running on another thread,
+        // holding it open until that loop unwatches it): a closed descriptor's number may be
+        // reused at once.
         let watches: Vec<_> = self.watches.iter().map(|w| w.lock().unwrap().take()).collect();
         drop(watches);
     }
@@ -311,7 +321,8 @@ where
             }
         };
         let fd = socket.as_raw_fd();
-        let io = Arc::new(IoState { socket, wakers: Default::default(), watches: Default::default() });
+        let io =
+            Arc::new(IoState { socket: Arc::new(socket), wakers: Default::default(), watches: Default::default() });
         let sock = Sock(io);
         let deadline = std::time::Instant::now() + timeout;
         let made: Result<(Client, ConnFuture), tokio_postgres::Error> = match (config.get_ssl_mode(), host) {
