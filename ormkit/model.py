@@ -182,6 +182,8 @@ class Relationship:
     def __get__(self, obj: Any, owner: Any) -> Any:
         if obj is None:
             return self
+        if self.name in obj._ormkit_noload:
+            return None
         raise RelationNotLoaded(
             f"{self.owner}.{self.name} is not loaded, and reading it never runs a query; load it with "
             f'.options(selectinload("{self.name}")) on the query, or await session.load(obj, "{self.name}")'
@@ -389,6 +391,9 @@ class Base:
     __ormkit_static_defaults__: ClassVar[dict[str, Any]] = {}
     __ormkit_factories__: ClassVar[tuple[tuple[str, Any], ...]] = ()
     __ormkit_models__: ClassVar[dict[str, type]] = {}
+    # Many-to-one relations noload() left unset on an instance: they read as None, and a
+    # value assigned to one (None included) is written at the next flush.
+    _ormkit_noload: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -417,8 +417,6 @@ impl<'py> Planner<'py, '_> {
             let Some(cur) = d.get_item(PyString::intern(py, &r.name))? else { continue };
             let before = match t.rels.iter().find(|(i, _)| *i == ri) {
                 Some((_, RelSnap::One(v))) => v.clone(),
-                // noload() left it None: untouched unless a parent was put there.
-                Some((_, RelSnap::Unknown(_))) if cur.is_none() => continue,
                 _ => t.snapshot[r.local_col].clone(),
             };
             if self.same_parent(r, &cur, &before)? {

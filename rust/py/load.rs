@@ -176,6 +176,34 @@ fn set_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>, val
     Ok(())
 }
 
+/// Leaves relation `name` of `obj` unset and adds it to the instance's `_ormkit_noload`
+/// (the class's empty set until then), which the relationship descriptor reads as None.
+/// `only` is the set holding just `name`, shared by every instance of the load.
+fn mark_noload(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, pyo3::types::PyString>,
+    only: &Bound<'_, pyo3::types::PyFrozenSet>,
+) -> PyResult<()> {
+    let py = obj.py();
+    // SAFETY: two live objects; `name` is an exact str. A NULL value deletes the attribute.
+    if unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), std::ptr::null_mut()) } < 0 {
+        let err = PyErr::fetch(py);
+        if !err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) {
+            return Err(err);
+        }
+    }
+    let key = pyo3::intern!(py, "_ormkit_noload");
+    let marked = obj.getattr(key)?.cast_into::<pyo3::types::PyFrozenSet>()?;
+    if marked.contains(name)? {
+        return Ok(());
+    }
+    if marked.is_empty() {
+        return set_attr(obj, key, only.as_any());
+    }
+    let both = pyo3::types::PyFrozenSet::new(py, marked.iter().chain(std::iter::once(name.clone().into_any())))?;
+    set_attr(obj, key, both.as_any())
+}
+
 /// The order of two key values: numbers by value, text and bytes bytewise; keys of other
 /// kinds compare equal, so a stable sort keeps them as the database sent them.
 fn key_order(a: &Value, b: &Value) -> std::cmp::Ordering {
@@ -484,6 +512,18 @@ fn link<'py>(
         let parent_seg = &load.units[e.parent.0].segs[e.parent.1];
         let parent_rows = &units[e.parent.0];
         let parent_pk_at = parent_seg.offset + handle_for(py, parent_seg.model)?.get().schema.pk;
+        // A many-to-one left out by noload() stays unset on the instance, which is marked so
+        // that reading it gives None: an assignment, even of None, is then one a flush sees.
+        let noload_mark = if e.kind == EdgeKind::NoLoad && !e.uselist {
+            let ph = handle_for(py, parent_seg.model)?;
+            let rels = ph.get().schema.resolved_relations()?;
+            match rels.iter().any(|r| r.name == e.name && r.kind == RelKind::ManyToOne) {
+                true => Some(pyo3::types::PyFrozenSet::new(py, [&name])?),
+                false => None,
+            }
+        } else {
+            None
+        };
         let attach =
             |pr: usize, parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
                 let mut noted = None;
@@ -502,6 +542,8 @@ fn link<'py>(
                         };
                         if let (Some(before), Some(now)) = (before, now) {
                             let changed = match before {
+                                // Left unset by noload(): whatever is there was put there.
+                                RelSnap::Unknown(_) if noload_mark.is_some() => true,
                                 RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
                                 before => relation_snap(rel, &now)? != before,
                             };
@@ -538,6 +580,8 @@ fn link<'py>(
                         *at = list.as_ptr() as usize;
                     }
                     set_attr(parent, &name, &list)?;
+                } else if let Some(only) = &noload_mark {
+                    mark_noload(parent, &name, only)?;
                 } else {
                     let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
                     set_attr(parent, &name, &one)?;
