@@ -277,6 +277,7 @@ struct Watch {
     fd: i32,
     /// Holds the descriptor open until the loop has let go of it.
     socket: Arc<std::os::fd::OwnedFd>,
+    io: std::sync::Weak<IoState>,
     write: bool,
     owner: u64,
     /// Which watch of the socket this is: a callback of an older one must not end it.
@@ -301,8 +302,18 @@ impl Drop for Watch {
             // open until then, so that its number cannot be watched anew for another socket
             // first; if the loop closes without running it, dropping the call closes it.
             let remove = remove.unbind();
+            let (io, owner) = (self.io.clone(), self.owner);
             let unwatch = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
                 let _open = &socket;
+                // The socket may have come back to this loop and been watched anew meanwhile
+                // (on this thread, so this check cannot race with it): that watch stays.
+                let rewatched = io.upgrade().is_some_and(|io| {
+                    let slot = io.slot(write).lock().unwrap();
+                    slot.as_ref().and_then(|w| w.downcast_ref::<Watch>()).is_some_and(|w| w.owner == owner)
+                });
+                if rewatched {
+                    return Ok(());
+                }
                 remove.bind(args.py()).call1((fd,)).map(drop)
             })?;
             lp.call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (unwatch,))?;
@@ -359,7 +370,15 @@ impl Reactor for AioReactor {
             })?;
             let m = if write { pyo3::intern!(py, "add_writer") } else { pyo3::intern!(py, "add_reader") };
             event_loop.call_method1(m, (fd, on_ready))?;
-            Ok(Watch { event_loop: event_loop.unbind(), fd, socket: io.keep_open(), write, owner: owner.id, serial })
+            Ok(Watch {
+                event_loop: event_loop.unbind(),
+                fd,
+                socket: io.keep_open(),
+                io: Arc::downgrade(io),
+                write,
+                owner: owner.id,
+                serial,
+            })
         })
         .map_err(|e| std::io::Error::other(format!("cannot watch the PostgreSQL socket: {e}")))?;
         let replaced = slot.lock().unwrap().replace(Box::new(made));

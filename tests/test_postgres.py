@@ -345,7 +345,8 @@ def test_one_engine_on_loops_in_two_threads_at_once():
         finally:
             loop.close()
 
-    threads = [threading.Thread(target=thread_main, args=(t,)) for t in (1, 2)]
+    # Daemon threads: a hang fails the test below instead of keeping the process alive.
+    threads = [threading.Thread(target=thread_main, args=(t,), daemon=True) for t in (1, 2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -355,3 +356,34 @@ def test_one_engine_on_loops_in_two_threads_at_once():
     assert answers == {t: [t * 1000 + i for i in range(150)] for t in (1, 2)}
     assert [lp.foreign for lp in loops] == [[], []]
     asyncio.run(engine.dispose())
+
+
+def test_connection_back_on_a_busy_loop_is_watched_again():
+    """A loop busy in one step while another thread's loop takes its connection, then takes it
+    back in the same step: the other thread's late request to unwatch the socket on this loop
+    must not undo the watch made since, or the next answer would never be read."""
+    engine = asyncio.run(create_engine(PG_URL, pool_size=1, pool_timeout=10))
+    go, done = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        go.wait(10)
+        try:
+            assert asyncio.run(engine.execute("SELECT 3")).scalar() == 3
+        finally:
+            done.set()
+
+    async def this_loop() -> list[int]:
+        got = [(await engine.execute("SELECT 1")).scalar()]  # the socket is watched here
+        go.set()
+        done.wait(10)  # blocks this loop's thread while the other thread uses the connection
+        got.append((await asyncio.wait_for(engine.execute("SELECT 2"), 5)).scalar())
+        got.append((await asyncio.wait_for(engine.execute("SELECT 4"), 5)).scalar())
+        return got
+
+    worker = threading.Thread(target=other_thread, daemon=True)
+    worker.start()
+    try:
+        assert asyncio.run(this_loop()) == [1, 2, 4]
+    finally:
+        worker.join(10)
+        asyncio.run(engine.dispose())
