@@ -296,6 +296,32 @@ async def test_upsert_rolled_back_leaves_the_object_new_with_the_key_it_had(sess
     assert await session.get(User, kept.id) is t and t.name == "Old"
 
 
+async def test_upsert_rolled_back_twice_on_one_row_and_over_a_tracked_object(session, engine):
+    # Two objects upserted onto one new row: after the rollback neither keeps its key.
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            a = await session.upsert(User(email="n@x", name="A"), conflict_target="email")
+            b = await session.upsert(User(email="n@x", name="B"), conflict_target="email")
+            assert a.id == b.id
+            raise RuntimeError("undo")
+    assert a.id is None and b.id is None
+    (c, d) = await session.upsert_all([User(email="m@x", name="C"), User(email="m@x", name="D")], "email")
+    assert c.id == d.id and await session.query(User).count() == 1
+
+    # An upsert of another object onto a row the session tracks: the tracked one is back after
+    # the rollback, and its later changes are written.
+    x = await AsyncSession(engine).insert(User(email="x@x", name="X"))
+    x = await session.get(User, x.id)
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            await session.upsert(User(id=x.id, email="x@x", name="Other"), conflict_target="id")
+            raise RuntimeError("undo")
+    assert await session.get(User, x.id) is x and x.name == "X"
+    x.name = "Changed"
+    await session.commit()
+    assert (await AsyncSession(engine).get(User, x.id)).name == "Changed"
+
+
 async def test_upsert_default_update_fields_and_errors(session):
     await session.upsert(User(email="c@x", name="C", age=1), conflict_target="email")
     c = await session.upsert(User(email="c@x", name="C2", age=2), conflict_target="email")

@@ -760,39 +760,37 @@ impl EngineCore {
         }
         // What each object's key attribute held before, for a rollback to put back.
         let pk_name = m.keys[schema.pk].bind(py);
-        let keys_before = objs
-            .iter()
-            .map(|o| {
-                Ok(crate::py::write::dict_of(o)?
-                    .get_item(pk_name)?
-                    .unwrap_or_else(|| py.None().into_bound(py))
-                    .unbind())
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let model = model.clone_ref(py);
         let identity = self.identity(py);
+        let keys_before = match identity {
+            Some(_) => objs
+                .iter()
+                .map(|o| {
+                    Ok(crate::py::write::dict_of(o)?.get_item(pk_name)?.unwrap_or_else(|| py.None().into_bound(py)))
+                })
+                .map(|o: PyResult<Bound<'_, PyAny>>| o.map(Bound::unbind))
+                .collect::<PyResult<Vec<_>>>()?,
+            None => vec![],
+        };
+        let model = model.clone_ref(py);
         self.submit(Request::Batch { groups, columns, rowid: None }, move |py, rows| {
             let m = model.get();
             let l = list.bind(py);
-            let mut new_to_session = Vec::new();
             for (i, row) in rows.values.chunks(m.keys.len()).enumerate() {
                 let o = l.get_item(i)?;
                 let d = o.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
                 for (k, v) in m.keys.iter().zip(row) {
                     d.set_item(k.bind(py), convert::to_py(py, v)?)?;
                 }
+                // Logged before the objects are remembered: a rollback replays the log
+                // backwards, so whatever remembering them displaced is put back first.
                 if let (Some(map), Some(key)) = (&identity, crate::rows::Key::of(&row[m.schema.pk])) {
-                    if !map.get().lookup(py, m.schema.id, &key).is_some_and(|t| t.is(&o)) {
-                        new_to_session.push((key, i));
+                    let map = map.get();
+                    if !map.lookup(py, m.schema.id, &key).is_some_and(|t| t.is(&o)) {
+                        map.log_upsert(m.schema.id, key, o.unbind(), keys_before[i].clone_ref(py));
                     }
                 }
             }
             remember_all(&identity, l.iter(), Rels::Keep)?;
-            if let Some(map) = &identity {
-                for (key, i) in new_to_session {
-                    map.get().log_upsert(m.schema.id, key, keys_before[i].clone_ref(py));
-                }
-            }
             Ok(list.into_any())
         })
     }

@@ -92,8 +92,10 @@ struct Entries {
 enum TxEvent {
     Inserted((u32, Key)),
     /// A row the session first met through an upsert (which may have inserted it or changed
-    /// it), with the key attribute its object had before the upsert filled it in.
-    Upserted((u32, Key), Py<PyAny>),
+    /// it): the object, and the key attribute it had before the upsert filled it in.
+    Upserted((u32, Key), Py<PyAny>, Py<PyAny>),
+    /// A tracked object another object took the place of.
+    Replaced((u32, Key), Entry),
     Removed((u32, Key), Entry),
     /// The snapshot a row had before the transaction changed it.
     Updated((u32, Key), Vec<Value>),
@@ -336,8 +338,16 @@ impl IdentityMap {
                 o.get_mut().snapshot = Snap::owned(snapshot);
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                log_update(log, o.key(), o.get().snapshot.get());
-                *o.get_mut() = Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() };
+                let new = Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() };
+                let old = std::mem::replace(o.get_mut(), new);
+                if let Some(l) = log.as_mut() {
+                    // Another live object held the row: a rollback gives it back.
+                    if old.obj.bind(py).upgrade().is_some_and(|was| !was.is(obj)) {
+                        l.push(TxEvent::Replaced(o.key().clone(), old));
+                    } else {
+                        l.push(TxEvent::Updated(o.key().clone(), old.snapshot.get().to_vec()));
+                    }
+                }
             }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() });
@@ -355,12 +365,12 @@ impl IdentityMap {
         }
     }
 
-    /// Notes that an upsert inside the current transaction brought in a row the session did
-    /// not track; `key_before` is what the object's key attribute held before the upsert.
-    pub fn log_upsert(&self, model: u32, key: Key, key_before: Py<PyAny>) {
+    /// Notes that an upsert inside the current transaction brought `obj` in for a row the
+    /// session did not track it for; `key_before` is what its key attribute held before.
+    pub fn log_upsert(&self, model: u32, key: Key, obj: Py<PyAny>, key_before: Py<PyAny>) {
         if let Ok(mut e) = self.guard() {
             if let Some(log) = e.inserted.as_mut() {
-                log.push(TxEvent::Upserted((model, key), key_before));
+                log.push(TxEvent::Upserted((model, key), obj, key_before));
             }
         }
     }
@@ -524,9 +534,15 @@ impl IdentityMap {
                         // Whether the upsert inserted the row or changed one, the session had
                         // not seen it before: the object is new to it again, with the key it
                         // had before (a key given by the user stays, one filled in goes).
-                        TxEvent::Upserted(k, before) => {
-                            if let Some(o) = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade()) {
-                                unkeyed.push((k.0, o, before));
+                        TxEvent::Upserted(k, obj, before) => {
+                            if e.map.get(&k).and_then(|en| en.obj.bind(py).upgrade()).is_some_and(|o| o.is(&obj)) {
+                                e.map.remove(&k);
+                            }
+                            unkeyed.push((k.0, obj.into_bound(py), before));
+                        }
+                        TxEvent::Replaced(k, entry) => {
+                            if entry.obj.bind(py).upgrade().is_some() {
+                                e.map.insert(k, entry);
                             }
                         }
                         // A row deleted in it is back: so is its object.
