@@ -21,6 +21,7 @@ from ormkit import (
     IntegrityError,
     InterfaceError,
     Mapped,
+    RelationNotLoaded,
     create_engine,
     joinedload,
     mapped_column,
@@ -645,6 +646,38 @@ async def test_many_to_one_after_noload_reads_none_and_only_assignments_are_writ
     # Loaded for real afterwards, the relation holds the parent.
     p = await posts(session, selectinload("author"))
     assert p[11].author.id == 1 and p[12].author is None
+
+
+async def test_noload_then_loaded_then_expired_many_to_one_is_not_loaded_again(engine, session):
+    await seed(session)
+    p = (await posts(session, noload("author")))[11]
+    await session.load(p, "author")
+    assert p.author.id == 1
+    await session.update(p, author_id=2)  # the loaded parent no longer matches: dropped
+    with pytest.raises(RelationNotLoaded):
+        p.author  # noqa: B018 - reading it is the test
+
+
+async def test_none_assigned_after_noload_survives_a_later_load_of_the_relation(engine, session):
+    await seed(session)
+    p = (await posts(session, noload("author")))[11]
+    p.author = None
+    await session.load(p, "author")
+    again = await posts(session, selectinload("author"))
+    assert again[11] is p and p.author is None
+    await session.commit()
+    assert (await post_rows(engine, id=11))[11] == ("a1", None)
+
+
+async def test_parent_assigned_before_a_noload_read_is_kept(engine, session):
+    await seed(session)
+    p = await session.get(RPost, 11)
+    carol = (await authors(session))[3]
+    p.author = carol
+    await posts(session, noload("author"))
+    assert p.author is carol
+    await session.commit()
+    assert (await post_rows(engine, id=11))[11] == ("a1", 3)
 
 
 async def test_new_child_appended_after_rollback_of_another_is_written_once(engine, session):

@@ -176,32 +176,34 @@ fn set_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>, val
     Ok(())
 }
 
-/// Leaves relation `name` of `obj` unset and adds it to the instance's `_ormkit_noload`
-/// (the class's empty set until then), which the relationship descriptor reads as None.
-/// `only` is the set holding just `name`, shared by every instance of the load.
+/// Leaves relation `name` of `obj` unset (unless `keep_set` and it holds a value) and adds
+/// it to the instance's `_ormkit_noload` (the class's empty set until then), which the
+/// relationship descriptor reads as None. `only` is the set holding just `name`, shared by
+/// every instance of the load.
 fn mark_noload(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, pyo3::types::PyString>,
     only: &Bound<'_, pyo3::types::PyFrozenSet>,
+    keep_set: bool,
 ) -> PyResult<()> {
     let py = obj.py();
-    // SAFETY: two live objects; `name` is an exact str. A NULL value deletes the attribute.
-    if unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), std::ptr::null_mut()) } < 0 {
-        let err = PyErr::fetch(py);
-        if !err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) {
-            return Err(err);
+    let d = dict_of(obj)?;
+    if d.contains(name)? {
+        if keep_set {
+            return Ok(());
         }
+        d.del_item(name)?;
     }
     let key = pyo3::intern!(py, "_ormkit_noload");
-    let marked = obj.getattr(key)?.cast_into::<pyo3::types::PyFrozenSet>()?;
+    let marked = match d.get_item(key)? {
+        Some(m) => m.cast_into::<pyo3::types::PyFrozenSet>()?,
+        None => return d.set_item(key, only),
+    };
     if marked.contains(name)? {
         return Ok(());
     }
-    if marked.is_empty() {
-        return set_attr(obj, key, only.as_any());
-    }
     let both = pyo3::types::PyFrozenSet::new(py, marked.iter().chain(std::iter::once(name.clone().into_any())))?;
-    set_attr(obj, key, both.as_any())
+    d.set_item(key, both)
 }
 
 /// The order of two key values: numbers by value, text and bytes bytewise; keys of other
@@ -527,6 +529,8 @@ fn link<'py>(
         let attach =
             |pr: usize, parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
                 let mut noted = None;
+                // Whether the session recorded what this relation was loaded with.
+                let mut recorded = false;
                 let parent_key = &parent_rows.row(pr)[parent_pk_at];
                 if let Some((map, ph, i, link, rel)) = &note {
                     let h = ph.get();
@@ -536,14 +540,16 @@ fn link<'py>(
                         // The parent's dict is looked at only when there is something to
                         // compare: reading it turns the instance's inline values into a dict.
                         let before = map.relation(h.schema.id, &k, *i);
+                        recorded = before.is_some();
                         let now = match before {
                             Some(_) => dict_of(parent)?.get_item(&name)?,
                             None => None,
                         };
                         if let (Some(before), Some(now)) = (before, now) {
                             let changed = match before {
-                                // Left unset by noload(): whatever is there was put there.
-                                RelSnap::Unknown(_) if noload_mark.is_some() => true,
+                                // noload() leaves a many-to-one unset: whatever is there now
+                                // was put there, None included.
+                                RelSnap::Unknown(_) if rel.kind == RelKind::ManyToOne => true,
                                 RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
                                 before => relation_snap(rel, &now)? != before,
                             };
@@ -581,7 +587,10 @@ fn link<'py>(
                     }
                     set_attr(parent, &name, &list)?;
                 } else if let Some(only) = &noload_mark {
-                    mark_noload(parent, &name, only)?;
+                    // With nothing recorded for it in the session, a value there was assigned
+                    // (or filled in from the other side) and is kept, not dropped unflushed.
+                    let keep = note.is_some() && !recorded;
+                    mark_noload(parent, &name, only, keep)?;
                 } else {
                     let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
                     set_attr(parent, &name, &one)?;

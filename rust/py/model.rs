@@ -241,6 +241,8 @@ impl ModelHandle {
             let now = if parent.is_none() { Value::Null } else { related_key(r, &parent)? };
             if now != fk {
                 d.del_item(r.name.as_str())?;
+                // Unset now means not loaded: it must raise when read, not pass for noload's None.
+                unmark_noload(&d, &r.name)?;
             }
         }
         Ok(())
@@ -510,6 +512,18 @@ impl ModelHandle {
         }
         Ok(list)
     }
+}
+
+/// Takes `name` out of the instance's `_ormkit_noload` (see `load::mark_noload`), if it is there.
+fn unmark_noload(d: &Bound<'_, PyDict>, name: &str) -> PyResult<()> {
+    let key = pyo3::intern!(d.py(), "_ormkit_noload");
+    let Some(marked) = d.get_item(key)? else { return Ok(()) };
+    let marked = marked.cast_into::<pyo3::types::PyFrozenSet>()?;
+    if !marked.contains(name)? {
+        return Ok(());
+    }
+    let rest: Vec<Bound<'_, PyAny>> = marked.iter().filter(|n| n.ne(name).unwrap_or(true)).collect();
+    d.set_item(key, pyo3::types::PyFrozenSet::new(d.py(), rest)?)
 }
 
 fn empty_tuple(py: Python<'_>) -> &Bound<'_, pyo3::types::PyTuple> {
