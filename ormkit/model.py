@@ -391,8 +391,8 @@ class Base:
     __ormkit_static_defaults__: ClassVar[dict[str, Any]] = {}
     __ormkit_factories__: ClassVar[tuple[tuple[str, Any], ...]] = ()
     __ormkit_models__: ClassVar[dict[str, type]] = {}
-    # Many-to-one relations noload() left unset on an instance: they read as None, and a
-    # value assigned to one (None included) is written at the next flush.
+    # Single-object relations noload() left unset on an instance: they read as None, and a
+    # value assigned to one (None included) is seen by the next flush.
     _ormkit_noload: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

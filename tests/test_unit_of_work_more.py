@@ -680,6 +680,16 @@ async def test_parent_assigned_before_a_noload_read_is_kept(engine, session):
     assert (await post_rows(engine, id=11))[11] == ("a1", 3)
 
 
+async def test_noloaded_one_to_one_left_alone_flushes_and_set_is_refused(engine, session):
+    await seed(session)
+    a = await authors(session, noload("profile"))
+    assert a[1].profile is None
+    await session.commit()  # nothing assigned: nothing to write, nothing refused
+    a[1].profile = None  # what it held is unknown: refused loudly, not skipped
+    with pytest.raises(InterfaceError, match="profile"):
+        await session.commit()
+
+
 async def test_new_child_appended_after_rollback_of_another_is_written_once(engine, session):
     """After a rolled-back flush, a new child appended to the same loaded collection (read again
     first) is inserted once, with its parent's key; nothing else is written."""

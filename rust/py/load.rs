@@ -514,17 +514,12 @@ fn link<'py>(
         let parent_seg = &load.units[e.parent.0].segs[e.parent.1];
         let parent_rows = &units[e.parent.0];
         let parent_pk_at = parent_seg.offset + handle_for(py, parent_seg.model)?.get().schema.pk;
-        // A many-to-one left out by noload() stays unset on the instance, which is marked so
-        // that reading it gives None: an assignment, even of None, is then one a flush sees.
-        let noload_mark = if e.kind == EdgeKind::NoLoad && !e.uselist {
-            let ph = handle_for(py, parent_seg.model)?;
-            let rels = ph.get().schema.resolved_relations()?;
-            match rels.iter().any(|r| r.name == e.name && r.kind == RelKind::ManyToOne) {
-                true => Some(pyo3::types::PyFrozenSet::new(py, [&name])?),
-                false => None,
-            }
-        } else {
-            None
+        // A single object (many-to-one, one-to-one) left out by noload() stays unset on the
+        // instance, which is marked so that reading it gives None: an assignment, even of
+        // None, is then one a flush sees.
+        let noload_mark = match e.kind == EdgeKind::NoLoad && !e.uselist {
+            true => Some(pyo3::types::PyFrozenSet::new(py, [&name])?),
+            false => None,
         };
         let attach =
             |pr: usize, parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
@@ -547,9 +542,9 @@ fn link<'py>(
                         };
                         if let (Some(before), Some(now)) = (before, now) {
                             let changed = match before {
-                                // noload() leaves a many-to-one unset: whatever is there now
-                                // was put there, None included.
-                                RelSnap::Unknown(_) if rel.kind == RelKind::ManyToOne => true,
+                                // noload() leaves a single object unset: whatever is there
+                                // now was put there, None included.
+                                RelSnap::Unknown(_) if !rel.uselist => true,
                                 RelSnap::Unknown(_) => !super::write::items(&now)?.is_empty(),
                                 before => relation_snap(rel, &now)? != before,
                             };
