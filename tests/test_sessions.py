@@ -322,6 +322,32 @@ async def test_upsert_rolled_back_twice_on_one_row_and_over_a_tracked_object(ses
     assert (await AsyncSession(engine).get(User, x.id)).name == "Changed"
 
 
+async def test_insert_over_a_tracked_object_rolled_back_gives_it_back(session, engine):
+    for insert in ("insert", "insert_all"):
+        x = await session.insert(User(email=f"{insert}@x", name="X"))
+        key = x.id
+        with pytest.raises(RuntimeError):
+            async with session.begin():
+                await session.query(User).filter(id=key).delete()  # x stays in the session
+                if insert == "insert":
+                    await session.insert(User(id=key, email=f"{insert}@x", name="Y"))
+                else:
+                    await session.insert_all([User(id=key, email=f"{insert}@x", name="Y")])
+                raise RuntimeError("undo")
+        assert x.id == key and await session.get(User, key) is x and x.name == "X"
+
+
+async def test_update_through_another_object_is_not_written_back_by_the_tracked_one(session, engine):
+    x = await session.insert(User(email="u@x", name="X", age=1))
+    other = await AsyncSession(engine).get(User, x.id)  # the same row, another object
+    x.age = 2  # a change of x's own, not flushed yet
+    await session.update(other, name="Renamed")
+    assert x.name == "Renamed" and x.age == 2
+    await session.commit()
+    got = await AsyncSession(engine).get(User, x.id)
+    assert (got.name, got.age) == ("Renamed", 2)
+
+
 async def test_upsert_default_update_fields_and_errors(session):
     await session.upsert(User(email="c@x", name="C", age=1), conflict_target="email")
     c = await session.upsert(User(email="c@x", name="C2", age=2), conflict_target="email")

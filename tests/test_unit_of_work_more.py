@@ -690,6 +690,40 @@ async def test_noloaded_one_to_one_left_alone_flushes_and_set_is_refused(engine,
         await session.commit()
 
 
+async def test_none_set_after_noload_and_a_flush_survives_a_later_load(engine, session):
+    await seed(session)
+    p = (await posts(session, noload("author")))[11]
+    p.title = "t2"
+    await session.flush()  # p is remembered again: the relation stays unknown
+    p.author = None
+    await session.load(p, "author")
+    assert p.author is None
+    await session.commit()
+    assert (await post_rows(engine, id=11))[11] == ("t2", None)
+
+
+async def test_one_to_one_set_after_noload_is_written_once_loaded(engine, session):
+    await seed(session)
+    carol = (await authors(session, noload("profile")))[3]
+    carol.profile = RProfile(bio="carol bio")
+    with pytest.raises(InterfaceError, match="profile"):
+        await session.commit()
+    await session.load(carol, "profile")  # what it held is known now; the new one stays
+    assert carol.profile.bio == "carol bio"
+    await session.commit()
+    got = await AsyncSession(engine).query(RProfile).filter(author_id=3).all()
+    assert [g.bio for g in got] == ["carol bio"]
+
+
+async def test_upsert_of_a_tracked_object_keeps_its_loaded_collections(engine, session):
+    await seed(session)
+    alice = (await authors(session, selectinload("posts")))[1]
+    assert await session.upsert(alice, conflict_target="id") is alice
+    alice.posts.append(RPost(title="new"))
+    await session.commit()
+    assert sorted(t for t, _ in (await post_rows(engine, author_id=1)).values()) == ["a1", "a2", "a3", "new"]
+
+
 async def test_new_child_appended_after_rollback_of_another_is_written_once(engine, session):
     """After a rolled-back flush, a new child appended to the same loaded collection (read again
     first) is inserted once, with its parent's key; nothing else is written."""

@@ -293,12 +293,18 @@ impl IdentityMap {
         let mut entries = self.guard()?;
         entries.sweep(py, items.len());
         entries.map.reserve(items.len());
-        for ((_, snapshot), obj) in items.into_iter().zip(weak) {
+        for ((o, snapshot), obj) in items.into_iter().zip(weak) {
             let Some(key) = Key::of(&snapshot[pk]) else { continue };
+            let k = (model, key);
+            let old = entries.map.insert(k.clone(), Entry { obj, snapshot: Snap::owned(snapshot), rels: rels.clone() });
             if let Some(log) = entries.inserted.as_mut() {
-                log.push(TxEvent::Inserted((model, key.clone())));
+                // As in `remember`: a live object this one displaced comes back on rollback,
+                // after this one's row is undone (the log is replayed backwards).
+                if let Some(old) = old.filter(|e| e.obj.bind(py).upgrade().is_some_and(|was| !was.is(&o))) {
+                    log.push(TxEvent::Replaced(k.clone(), old));
+                }
+                log.push(TxEvent::Inserted(k));
             }
-            entries.map.insert((model, key), Entry { obj, snapshot: Snap::owned(snapshot), rels: rels.clone() });
         }
         Ok(())
     }
@@ -333,7 +339,9 @@ impl IdentityMap {
         entries.sweep(py, 1);
         let Entries { map, inserted: log, .. } = &mut *entries;
         match map.entry((model, key)) {
-            std::collections::hash_map::Entry::Occupied(mut o) if rels.is_none() && o.get().obj.bind(py).is(obj) => {
+            std::collections::hash_map::Entry::Occupied(mut o)
+                if rels.is_none() && o.get().obj.bind(py).upgrade().is_some_and(|w| w.is(obj)) =>
+            {
                 log_update(log, o.key(), o.get().snapshot.get());
                 o.get_mut().snapshot = Snap::owned(snapshot);
             }
@@ -429,14 +437,24 @@ impl IdentityMap {
         let mut entries = self.guard()?;
         let Entries { map, inserted: log, .. } = &mut *entries;
         let k = (handle.schema.id, key.clone());
+        let held = map.get(&k).and_then(|e| e.obj.bind(obj.py()).upgrade());
         match map.get_mut(&k) {
             Some(e) => {
                 log_update(log, &k, e.snapshot.get());
+                let old = e.snapshot.get().to_vec();
                 let snap = e.snapshot.make_mut();
                 for &i in cols {
                     snap[i] = now[i].clone();
                 }
-                Ok(())
+                // Another object of this session holds the row (`obj` came from elsewhere):
+                // it follows the database as on a read, keeping changes of its own, which
+                // would otherwise be taken for changes and write the old values back.
+                let new = snap.clone();
+                drop(entries);
+                match held {
+                    Some(other) if !other.is(obj) => handle.refresh_unchanged(&other, &old, &new),
+                    _ => Ok(()),
+                }
             }
             None => {
                 drop(entries);

@@ -541,6 +541,7 @@ fn link<'py>(
                             None => None,
                         };
                         if let (Some(before), Some(now)) = (before, now) {
+                            let was_unknown = matches!(before, RelSnap::Unknown(_));
                             let changed = match before {
                                 // noload() leaves a single object unset: whatever is there
                                 // now was put there, None included.
@@ -549,6 +550,13 @@ fn link<'py>(
                                 before => relation_snap(rel, &now)? != before,
                             };
                             if changed {
+                                // Set after noload() and now loaded: the value set stays, and
+                                // what was loaded is recorded, so that a flush can tell what
+                                // the assignment changes.
+                                if was_unknown && !e.uselist && e.kind != EdgeKind::NoLoad {
+                                    let loaded = children.first().map(|(_, r)| child_rows.row(*r)[*link].clone());
+                                    map.note_relation(h.schema.id, k, *i, RelSnap::One(loaded.unwrap_or(Value::Null)));
+                                }
                                 return Ok(());
                             }
                         }

@@ -367,10 +367,13 @@ impl ModelHandle {
             Rels::Current => self.relation_snapshots_after(obj, Some((map, &key)))?,
             Rels::Inserted => self.relation_snapshots(obj)?,
         };
+        map.remember(obj, self.schema.id, key.clone(), snapshot, rel_snaps)?;
+        // Logged after an object it displaced was: a rollback replays the log backwards,
+        // taking this row's object out before the displaced one is put back.
         if matches!(rels, Rels::Inserted) {
-            map.log_insert(self.schema.id, key.clone());
+            map.log_insert(self.schema.id, key);
         }
-        map.remember(obj, self.schema.id, key, snapshot, rel_snaps)
+        Ok(())
     }
 
     /// Full-width column values of rows about to be inserted (`insert_values` output), to
@@ -443,6 +446,9 @@ impl ModelHandle {
                     out.push((i, relation_snap(r, &v)?));
                 }
                 Some(v) => out.push((i, relation_snap(r, &v)?)),
+                // Left out by noload(): still unknown, so that a value set later is not taken
+                // for what the database holds.
+                None if !r.uselist && noloaded(&d, &r.name)? => out.push((i, RelSnap::Unknown(0))),
                 None => {}
             }
         }
@@ -511,6 +517,14 @@ impl ModelHandle {
             list.append(self.new_instance(py, chunk)?)?;
         }
         Ok(list)
+    }
+}
+
+/// Whether `name` is in the instance's `_ormkit_noload` (see `load::mark_noload`).
+fn noloaded(d: &Bound<'_, PyDict>, name: &str) -> PyResult<bool> {
+    match d.get_item(pyo3::intern!(d.py(), "_ormkit_noload"))? {
+        Some(marked) => marked.contains(name),
+        None => Ok(false),
     }
 }
 
