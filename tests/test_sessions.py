@@ -348,6 +348,20 @@ async def test_update_through_another_object_is_not_written_back_by_the_tracked_
     assert (got.name, got.age) == ("Renamed", 2)
 
 
+async def test_reinserting_the_tracked_object_rolled_back_keeps_it(session, engine):
+    x = await session.insert(User(email="same@x", name="X"))
+    key = x.id
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            await session.query(User).filter(id=key).delete()  # x stays in the session
+            await session.insert(x)  # the same object, inserted again
+            raise RuntimeError("undo")
+    assert x.id == key and await session.get(User, key) is x
+    x.name = "Y"
+    await session.commit()
+    assert (await AsyncSession(engine).get(User, key)).name == "Y"
+
+
 async def test_upsert_default_update_fields_and_errors(session):
     await session.upsert(User(email="c@x", name="C", age=1), conflict_target="email")
     c = await session.upsert(User(email="c@x", name="C2", age=2), conflict_target="email")

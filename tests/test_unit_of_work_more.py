@@ -724,6 +724,21 @@ async def test_upsert_of_a_tracked_object_keeps_its_loaded_collections(engine, s
     assert sorted(t for t, _ in (await post_rows(engine, author_id=1)).values()) == ["a1", "a2", "a3", "new"]
 
 
+async def test_parent_set_after_an_upsert_moved_the_foreign_key_is_written(engine, session):
+    await seed(session)
+    p = (await posts(session, selectinload("author")))[11]
+    p.author_id = 2
+    await session.upsert(p, conflict_target="id")
+    assert (await post_rows(engine, id=11))[11] == ("a1", 2)
+    with pytest.raises(RelationNotLoaded):
+        p.author  # noqa: B018 - the author loaded before is no longer the row's
+    await session.commit()  # untouched: the upsert's key stays
+    assert (await post_rows(engine, id=11))[11] == ("a1", 2)
+    p.author = (await authors(session))[1]
+    await session.commit()
+    assert (await post_rows(engine, id=11))[11] == ("a1", 1)
+
+
 async def test_new_child_appended_after_rollback_of_another_is_written_once(engine, session):
     """After a rolled-back flush, a new child appended to the same loaded collection (read again
     first) is inserted once, with its parent's key; nothing else is written."""

@@ -407,18 +407,17 @@ impl<'py> Planner<'py, '_> {
         Ok(())
     }
 
-    /// Pass one: many-to-one relations of a tracked object. Compared with the relation's
-    /// snapshot when it was loaded, else with the foreign key the row was read with.
+    /// Pass one: many-to-one relations of a tracked object, compared with the foreign key
+    /// the row holds as the session last saw it.
     fn parents(&mut self, t: &Tracked<'py>, m: &ModelHandle) -> PyResult<bool> {
         let py = self.py;
         let Some((rels, d)) = relations_and_dict(t, m)? else { return Ok(false) };
         let mut changed = false;
-        for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind == RelKind::ManyToOne) {
+        for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne) {
             let Some(cur) = d.get_item(PyString::intern(py, &r.name))? else { continue };
-            let before = match t.rels.iter().find(|(i, _)| *i == ri) {
-                Some((_, RelSnap::One(v))) => v.clone(),
-                _ => t.snapshot[r.local_col].clone(),
-            };
+            // What the row holds: a record of the parent it was loaded with may be older
+            // (an upsert or a read since changed the key).
+            let before = t.snapshot[r.local_col].clone();
             if self.same_parent(r, &cur, &before)? {
                 continue;
             }

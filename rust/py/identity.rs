@@ -293,14 +293,14 @@ impl IdentityMap {
         let mut entries = self.guard()?;
         entries.sweep(py, items.len());
         entries.map.reserve(items.len());
-        for ((o, snapshot), obj) in items.into_iter().zip(weak) {
+        for ((_, snapshot), obj) in items.into_iter().zip(weak) {
             let Some(key) = Key::of(&snapshot[pk]) else { continue };
             let k = (model, key);
             let old = entries.map.insert(k.clone(), Entry { obj, snapshot: Snap::owned(snapshot), rels: rels.clone() });
             if let Some(log) = entries.inserted.as_mut() {
                 // As in `remember`: a live object this one displaced comes back on rollback,
                 // after this one's row is undone (the log is replayed backwards).
-                if let Some(old) = old.filter(|e| e.obj.bind(py).upgrade().is_some_and(|was| !was.is(&o))) {
+                if let Some(old) = old.filter(|e| e.obj.bind(py).upgrade().is_some()) {
                     log.push(TxEvent::Replaced(k.clone(), old));
                 }
                 log.push(TxEvent::Inserted(k));
@@ -349,8 +349,9 @@ impl IdentityMap {
                 let new = Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() };
                 let old = std::mem::replace(o.get_mut(), new);
                 if let Some(l) = log.as_mut() {
-                    // Another live object held the row: a rollback gives it back.
-                    if old.obj.bind(py).upgrade().is_some_and(|was| !was.is(obj)) {
+                    // A live object held the row (another one, or this one with other
+                    // records): a rollback gives that entry back.
+                    if old.obj.bind(py).upgrade().is_some() {
                         l.push(TxEvent::Replaced(o.key().clone(), old));
                     } else {
                         l.push(TxEvent::Updated(o.key().clone(), old.snapshot.get().to_vec()));
@@ -438,7 +439,7 @@ impl IdentityMap {
         let Entries { map, inserted: log, .. } = &mut *entries;
         let k = (handle.schema.id, key.clone());
         let held = map.get(&k).and_then(|e| e.obj.bind(obj.py()).upgrade());
-        match map.get_mut(&k) {
+        match map.get_mut(&k).filter(|_| held.is_some()) {
             Some(e) => {
                 log_update(log, &k, e.snapshot.get());
                 let old = e.snapshot.get().to_vec();
@@ -546,7 +547,7 @@ impl IdentityMap {
                     match ev {
                         TxEvent::Inserted(k) => {
                             if let Some(o) = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade()) {
-                                reset.push((k.0, o));
+                                reset.push((k, o));
                             }
                         }
                         // Whether the upsert inserted the row or changed one, the session had
@@ -577,6 +578,9 @@ impl IdentityMap {
                     }
                 }
             }
+            // An object whose row was back in the map by the end of the replay (tracked
+            // before the transaction inserted it again) keeps its key.
+            reset.retain(|(k, o)| !e.map.get(k).and_then(|en| en.obj.bind(py).upgrade()).is_some_and(|t| t.is(o)));
             e.deleted.clear();
             e.sweep(py, usize::MAX);
             let live = e
@@ -593,7 +597,7 @@ impl IdentityMap {
         }
         // A generated key of a row that no longer exists is taken back, so that adding the
         // object again inserts it afresh instead of claiming a key the database may reuse.
-        for (model, obj) in reset {
+        for ((model, _), obj) in reset {
             let h = super::model::handle_for(py, model)?;
             let h = h.get();
             let pk = h.schema.pk_column();
