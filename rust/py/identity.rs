@@ -442,18 +442,19 @@ impl IdentityMap {
         match map.get_mut(&k).filter(|_| held.is_some()) {
             Some(e) => {
                 log_update(log, &k, e.snapshot.get());
-                let old = e.snapshot.get().to_vec();
+                // Another object of this session holds the row (`obj` came from elsewhere):
+                // it follows the database as on a read, keeping changes of its own, which
+                // would otherwise be taken for changes and write the old values back.
+                let other = held.filter(|o| !o.is(obj));
+                let old = other.as_ref().map(|_| e.snapshot.get().to_vec());
                 let snap = e.snapshot.make_mut();
                 for &i in cols {
                     snap[i] = now[i].clone();
                 }
-                // Another object of this session holds the row (`obj` came from elsewhere):
-                // it follows the database as on a read, keeping changes of its own, which
-                // would otherwise be taken for changes and write the old values back.
-                let new = snap.clone();
+                let new = other.as_ref().map(|_| snap.clone());
                 drop(entries);
-                match held {
-                    Some(other) if !other.is(obj) => handle.refresh_unchanged(&other, &old, &new),
+                match (other, old, new) {
+                    (Some(other), Some(old), Some(new)) => handle.refresh_unchanged(&other, &old, &new),
                     _ => Ok(()),
                 }
             }
