@@ -739,6 +739,20 @@ async def test_parent_set_after_an_upsert_moved_the_foreign_key_is_written(engin
     assert (await post_rows(engine, id=11))[11] == ("a1", 1)
 
 
+async def test_one_to_one_set_after_noload_stays_unknown_through_a_rollback(engine, session):
+    await seed(session)
+    carol = (await authors(session, noload("profile")))[3]
+    bobs = await session.get(RProfile, 2)
+    with pytest.raises(Boom):
+        async with session.begin():
+            await session.flush()
+            carol.profile = bobs
+            raise Boom
+    # Not loaded since: still refused, not taken for what the database holds.
+    with pytest.raises(InterfaceError, match="profile"):
+        await session.commit()
+
+
 async def test_new_child_appended_after_rollback_of_another_is_written_once(engine, session):
     """After a rolled-back flush, a new child appended to the same loaded collection (read again
     first) is inserted once, with its parent's key; nothing else is written."""

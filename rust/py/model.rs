@@ -445,7 +445,17 @@ impl ModelHandle {
                     }
                     out.push((i, relation_snap(r, &v)?));
                 }
-                Some(v) => out.push((i, relation_snap(r, &v)?)),
+                Some(v) => {
+                    // Set after noload() and not loaded since: what the database holds is
+                    // still unknown (a rollback must not make the value set look stored).
+                    if let Some((map, key)) = prior {
+                        if let Some(RelSnap::Unknown(_)) = map.relation(self.schema.id, key, i) {
+                            out.push((i, RelSnap::Unknown(0)));
+                            continue;
+                        }
+                    }
+                    out.push((i, relation_snap(r, &v)?))
+                }
                 // Left out by noload(): still unknown, so that a value set later is not taken
                 // for what the database holds.
                 None if !r.uselist && noloaded(&d, &r.name)? => out.push((i, RelSnap::Unknown(0))),
