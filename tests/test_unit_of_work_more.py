@@ -753,6 +753,28 @@ async def test_one_to_one_set_after_noload_stays_unknown_through_a_rollback(engi
         await session.commit()
 
 
+async def test_foreign_key_column_changed_alone_is_not_undone_by_a_later_flush(engine, session):
+    await seed(session)
+    p = (await posts(session, selectinload("author")))[11]
+    p.author_id = 2  # the key only; the loaded author is left as it was
+    await session.commit()
+    assert (await post_rows(engine, id=11))[11] == ("a1", 2)
+    await session.commit()  # nothing to do: the stale author must not be written back
+    assert (await post_rows(engine, id=11))[11] == ("a1", 2)
+
+
+async def test_one_to_one_filled_in_by_a_flush_after_noload_does_not_block_flushes(engine, session):
+    await seed(session)
+    carol = (await authors(session, noload("profile")))[3]
+    bobs = await session.get(RProfile, 2)
+    bobs.author = carol  # the profile side: carol.profile is filled in by the flush
+    await session.commit()
+    assert carol.profile is bobs
+    carol.name = "carol2"
+    await session.commit()  # must not be refused as an unloaded relation
+    assert (await AsyncSession(engine).get(RAuthor, 3)).name == "carol2"
+
+
 async def test_new_child_appended_after_rollback_of_another_is_written_once(engine, session):
     """After a rolled-back flush, a new child appended to the same loaded collection (read again
     first) is inserted once, with its parent's key; nothing else is written."""

@@ -110,6 +110,13 @@ impl FlushPlan {
             }
             again.push(target.clone());
         }
+        // A parent loaded before that a written key no longer points at goes, as after any
+        // other write of the key: a later flush would take it for an assignment.
+        for o in &again {
+            let h = handle_of(o)?;
+            let h = h.get();
+            h.expire_parents(o, &(0..h.keys.len()).collect::<Vec<_>>())?;
+        }
         remember_all(identity, written.iter().map(|o| o.bind(py).clone()), Rels::Inserted)?;
         remember_all(identity, again, Rels::Current)?;
         if let Some(map) = identity {

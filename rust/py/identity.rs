@@ -616,7 +616,7 @@ impl IdentityMap {
                 h.revert_to(&obj, &saw)?;
             }
             let snapshot = h.snapshot(&obj)?;
-            let rels = h.relation_snapshots_after(&obj, Some((self, &key)))?;
+            let rels = h.relation_snapshots_after(&obj, Some((self, &key)), true)?;
             let mut e = self.guard()?;
             if let Some(en) = e.map.get_mut(&(model, key)) {
                 en.snapshot = Snap::owned(snapshot);

@@ -364,7 +364,7 @@ impl ModelHandle {
         let Some(key) = Key::of(&snapshot[self.schema.pk]) else { return Ok(()) };
         let rel_snaps = match rels {
             Rels::Keep => None,
-            Rels::Current => self.relation_snapshots_after(obj, Some((map, &key)))?,
+            Rels::Current => self.relation_snapshots_after(obj, Some((map, &key)), false)?,
             Rels::Inserted => self.relation_snapshots(obj)?,
         };
         map.remember(obj, self.schema.id, key.clone(), snapshot, rel_snaps)?;
@@ -414,15 +414,18 @@ impl ModelHandle {
     /// hold gets no snapshot, even on a row just inserted: rows inserted later with its key
     /// would not be in it, so assigning such a collection must be refused, not diffed.
     pub fn relation_snapshots(&self, obj: &Bound<'_, PyAny>) -> PyResult<Option<RelSnapshots>> {
-        self.relation_snapshots_after(obj, None)
+        self.relation_snapshots_after(obj, None, false)
     }
 
     /// `relation_snapshots`, keeping what `prior` (the session's map) knows is unknown: a
     /// collection still holding the empty list `noload()` gave it says nothing of the database.
+    /// With `rolled_back`, neither does a single object set since noload() (after a flush it
+    /// was written, or put there by the flush itself).
     pub fn relation_snapshots_after(
         &self,
         obj: &Bound<'_, PyAny>,
         prior: Option<(&IdentityMap, &Key)>,
+        rolled_back: bool,
     ) -> PyResult<Option<RelSnapshots>> {
         if self.schema.relations.is_empty() {
             return Ok(Some(vec![]));
@@ -448,7 +451,7 @@ impl ModelHandle {
                 Some(v) => {
                     // Set after noload() and not loaded since: what the database holds is
                     // still unknown (a rollback must not make the value set look stored).
-                    if let Some((map, key)) = prior {
+                    if let (true, Some((map, key))) = (rolled_back, prior) {
                         if let Some(RelSnap::Unknown(_)) = map.relation(self.schema.id, key, i) {
                             out.push((i, RelSnap::Unknown(0)));
                             continue;
