@@ -508,16 +508,18 @@ async def _sized_long_query(engine, seconds: float = 0.5) -> int:
     return max(500_000, min(int(seconds / per_row), 30_000_000))
 
 
+async def _tick(ticks: list[float], interval: float) -> None:
+    """Records when the event loop gets to run this task, every ``interval`` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        ticks.append(time.perf_counter())
+
+
 async def test_long_query_does_not_stall_event_loop(engine):
     n = await _sized_long_query(engine)
     ticks: list[float] = []
 
-    async def ticker():
-        while True:
-            await asyncio.sleep(0.01)
-            ticks.append(time.perf_counter())
-
-    task = asyncio.create_task(ticker())
+    task = asyncio.create_task(_tick(ticks, 0.01))
     try:
         await asyncio.sleep(0.03)  # the ticker is running
         for _ in range(4):  # grow the query until it is long enough to show anything
@@ -553,12 +555,7 @@ async def test_reading_a_large_result_does_not_stall_event_loop(engine):
         )
     ticks: list[float] = []
 
-    async def ticker():
-        while True:
-            await asyncio.sleep(0)
-            ticks.append(time.perf_counter())
-
-    task = asyncio.create_task(ticker())
+    task = asyncio.create_task(_tick(ticks, 0))
     try:
         await asyncio.sleep(0.01)
         start = time.perf_counter()

@@ -775,7 +775,6 @@ impl EngineCore {
         self.submit(Request::Batch { groups, columns, rowid: None }, move |py, rows| {
             let m = model.get();
             let l = list.bind(py);
-            let all_columns: Vec<usize> = (0..m.keys.len()).collect();
             for (i, row) in rows.values.chunks(m.keys.len()).enumerate() {
                 let o = l.get_item(i)?;
                 let d = o.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
@@ -783,7 +782,7 @@ impl EngineCore {
                     d.set_item(k.bind(py), convert::to_py(py, v)?)?;
                 }
                 // A parent loaded before that the stored row no longer points at goes.
-                m.expire_parents(&o, &all_columns)?;
+                m.expire_all_parents(&o)?;
                 // Logged before the objects are remembered: a rollback replays the log
                 // backwards, so whatever remembering them displaced is put back first.
                 if let (Some(map), Some(key)) = (&identity, crate::rows::Key::of(&row[m.schema.pk])) {

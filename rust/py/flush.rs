@@ -113,9 +113,7 @@ impl FlushPlan {
         // A parent loaded before that a written key no longer points at goes, as after any
         // other write of the key: a later flush would take it for an assignment.
         for o in &again {
-            let h = handle_of(o)?;
-            let h = h.get();
-            h.expire_parents(o, &(0..h.keys.len()).collect::<Vec<_>>())?;
+            handle_of(o)?.get().expire_all_parents(o)?;
         }
         remember_all(identity, written.iter().map(|o| o.bind(py).clone()), Rels::Inserted)?;
         remember_all(identity, again, Rels::Current)?;

@@ -107,6 +107,15 @@ fn log_update(log: &mut Option<Vec<TxEvent>>, key: &(u32, Key), old: &[Value]) {
     }
 }
 
+/// Logs the entry a transaction replaced at `key`: the whole entry while its object lives
+/// (a rollback puts it back), else the snapshot it had.
+fn log_replaced(py: Python<'_>, log: &mut Option<Vec<TxEvent>>, key: &(u32, Key), old: Entry) {
+    match log.as_mut() {
+        Some(l) if old.obj.bind(py).upgrade().is_some() => l.push(TxEvent::Replaced(key.clone(), old)),
+        _ => log_update(log, key, old.snapshot.get()),
+    }
+}
+
 /// A weak reference to `obj`, left out of the cyclic collector's lists: without a callback
 /// it holds no strong reference, so it can be part of no cycle, and a map of thousands of
 /// them would otherwise make every collection walk them.
@@ -297,12 +306,12 @@ impl IdentityMap {
             let Some(key) = Key::of(&snapshot[pk]) else { continue };
             let k = (model, key);
             let old = entries.map.insert(k.clone(), Entry { obj, snapshot: Snap::owned(snapshot), rels: rels.clone() });
+            // Logged before the insert: the log is replayed backwards, so a rollback undoes
+            // this row before it puts back what the row displaced.
+            if let Some(old) = old {
+                log_replaced(py, &mut entries.inserted, &k, old);
+            }
             if let Some(log) = entries.inserted.as_mut() {
-                // As in `remember`: a live object this one displaced comes back on rollback,
-                // after this one's row is undone (the log is replayed backwards).
-                if let Some(old) = old.filter(|e| e.obj.bind(py).upgrade().is_some()) {
-                    log.push(TxEvent::Replaced(k.clone(), old));
-                }
                 log.push(TxEvent::Inserted(k));
             }
         }
@@ -348,15 +357,7 @@ impl IdentityMap {
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 let new = Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() };
                 let old = std::mem::replace(o.get_mut(), new);
-                if let Some(l) = log.as_mut() {
-                    // A live object held the row (another one, or this one with other
-                    // records): a rollback gives that entry back.
-                    if old.obj.bind(py).upgrade().is_some() {
-                        l.push(TxEvent::Replaced(o.key().clone(), old));
-                    } else {
-                        l.push(TxEvent::Updated(o.key().clone(), old.snapshot.get().to_vec()));
-                    }
-                }
+                log_replaced(py, log, o.key(), old);
             }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() });

@@ -176,17 +176,14 @@ fn set_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>, val
     Ok(())
 }
 
-/// Leaves relation `name` of `obj` unset (unless `keep_set` and it holds a value) and adds
-/// it to the instance's `_ormkit_noload` (the class's empty set until then), which the
-/// relationship descriptor reads as None. `only` is the set holding just `name`, shared by
-/// every instance of the load.
+/// Leaves relation `name` of `obj` unset (unless `keep_set` and it holds a value) and marks
+/// it as left out by noload() (`model::mark_noload`; `only` is the set of just `name`).
 fn mark_noload(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, pyo3::types::PyString>,
     only: &Bound<'_, pyo3::types::PyFrozenSet>,
     keep_set: bool,
 ) -> PyResult<()> {
-    let py = obj.py();
     let d = dict_of(obj)?;
     if d.contains(name)? {
         if keep_set {
@@ -194,16 +191,7 @@ fn mark_noload(
         }
         d.del_item(name)?;
     }
-    let key = pyo3::intern!(py, "_ormkit_noload");
-    let marked = match d.get_item(key)? {
-        Some(m) => m.cast_into::<pyo3::types::PyFrozenSet>()?,
-        None => return d.set_item(key, only),
-    };
-    if marked.contains(name)? {
-        return Ok(());
-    }
-    let both = pyo3::types::PyFrozenSet::new(py, marked.iter().chain(std::iter::once(name.clone().into_any())))?;
-    d.set_item(key, both)
+    super::model::mark_noload(&d, name, only)
 }
 
 /// The order of two key values: numbers by value, text and bytes bytewise; keys of other

@@ -248,6 +248,12 @@ impl ModelHandle {
         Ok(())
     }
 
+    /// `expire_parents` over every column: after a write that may have changed any key.
+    pub fn expire_all_parents(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let all: Vec<usize> = (0..self.keys.len()).collect();
+        self.expire_parents(obj, &all)
+    }
+
     /// Sets every column of `obj` that differs from `values` back to it.
     pub fn revert_to(&self, obj: &Bound<'_, PyAny>, values: &[Value]) -> PyResult<()> {
         let py = obj.py();
@@ -419,8 +425,8 @@ impl ModelHandle {
 
     /// `relation_snapshots`, keeping what `prior` (the session's map) knows is unknown: a
     /// collection still holding the empty list `noload()` gave it says nothing of the database.
-    /// With `rolled_back`, neither does a single object set since noload() (after a flush it
-    /// was written, or put there by the flush itself).
+    /// After a rollback (`rolled_back`) neither does a single object set since noload(); after
+    /// a flush it was written (or put there by the flush), so it is what the database holds.
     pub fn relation_snapshots_after(
         &self,
         obj: &Bound<'_, PyAny>,
@@ -533,17 +539,42 @@ impl ModelHandle {
     }
 }
 
-/// Whether `name` is in the instance's `_ormkit_noload` (see `load::mark_noload`).
+/// Where an instance lists its single relations left out by noload(): they are unset, and
+/// the relationship descriptor reads them as None (the class holds the empty set).
+fn noload_key(py: Python<'_>) -> &Bound<'_, pyo3::types::PyString> {
+    pyo3::intern!(py, "_ormkit_noload")
+}
+
+/// Adds `name` to the instance's noload() list; `only`, the set of just `name`, is shared
+/// by every instance a load marks.
+pub fn mark_noload(
+    d: &Bound<'_, PyDict>,
+    name: &Bound<'_, pyo3::types::PyString>,
+    only: &Bound<'_, pyo3::types::PyFrozenSet>,
+) -> PyResult<()> {
+    let key = noload_key(d.py());
+    let marked = match d.get_item(key)? {
+        Some(m) => m.cast_into::<pyo3::types::PyFrozenSet>()?,
+        None => return d.set_item(key, only),
+    };
+    if marked.contains(name)? {
+        return Ok(());
+    }
+    let both = pyo3::types::PyFrozenSet::new(d.py(), marked.iter().chain(std::iter::once(name.clone().into_any())))?;
+    d.set_item(key, both)
+}
+
+/// Whether `name` is on the instance's noload() list.
 fn noloaded(d: &Bound<'_, PyDict>, name: &str) -> PyResult<bool> {
-    match d.get_item(pyo3::intern!(d.py(), "_ormkit_noload"))? {
+    match d.get_item(noload_key(d.py()))? {
         Some(marked) => marked.contains(name),
         None => Ok(false),
     }
 }
 
-/// Takes `name` out of the instance's `_ormkit_noload` (see `load::mark_noload`), if it is there.
+/// Takes `name` off the instance's noload() list, if it is there.
 fn unmark_noload(d: &Bound<'_, PyDict>, name: &str) -> PyResult<()> {
-    let key = pyo3::intern!(d.py(), "_ormkit_noload");
+    let key = noload_key(d.py());
     let Some(marked) = d.get_item(key)? else { return Ok(()) };
     let marked = marked.cast_into::<pyo3::types::PyFrozenSet>()?;
     if !marked.contains(name)? {
