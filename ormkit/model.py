@@ -534,6 +534,22 @@ def _register(cls: type[Base]) -> None:
         setattr(cls, c["name"], Column(c["name"], cls.__name__, c["type"]))
     for name, rel in relations.items():
         setattr(cls, name, rel)
+    _learn_attribute_names(cls, [*cls.__ormkit_fields__, *relations, "_ormkit_noload"])
+
+
+def _learn_attribute_names(cls: type, names: list[str]) -> None:
+    """Teaches the class every attribute name its instances hold, before any instance exists.
+
+    CPython keeps an instance's attributes in a compact array (no ``__dict__``) while their
+    names are in a table the class shares. That table only learns names from the first few
+    instances; after that, an instance setting a name it lacks gets a full dict of its own.
+    Objects built first by ``Model(...)`` with no relation set would otherwise leave the
+    relation names out, and every object a later load builds would pay for a dict.
+    """
+    probe = object.__new__(cls)
+    for name in names:
+        object.__setattr__(probe, name, None)
+    del probe
 
 
 class SoftDeleteMixin:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 
 import pytest
 
@@ -211,6 +212,26 @@ class RBigItem(Base):
     owner_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("r_big_owners.id"))
 
     owner: Mapped[RBigOwner] = relationship(back_populates="items")
+
+
+# Only test_loaded_instances_keep_attributes_inline uses these: their first instances must be
+# the ones that test builds.
+class RInlineOwner(Base):
+    __tablename__ = "r_inline_owners"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+    things: Mapped[list[RInlineThing]] = relationship(back_populates="owner")
+
+
+class RInlineThing(Base):
+    __tablename__ = "r_inline_things"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("r_inline_owners.id"))
+
+    owner: Mapped[RInlineOwner] = relationship(back_populates="things")
 
 
 # lazy= defaults ------------------------------------------------------------------------------
@@ -1445,3 +1466,25 @@ async def test_a_load_failing_between_chunks_raises_and_leaves_the_session_usabl
     async with session.begin():
         assert await session.query(RFailing).filter(id__gt=3000).count() == n - 3000
     assert [r.val for r in await reader.query(RFailing).filter(id__in=[1, 4999]).order_by("id").all()] == [1, 4999]
+
+
+def has_own_dict(obj) -> bool:
+    """Whether CPython gave ``obj`` a dict of its own rather than its compact attribute array."""
+    return any(type(r) is dict for r in gc.get_referents(obj))
+
+
+async def test_loaded_instances_keep_attributes_inline(session):
+    # Objects built first by the constructor never set a relation. Before the class learned
+    # every attribute name up front, each object a load built after them got a dict of its
+    # own, which made loading them about a quarter slower.
+    owners = [RInlineOwner(id=i, name=f"o{i}") for i in range(1, 101)]
+    await session.insert_all(owners)
+    await session.insert_all([RInlineThing(id=i, owner_id=(i - 1) // 3 + 1) for i in range(1, 301)])
+    del owners
+    fresh = AsyncSession(session.engine)
+    loaded = await fresh.query(RInlineOwner).options(selectinload("things")).order_by("id").all()
+    assert ids(loaded) == list(range(1, 101))
+    assert [ids(o.things) for o in loaded[:2]] == [[1, 2, 3], [4, 5, 6]]
+    assert all(t.owner is o for o in loaded for t in o.things)
+    assert not any(has_own_dict(o) for o in loaded)
+    assert not any(has_own_dict(t) for o in loaded for t in o.things)
