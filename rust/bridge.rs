@@ -50,32 +50,6 @@ struct State {
     /// Work made while no event loop was running (`asyncio.run(engine.execute(...))`):
     /// it starts on the loop that first awaits it.
     deferred: Option<Task>,
-    /// The cyclic garbage collector was paused by this operation's steps (see `hold_gc`).
-    gc_held: bool,
-}
-
-impl State {
-    /// Pauses Python's cyclic garbage collector from the first step until the result is
-    /// built (or the operation is abandoned). The objects a load builds chunk by chunk are
-    /// all alive until it ends; with the collector running between chunks, each chunk's
-    /// objects were walked by a collection of the youngest generation and walked again when
-    /// the next generation was collected, all inside the load. Paused, one collection after
-    /// the load walks them once. Called with the GIL held.
-    fn hold_gc(&mut self) {
-        if !self.gc_held {
-            // SAFETY: the caller holds the GIL (steps run in `__next__`).
-            self.gc_held = unsafe { pyo3::ffi::PyGC_Disable() } != 0;
-        }
-    }
-
-    /// Ends `hold_gc`'s pause, if this operation paused the collector.
-    fn release_gc(&mut self) {
-        if std::mem::take(&mut self.gc_held) {
-            // Only a `Pending` that ran steps holds the pause, so this runs in its
-            // `__next__`, `throw`, `close` or deallocation, all with the GIL held.
-            Python::attach(|_| unsafe { pyo3::ffi::PyGC_Enable() });
-        }
-    }
 }
 
 #[derive(Default)]
@@ -613,7 +587,6 @@ impl Pending {
         // this awaitable is freed.
         let (hook, _steps, _result, _deferred) = {
             let mut st = self.shared.state.lock().unwrap();
-            st.release_gc();
             let unfinished = st.result.is_none() && !st.consumed;
             st.consumed = true;
             st.waiter = None;
@@ -660,7 +633,6 @@ impl Pending {
                 drop(st);
                 return yield_once(py);
             }
-            st.hold_gc();
             // Steps run without the lock: they run Python code, and the producer goes on
             // adding steps meanwhile.
             let mut steps = std::mem::take(&mut st.steps).into_iter();
@@ -684,14 +656,9 @@ impl Pending {
         if let Some(result) = st.result.take() {
             st.consumed = true;
             st.waiter = None;
-            let held = std::mem::take(&mut st.gc_held);
             drop(st);
-            let value = result.map_err(PyErr::from).and_then(|make| make(py));
-            if held {
-                // SAFETY: `__next__` runs with the GIL held.
-                unsafe { pyo3::ffi::PyGC_Enable() };
-            }
-            return Err(PyStopIteration::new_err((value?,)));
+            let value = result.map_err(PyErr::from)?(py)?;
+            return Err(PyStopIteration::new_err((value,)));
         }
         if st.consumed {
             return Err(PyRuntimeError::new_err("cannot await an OrmKit operation twice"));

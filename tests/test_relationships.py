@@ -1450,8 +1450,6 @@ async def test_a_load_failing_between_chunks_raises_and_leaves_the_session_usabl
     # No ORDER BY: a sort would read every row before sending the first.
     with pytest.raises(DatabaseError, match=message):
         await session.query(RFailing).all()
-    # The garbage collector, paused while the rows came in chunks, runs again.
-    assert gc.isenabled()
     seen = []
     with pytest.raises(DatabaseError, match=message):
         async for r in session.query(RFailing).filter(id__gt=10).stream(batch_size=500):
@@ -1460,7 +1458,6 @@ async def test_a_load_failing_between_chunks_raises_and_leaves_the_session_usabl
     with pytest.raises(DatabaseError, match=message):
         async with session.begin():
             await session.query(RFailing).all()
-    assert gc.isenabled()
     # The rows read before the failure are right, and the session and its connection go on.
     got = await session.query(RFailing).filter(id__lt=3000).order_by("id").all()
     assert ids(got) == list(range(1, 3000))
@@ -1491,45 +1488,3 @@ async def test_loaded_instances_keep_attributes_inline(session):
     assert all(t.owner is o for o in loaded for t in o.things)
     assert not any(has_own_dict(o) for o in loaded)
     assert not any(has_own_dict(t) for o in loaded for t in o.things)
-
-
-async def seed_many_posts(session, n: int) -> None:
-    await session.insert_all([RAuthor(id=1, name="alice")])
-    await session.insert_all([RPost(id=i, title=f"t{i}", author_id=1) for i in range(1, n + 1)])
-
-
-async def test_garbage_collector_is_back_on_after_a_large_load(session):
-    # A load whose rows come in chunks pauses the cyclic collector until it ends: it must be
-    # running again afterwards, and one the user had turned off must stay off.
-    await seed_many_posts(session, 3000)
-    fresh = AsyncSession(session.engine)
-    (a,) = await fresh.query(RAuthor).options(selectinload("posts")).all()
-    assert ids(a.posts) == list(range(1, 3001))
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        (a,) = await AsyncSession(session.engine).query(RAuthor).options(selectinload("posts")).all()
-        assert len(a.posts) == 3000
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-
-
-async def test_garbage_collector_is_back_on_after_a_cancelled_load(session):
-    await seed_many_posts(session, 20000)
-    fresh = AsyncSession(session.engine)
-    load = asyncio.create_task(fresh.query(RAuthor).options(selectinload("posts")).all())
-    # Cancelled while its chunks are being built (the collector is paused then).
-    seen_paused = False
-    while not load.done():
-        await asyncio.sleep(0)
-        if not gc.isenabled():
-            seen_paused = True
-            load.cancel()
-            break
-    with pytest.raises(asyncio.CancelledError):
-        await load
-    assert seen_paused
-    assert gc.isenabled()
-    # The session goes on.
-    assert await AsyncSession(session.engine).query(RPost).count() == 20000
