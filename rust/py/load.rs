@@ -234,13 +234,11 @@ impl SharedRows {
 #[derive(Default)]
 struct UnitRows {
     chunks: Vec<SharedRows>,
-    starts: Vec<usize>,
     len: usize,
 }
 
 impl UnitRows {
     fn push(&mut self, rows: SharedRows) {
-        self.starts.push(self.len);
         self.len += rows.len();
         self.chunks.push(rows);
     }
@@ -248,11 +246,6 @@ impl UnitRows {
     /// The rows in order.
     fn iter(&self) -> impl Iterator<Item = &[Value]> {
         self.chunks.iter().flat_map(|c| (0..c.len()).map(move |r| c.row(r)))
-    }
-
-    fn row(&self, r: usize) -> &[Value] {
-        let c = if self.chunks.len() == 1 { 0 } else { self.starts.partition_point(|&s| s <= r) - 1 };
-        self.chunks[c].row(r - self.starts[c])
     }
 }
 
@@ -485,7 +478,9 @@ fn link<'py>(
             }
             None => None,
         };
-        let child_rows = &units[e.child.0];
+        // Rows by number, looked up once: a unit that came in chunks would otherwise search
+        // its chunks for every row of every child.
+        let child_rows: Vec<&[Value]> = units[e.child.0].iter().collect();
         // A one-to-one filled in from the other side (`author.profile` while loading
         // `profile.author`) is recorded too, else a flush could not tell it was untouched.
         let back_note = match (session, &e.back) {
@@ -500,7 +495,7 @@ fn link<'py>(
         };
         // The parent's key is read from its row, which is what it was loaded with.
         let parent_seg = &load.units[e.parent.0].segs[e.parent.1];
-        let parent_rows = &units[e.parent.0];
+        let parent_rows: Vec<&[Value]> = units[e.parent.0].iter().collect();
         let parent_pk_at = parent_seg.offset + handle_for(py, parent_seg.model)?.get().schema.pk;
         // A single object (many-to-one, one-to-one) left out by noload() stays unset on the
         // instance, which is marked so that reading it gives None: an assignment, even of
@@ -514,7 +509,7 @@ fn link<'py>(
                 let mut noted = None;
                 // Whether the session recorded what this relation was loaded with.
                 let mut recorded = false;
-                let parent_key = &parent_rows.row(pr)[parent_pk_at];
+                let parent_key = &parent_rows[pr][parent_pk_at];
                 if let Some((map, ph, i, link, rel)) = &note {
                     let h = ph.get();
                     if let Some(k) = Key::of(parent_key) {
@@ -542,13 +537,13 @@ fn link<'py>(
                                 // what was loaded is recorded, so that a flush can tell what
                                 // the assignment changes.
                                 if was_unknown && !e.uselist && e.kind != EdgeKind::NoLoad {
-                                    let loaded = children.first().map(|(_, r)| child_rows.row(*r)[*link].clone());
+                                    let loaded = children.first().map(|(_, r)| child_rows[*r][*link].clone());
                                     map.note_relation(h.schema.id, k, *i, RelSnap::One(loaded.unwrap_or(Value::Null)));
                                 }
                                 return Ok(());
                             }
                         }
-                        let values = children.iter().map(|(_, r)| child_rows.row(*r)[*link].clone());
+                        let values = children.iter().map(|(_, r)| child_rows[*r][*link].clone());
                         let snap = if e.kind == EdgeKind::NoLoad {
                             RelSnap::Unknown(0)
                         } else if e.uselist {
@@ -565,7 +560,7 @@ fn link<'py>(
                     }
                     if let (Some((model, idx, pk_at)), Some((map, ..))) = (back_note, &note) {
                         for (_, r) in &children {
-                            if let Some(k) = Key::of(&child_rows.row(*r)[pk_at]) {
+                            if let Some(k) = Key::of(&child_rows[*r][pk_at]) {
                                 map.note_relation(model, k, idx, RelSnap::One(parent_key.clone()));
                             }
                         }
@@ -622,7 +617,7 @@ fn link<'py>(
                 let mut group_of: FastMap<Key, usize> = FastMap::default();
                 let mut counts: Vec<usize> = Vec::new();
                 let mut member: Vec<(usize, usize)> = Vec::with_capacity(children_col.len());
-                for (r, (c, row)) in children_col.iter().zip(child_rows.iter()).enumerate() {
+                for (r, (c, row)) in children_col.iter().zip(&child_rows).enumerate() {
                     let (Some(_), Some(k)) = (c, Key::of(&row[e.child_match])) else { continue };
                     let next = counts.len();
                     let g = *group_of.entry(k).or_insert(next);
@@ -640,25 +635,27 @@ fn link<'py>(
                 }
                 starts.push(total);
                 let mut fill = starts.clone();
-                let mut flat: Vec<Option<(Bound<'py, PyAny>, usize, &Value)>> = vec![None; total];
+                // Each grouped row with its primary key (its object is `children_col[row]`).
+                let mut flat: Vec<(usize, &Value)> = vec![(0, &Value::Null); total];
                 for (r, g) in member {
-                    let c = children_col[r].as_ref().expect("grouped rows have an object");
-                    flat[fill[g]] = Some((c.clone(), r, &child_rows.row(r)[pk_at]));
+                    flat[fill[g]] = (r, &child_rows[r][pk_at]);
                     fill[g] += 1;
                 }
-                let mut flat: Vec<(Bound<'py, PyAny>, usize, &Value)> = flat.into_iter().flatten().collect();
                 if e.uselist {
                     // Keyed units come unordered from the database: each collection is put in
                     // its rows' key order here (a stable sort, cheap on runs already in order).
                     for g in 0..counts.len() {
-                        flat[starts[g]..starts[g + 1]].sort_by(|a, b| key_order(a.2, b.2));
+                        flat[starts[g]..starts[g + 1]].sort_by(|a, b| key_order(a.1, b.1));
                     }
                 }
                 for (r, p) in parents {
                     // A collection's parents have distinct keys (they reference a unique
                     // column); many-to-one targets are shared.
-                    let children = match Key::of(&parent_rows.row(r)[e.parent_key]).and_then(|k| group_of.get(&k)) {
-                        Some(&g) => flat[starts[g]..starts[g + 1]].iter().map(|(c, r, _)| (c.clone(), *r)).collect(),
+                    let children = match Key::of(&parent_rows[r][e.parent_key]).and_then(|k| group_of.get(&k)) {
+                        Some(&g) => flat[starts[g]..starts[g + 1]]
+                            .iter()
+                            .map(|&(r, _)| (children_col[r].clone().expect("grouped rows have an object"), r))
+                            .collect(),
                         None => vec![],
                     };
                     attach(r, &p, children)?;
