@@ -545,7 +545,11 @@ def _learn_attribute_names(cls: type, names: list[str]) -> None:
     instances; after that, an instance setting a name it lacks gets a full dict of its own.
     Objects built first by ``Model(...)`` with no relation set would otherwise leave the
     relation names out, and every object a later load builds would pay for a dict.
+    A class with a finalizer is left to learn them the usual way: the throwaway instance
+    would run the user's ``__del__``.
     """
+    if getattr(cls, "__del__", None) is not None:
+        return
     probe = object.__new__(cls)
     for name in names:
         object.__setattr__(probe, name, None)

@@ -2,6 +2,7 @@
 and the DDL of create_all / drop_all (unique constraints, indexes, foreign keys)."""
 
 import datetime as dt
+import gc
 import itertools
 from typing import Optional
 
@@ -608,3 +609,24 @@ async def test_two_sessions_on_one_engine(engine):
     s1, s2 = AsyncSession(engine), AsyncSession(engine)
     a = await s1.insert(_author())
     assert (await s2.get(MAuthor, a.id)).name == "Ann"
+
+
+def test_defining_a_model_does_not_run_its_finalizer():
+    finalized = []
+
+    class Finalized(Base):
+        __tablename__ = "t_finalized"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+
+        def __del__(self) -> None:
+            finalized.append(self.__dict__.get("name", "<unset>"))
+
+    gc.collect()
+    assert finalized == []
+    f = Finalized(id=1, name="kept")
+    assert f.name == "kept"
+    del f
+    gc.collect()
+    assert finalized == ["kept"]
