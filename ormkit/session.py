@@ -243,7 +243,10 @@ class AsyncSession:
         """Forgets what ``add()`` queued and rolls back the current transaction. The
         session's objects go back to the values it last read from the database (without a
         query); objects inserted in the transaction leave the session (a generated key is
-        cleared) and the loaded collections; objects deleted in it come back."""
+        cleared) and the loaded collections; objects deleted in it come back. A relationship
+        changed since it was loaded, or loaded or written in the transaction, is dropped:
+        reading it raises ``RelationNotLoaded`` until it is loaded again (one ``noload()``
+        left is None or ``[]`` again)."""
         self._new.clear()
         self._forget_transaction(0)
         if self._identity is not None:

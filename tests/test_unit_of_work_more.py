@@ -739,7 +739,7 @@ async def test_parent_set_after_an_upsert_moved_the_foreign_key_is_written(engin
     assert (await post_rows(engine, id=11))[11] == ("a1", 1)
 
 
-async def test_one_to_one_set_after_noload_stays_unknown_through_a_rollback(engine, session):
+async def test_one_to_one_set_after_noload_goes_back_to_unknown_on_rollback(engine, session):
     await seed(session)
     carol = (await authors(session, noload("profile")))[3]
     bobs = await session.get(RProfile, 2)
@@ -748,7 +748,12 @@ async def test_one_to_one_set_after_noload_stays_unknown_through_a_rollback(engi
             await session.flush()
             carol.profile = bobs
             raise Boom
-    # Not loaded since: still refused, not taken for what the database holds.
+    # The assignment is undone with the transaction: noload()'s None again, nothing written.
+    assert carol.profile is None
+    await session.commit()
+    assert (await AsyncSession(engine).get(RProfile, 2)).author_id == 2
+    # Still unknown: set again without loading it, it is refused, not taken for the database.
+    carol.profile = bobs
     with pytest.raises(InterfaceError, match="profile"):
         await session.commit()
 
@@ -867,3 +872,73 @@ async def test_a_flush_tells_unchanged_from_changed_without_missing_a_change(eng
     assert (await post_rows(engine, id=30))[30] == ("orphan!", None)
     assert p[21].author is a[1] and p[13].author is None
     await nothing_left(engine, session)
+
+
+async def group_ids(engine, author_id: int) -> list[int]:
+    (a,) = await AsyncSession(engine).query(RAuthor).filter(id=author_id).options(selectinload("groups")).all()
+    return sorted(g.id for g in a.groups)
+
+
+async def test_rollback_forgets_a_many_to_one_set_and_not_flushed(engine, session):
+    await seed(session)
+    p = (await posts(session, joinedload("author")))[12]
+    p.author = await session.get(RAuthor, 2)
+    await session.rollback()
+    # Back to what the database holds: the key says author 1, so the other author goes.
+    assert p.author_id == 1
+    with pytest.raises(RelationNotLoaded, match="author"):
+        p.author  # noqa: B018
+    await session.commit()
+    assert (await post_owner(engine))[12] == 1
+
+
+async def test_rollback_forgets_collection_changes_flushed_or_not(engine, session):
+    await seed(session)
+    carol = (await authors(session, selectinload("groups")))[3]
+    assert carol.groups == []
+    carol.groups.append(await session.get(RGroup, 1))
+    await session.rollback()
+    with pytest.raises(RelationNotLoaded, match="groups"):
+        carol.groups  # noqa: B018
+    await session.commit()
+    assert await group_ids(engine, 3) == []
+    # Written in a transaction that is rolled back: the database has none of it, nor does carol.
+    await session.load(carol, "groups")
+    with pytest.raises(Boom):
+        async with session.begin():
+            carol.groups.append(await session.get(RGroup, 2))
+            await session.flush()
+            raise Boom
+    with pytest.raises(RelationNotLoaded, match="groups"):
+        carol.groups  # noqa: B018
+    assert await group_ids(engine, 3) == []
+    # Loaded again, the same change is written.
+    await session.load(carol, "groups")
+    carol.groups.append(await session.get(RGroup, 2))
+    await session.commit()
+    assert await group_ids(engine, 3) == [2]
+
+
+async def test_rollback_keeps_relations_it_did_not_touch(engine, session):
+    await seed(session)
+    alice = (await authors(session, selectinload("posts"), selectinload("groups")))[1]
+    groups_before = sorted(g.id for g in alice.groups)
+    alice.name = "changed"
+    await session.rollback()
+    assert alice.name == "alice"
+    assert ids(alice.posts) == [11, 12, 13]
+    assert all(p.author is alice for p in alice.posts)
+    assert sorted(g.id for g in alice.groups) == groups_before
+
+
+async def test_rollback_after_a_wrong_relation_assignment(engine, session):
+    await seed(session)
+    p = (await posts(session, selectinload("author")))[11]
+    p.author = "alice"
+    await session.rollback()
+    await session.rollback()
+    with pytest.raises(RelationNotLoaded, match="author"):
+        p.author  # noqa: B018
+    p.title = "renamed"
+    await session.commit()
+    assert (await post_rows(engine, id=11))[11] == ("renamed", 1)

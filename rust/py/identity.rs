@@ -99,6 +99,9 @@ enum TxEvent {
     Removed((u32, Key), Entry),
     /// The snapshot a row had before the transaction changed it.
     Updated((u32, Key), Vec<Value>),
+    /// What the session recorded of a row's relationships changed in the transaction (they
+    /// were loaded or written in it), so after a rollback they say nothing of the database.
+    Relations((u32, Key)),
 }
 
 fn log_update(log: &mut Option<Vec<TxEvent>>, key: &(u32, Key), old: &[Value]) {
@@ -347,6 +350,9 @@ impl IdentityMap {
         let mut entries = self.guard()?;
         entries.sweep(py, 1);
         let Entries { map, inserted: log, .. } = &mut *entries;
+        if let (Some(l), Some(_)) = (log.as_mut(), &rels) {
+            l.push(TxEvent::Relations((model, key.clone())));
+        }
         match map.entry((model, key)) {
             std::collections::hash_map::Entry::Occupied(mut o)
                 if rels.is_none() && o.get().obj.bind(py).upgrade().is_some_and(|w| w.is(obj)) =>
@@ -395,10 +401,24 @@ impl IdentityMap {
     /// Records what a relation of a tracked row was just loaded with.
     pub fn note_relation(&self, model: u32, key: Key, rel: usize, value: RelSnap) {
         let Ok(mut entries) = self.guard() else { return };
-        if let Some(e) = entries.map.get_mut(&(model, key)) {
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        let k = (model, key);
+        if let Some(e) = map.get_mut(&k) {
             match e.rels.iter_mut().find(|(i, _)| *i == rel) {
                 Some(slot) => slot.1 = value,
                 None => e.rels.push((rel, value)),
+            }
+            if let Some(l) = log.as_mut() {
+                l.push(TxEvent::Relations(k));
+            }
+        }
+    }
+
+    /// Forgets what relation `rel` of a tracked row was loaded with (it is no longer held).
+    pub fn forget_relation(&self, model: u32, key: &Key, rel: usize) {
+        if let Ok(mut entries) = self.guard() {
+            if let Some(e) = entries.map.get_mut(&(model, key.clone())) {
+                e.rels.retain(|(i, _)| *i != rel);
             }
         }
     }
@@ -543,6 +563,7 @@ impl IdentityMap {
             let mut e = self.guard()?;
             let mut reset = Vec::new();
             let mut unkeyed = Vec::new();
+            let mut touched: FastSet<(u32, Key)> = FastSet::default();
             if let Some(log) = e.inserted.as_mut() {
                 let undone: Vec<TxEvent> = log.drain(mark.min(log.len())..).collect();
                 for ev in undone.into_iter().rev() {
@@ -577,6 +598,9 @@ impl IdentityMap {
                                 en.snapshot = Snap::owned(old);
                             }
                         }
+                        TxEvent::Relations(k) => {
+                            touched.insert(k);
+                        }
                     }
                 }
             }
@@ -590,9 +614,9 @@ impl IdentityMap {
                 .iter()
                 .filter_map(|((m, k), en)| en.obj.bind(py).upgrade().map(|o| (*m, k.clone(), o)))
                 .collect::<Vec<_>>();
-            (live, reset, unkeyed)
+            (live, reset, unkeyed, touched)
         };
-        let (live, reset, unkeyed) = live;
+        let (live, reset, unkeyed, touched) = live;
         for (model, obj, before) in unkeyed {
             let h = super::model::handle_for(py, model)?;
             obj.setattr(h.get().keys[h.get().schema.pk].bind(py), before)?;
@@ -610,12 +634,15 @@ impl IdentityMap {
         for (model, key, obj) in live {
             let h = super::model::handle_for(py, model)?;
             let h = h.get();
-            h.drop_unsaved_related(&obj)?;
             // The object goes back to what the database holds (as far as this session saw).
             let saw = self.guard()?.map.get(&(model, key.clone())).map(|en| en.snapshot.get().to_vec());
             if let Some(saw) = saw {
                 h.revert_to(&obj, &saw)?;
             }
+            // So do its relationships, as far as it can tell without a query (the others
+            // are dropped, to be loaded again).
+            h.forget_changed_relations(&obj, self, &key, touched.contains(&(model, key.clone())))?;
+            h.drop_unsaved_related(&obj)?;
             let snapshot = h.snapshot(&obj)?;
             let rels = h.relation_snapshots_after(&obj, Some((self, &key)), true)?;
             let mut e = self.guard()?;

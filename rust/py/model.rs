@@ -238,11 +238,74 @@ impl ModelHandle {
         for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne && cols.contains(&r.local_col)) {
             let Some(parent) = d.get_item(r.name.as_str())? else { continue };
             let fk = self.column_value(obj, r.local_col)?;
-            let now = if parent.is_none() { Value::Null } else { related_key(r, &parent)? };
-            if now != fk {
-                d.del_item(r.name.as_str())?;
-                // Unset now means not loaded: it must raise when read, not pass for noload's None.
-                unmark_noload(&d, &r.name)?;
+            // Something other than a model instance (a wrong assignment) names no row.
+            let now = if parent.is_none() { Ok(Value::Null) } else { related_key(r, &parent) };
+            if now.is_ok_and(|now| now == fk) {
+                continue;
+            }
+            d.del_item(r.name.as_str())?;
+            // Unset now means not loaded: it must raise when read, not pass for noload's None.
+            unmark_noload(&d, &r.name)?;
+        }
+        Ok(())
+    }
+
+    /// After a rollback, with the columns reverted: each relationship of `obj` that no longer
+    /// matches what the session recorded of the database is dropped (reading it raises until
+    /// it is loaded again). A many-to-one must name the row its key does; a collection or
+    /// one-to-one must match its record, which the rolled-back transaction must not have
+    /// made (`touched`). One `noload()` left unknown goes back to that: None, or an empty
+    /// list.
+    pub fn forget_changed_relations(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        map: &IdentityMap,
+        key: &Key,
+        touched: bool,
+    ) -> PyResult<()> {
+        if self.schema.relations.is_empty() {
+            return Ok(());
+        }
+        let Ok(rels) = self.schema.resolved_relations() else { return Ok(()) };
+        let py = obj.py();
+        let d = super::write::dict_of(obj)?;
+        let id = self.schema.id;
+        for (i, r) in rels.iter().enumerate() {
+            let Some(now) = d.get_item(r.name.as_str())? else { continue };
+            if r.kind == RelKind::ManyToOne {
+                let fk = self.column_value(obj, r.local_col)?;
+                // Something other than a model instance (a wrong assignment) names no row.
+                let named = if now.is_none() { Ok(Value::Null) } else { related_key(r, &now) };
+                if !named.is_ok_and(|k| k == fk) {
+                    // A noload() mark stays: unset, it reads as None again.
+                    d.del_item(r.name.as_str())?;
+                }
+                continue;
+            }
+            let before = map.relation(id, key, i);
+            let same = match &before {
+                Some(RelSnap::Unknown(at)) => {
+                    r.uselist && now.as_ptr() as usize == *at && now.len().is_ok_and(|n| n == 0)
+                }
+                Some(b) => relation_snap(r, &now).is_ok_and(|s| &s == b),
+                None => false,
+            };
+            if same && !touched {
+                continue;
+            }
+            match before {
+                // Marked as left out by noload(): unset, it reads as None again.
+                Some(RelSnap::Unknown(_)) if !r.uselist => d.del_item(r.name.as_str())?,
+                Some(RelSnap::Unknown(_)) => {
+                    let empty = PyList::empty(py);
+                    d.set_item(r.name.as_str(), &empty)?;
+                    map.note_relation(id, key.clone(), i, RelSnap::Unknown(empty.as_ptr() as usize));
+                }
+                _ => {
+                    d.del_item(r.name.as_str())?;
+                    unmark_noload(&d, &r.name)?;
+                    map.forget_relation(id, key, i);
+                }
             }
         }
         Ok(())
