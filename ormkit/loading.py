@@ -29,7 +29,7 @@ class LoadOption:
         return self._extend(relation, "noload")
 
     def __repr__(self) -> str:
-        return " -> ".join(f"{s}load({r!r})" for r, s in self.path)
+        return " -> ".join(f"{s if s == 'noload' else s + 'load'}({r!r})" for r, s in self.path)
 
 
 def _split(path: str, strategy: str) -> list[tuple[str, str]]:
@@ -50,7 +50,8 @@ def joinedload(path: str) -> LoadOption:
 
 
 def noload(path: str) -> LoadOption:
-    """Do not load: the attribute is ``[]`` (collections) or ``None``."""
+    """Do not load: the attribute is ``[]`` (collections) or ``None``. An object the session
+    already holds keeps what was loaded (or assigned) there before."""
     return LoadOption(_split(path, "noload"))
 
 

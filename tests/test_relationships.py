@@ -713,10 +713,10 @@ async def test_chained_strategies(session):
     assert python.label == "python" and python.posts == [a[1].posts[0]]
     assert python.posts[0] is a[1].posts[0]
     assert ids(rust.posts) == [11, 21] and rust.posts[1] is a[2].posts[0]
-    # a chain ending in noload
-    a = await authors(session, selectinload("posts").noload("comments"))
+    # a chain ending in noload (in a new session: noload() leaves alone what is loaded)
+    a = await authors(AsyncSession(session.engine), selectinload("posts").noload("comments"))
     assert ids(a[1].posts) == [11, 12, 13] and all(p.comments == [] for p in a[1].posts)
-    p = await posts(session, joinedload("author").noload("profile"))
+    p = await posts(AsyncSession(session.engine), joinedload("author").noload("profile"))
     assert p[11].author.name == "alice" and p[11].author.profile is None
 
 
@@ -884,9 +884,10 @@ async def test_lazy_defaults(session):
     # a joined collection default with limit still limits parents
     (first,) = await session.query(RLzParent).order_by("id").limit(1).all()
     assert first.id == 1 and ids(first.kids_joined) == [11, 12]
-    # options override the defaults
+    # options override the defaults (in a new session: noload() leaves alone what is loaded)
     got = by_id(
-        await session.query(RLzParent)
+        await AsyncSession(session.engine)
+        .query(RLzParent)
         .options(noload("kids_selectin"), noload("kids_joined"), selectinload("kids_raise"), joinedload("kids_select"))
         .all()
     )
@@ -1488,3 +1489,47 @@ async def test_loaded_instances_keep_attributes_inline(session):
     assert all(t.owner is o for o in loaded for t in o.things)
     assert not any(has_own_dict(o) for o in loaded)
     assert not any(has_own_dict(t) for o in loaded for t in o.things)
+
+
+async def test_noload_leaves_alone_what_is_already_loaded(session):
+    await seed(session)
+    (alice,) = await session.query(RAuthor).filter(id=1).options(selectinload("posts")).all()
+    # Another query of the same object with noload(): what it holds stays.
+    (again,) = await session.query(RAuthor).filter(id=1).options(noload("posts")).all()
+    assert again is alice and ids(alice.posts) == [11, 12, 13]
+    p = alice.posts[0]
+    (p_again,) = await session.query(RPost).filter(id=p.id).options(noload("author")).all()
+    assert p_again is p and p.author is alice
+    # ...and it can still be changed and written.
+    alice.posts.append(await session.get(RPost, 30))
+    await session.commit()
+    (fresh,) = await AsyncSession(session.engine).query(RAuthor).filter(id=1).options(selectinload("posts")).all()
+    assert ids(fresh.posts) == [11, 12, 13, 30]
+
+
+async def test_noload_leaves_alone_what_the_same_query_loads_by_another_path(session):
+    await session.insert_all(
+        [
+            RNode(id=1, name="root", parent_id=None),
+            RNode(id=2, name="a", parent_id=1),
+            RNode(id=4, name="a1", parent_id=2),
+        ]
+    )
+    for strategy in BOTH:
+        fresh = AsyncSession(session.engine)
+        got = by_id(
+            await fresh.query(RNode)
+            .filter(id__in=[2, 4])
+            .options(strategy("children"), strategy("parent").noload("children"))
+            .all()
+        )
+        # Node 2 is a root of the query (children loaded) and the parent of node 4 (noload).
+        assert ids(got[2].children) == [4]
+        assert got[4].parent is got[2]
+        assert got[4].children == []
+
+
+def test_load_options_repr_names_their_functions():
+    assert repr(selectinload("posts").noload("comments")) == "selectinload('posts') -> noload('comments')"
+    assert repr(noload("posts")) == "noload('posts')"
+    assert repr(joinedload("author").selectinload("posts")) == "joinedload('author') -> selectinload('posts')"

@@ -450,6 +450,10 @@ fn link<'py>(
             .filter_map(|(r, o)| o.as_ref().filter(|o| seen.insert(o.as_ptr() as usize)).map(|o| (r, o.clone())))
             .collect()
     };
+    // (object, relation name) pairs this load has filled in, across edges, for its noload()
+    // edges to leave alone.
+    let attached: std::cell::RefCell<FastSet<(usize, usize)>> = Default::default();
+    let track = load.edges.iter().any(|e| e.kind == EdgeKind::NoLoad);
     for e in &load.edges {
         let parents = distinct(&objects[e.parent.0][e.parent.1]);
         let name = pyo3::types::PyString::intern(py, &e.name);
@@ -506,6 +510,12 @@ fn link<'py>(
         };
         let attach =
             |pr: usize, parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
+                // noload() leaves alone what this load already attached to the object by
+                // another path (a tree reached as children and as parents).
+                let slot = (parent.as_ptr() as usize, name.as_ptr() as usize);
+                if e.kind == EdgeKind::NoLoad && attached.borrow().contains(&slot) {
+                    return Ok(());
+                }
                 let mut noted = None;
                 // Whether the session recorded what this relation was loaded with.
                 let mut recorded = false;
@@ -523,6 +533,11 @@ fn link<'py>(
                             Some(_) => dict_of(parent)?.get_item(&name)?,
                             None => None,
                         };
+                        // ...and what an earlier load gave it (as SQLAlchemy's noload does
+                        // for objects already in the session).
+                        if e.kind == EdgeKind::NoLoad && now.is_some() {
+                            return Ok(());
+                        }
                         if let (Some(before), Some(now)) = (before, now) {
                             let was_unknown = matches!(before, RelSnap::Unknown(_));
                             let changed = match before {
@@ -557,6 +572,9 @@ fn link<'py>(
                 if let Some(b) = &back {
                     for (c, _) in &children {
                         set_attr(c, b, parent)?;
+                        if track {
+                            attached.borrow_mut().insert((c.as_ptr() as usize, b.as_ptr() as usize));
+                        }
                     }
                     if let (Some((model, idx, pk_at)), Some((map, ..))) = (back_note, &note) {
                         for (_, r) in &children {
@@ -572,6 +590,9 @@ fn link<'py>(
                         *at = list.as_ptr() as usize;
                     }
                     set_attr(parent, &name, &list)?;
+                    if track {
+                        attached.borrow_mut().insert(slot);
+                    }
                 } else if let Some(only) = &noload_mark {
                     // With nothing recorded for it in the session, a value there was assigned
                     // (or filled in from the other side) and is kept, not dropped unflushed.
@@ -580,6 +601,9 @@ fn link<'py>(
                 } else {
                     let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
                     set_attr(parent, &name, &one)?;
+                    if track {
+                        attached.borrow_mut().insert(slot);
+                    }
                 }
                 if let Some((map, model, k, i, snap)) = noted {
                     map.note_relation(model, k, i, snap);
