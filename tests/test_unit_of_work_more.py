@@ -22,6 +22,7 @@ from ormkit import (
     InterfaceError,
     Mapped,
     RelationNotLoaded,
+    ValueTypeError,
     create_engine,
     joinedload,
     mapped_column,
@@ -942,3 +943,25 @@ async def test_rollback_after_a_wrong_relation_assignment(engine, session):
     p.title = "renamed"
     await session.commit()
     assert (await post_rows(engine, id=11))[11] == ("renamed", 1)
+
+
+async def test_relationship_values_of_the_wrong_shape_are_refused_with_the_field(engine, session):
+    await seed(session)
+    alice = (await authors(session, selectinload("posts"), selectinload("groups")))[1]
+    p = alice.posts[0]
+    cases = [
+        (alice, "posts", None, r"RAuthor\.posts was set to None; it takes a list of RPost instances"),
+        (alice, "groups", await session.get(RGroup, 3), r"RAuthor\.groups was set to .*RGroup.*; it takes a list"),
+        (alice, "posts", [p, "not a post"], r"RAuthor\.posts holds str 'not a post'; it takes RPost instances"),
+        (p, "author", "alice", r"RPost\.author was set to str 'alice'; it takes a RAuthor instance \(or None\)"),
+    ]
+    for obj, name, value, message in cases:
+        before = getattr(obj, name)
+        setattr(obj, name, value)
+        with pytest.raises(ValueTypeError, match=message):
+            await session.commit()
+        setattr(obj, name, before)
+    # Nothing was written, and the session goes on.
+    await session.commit()
+    assert (await post_owner(engine))[11] == 1
+    assert await group_ids(engine, 1) == sorted(g.id for g in alice.groups)

@@ -15,7 +15,7 @@ use pyo3::types::{PyList, PyString};
 use super::engine::remember_all;
 use super::identity::{IdentityMap, RelSnap, Tracked};
 use super::model::{handle_for, related_key_in, ModelHandle, Rels};
-use super::write::{dict_of, handle_of, items, WritePlan};
+use super::write::{check_related, dict_of, handle_of, items, WritePlan};
 use crate::compile::{self, Dialect};
 use crate::driver::{Response, WriteOp};
 use crate::errors::{Error, Kind};
@@ -420,6 +420,7 @@ impl<'py> Planner<'py, '_> {
         let mut changed = false;
         for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne) {
             let Some(cur) = d.get_item(PyString::intern(py, &r.name))? else { continue };
+            check_related(m, r, &cur)?;
             // What the row holds: a record of the parent it was loaded with may be older
             // (an upsert or a read since changed the key).
             let before = t.snapshot[r.local_col].clone();
@@ -480,6 +481,7 @@ impl<'py> Planner<'py, '_> {
         let mut changed = false;
         for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind != RelKind::ManyToOne) {
             let Some(cur) = d.get_item(PyString::intern(py, &r.name))? else { continue };
+            check_related(m, r, &cur)?;
             let before: std::borrow::Cow<'_, [Value]> = match t.rels.iter().find(|(i, _)| *i == ri) {
                 Some((_, RelSnap::Many(v))) => std::borrow::Cow::Borrowed(v.as_slice()),
                 Some((_, RelSnap::One(v))) => {

@@ -40,6 +40,45 @@ pub struct WritePlan {
     objects: Vec<Py<PyAny>>,
 }
 
+/// Refuses a relationship value of the wrong shape before anything is written, with the
+/// model, the relationship and the fix: a collection takes a list (or tuple or set) of model
+/// instances, a single relationship a model instance or None.
+pub fn check_related(m: &ModelHandle, r: &crate::schema::ResolvedRel, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let is_model = |o: &Bound<'_, PyAny>| o.get_type().hasattr(pyo3::intern!(o.py(), "__ormkit__")).unwrap_or(false);
+    let (model, rel, target) = (&m.schema.name, &r.name, &r.target.name);
+    if !r.uselist {
+        if value.is_none() || is_model(value) {
+            return Ok(());
+        }
+        return Err(Error::value_type(format!(
+            "{model}.{rel} was set to {}; it takes a {target} instance (or None)",
+            convert::describe(value)
+        ))
+        .into());
+    }
+    let is_collection = value.is_instance_of::<PyList>()
+        || value.is_instance_of::<pyo3::types::PyTuple>()
+        || value.is_instance_of::<pyo3::types::PySet>();
+    if !is_collection {
+        let shown = if value.is_none() { "None".to_string() } else { convert::describe(value) };
+        return Err(Error::value_type(format!(
+            "{model}.{rel} was set to {shown}; it takes a list of {target} instances (assign [] to empty it)"
+        ))
+        .into());
+    }
+    for o in value.try_iter()? {
+        let o = o?;
+        if !is_model(&o) {
+            return Err(Error::value_type(format!(
+                "{model}.{rel} holds {}; it takes {target} instances",
+                convert::describe(&o)
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 pub fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandle>> {
     let h = obj
         .get_type()
@@ -127,6 +166,11 @@ impl WritePlan {
         let d = dict_of(obj)?;
         let mut from_ops: Vec<(usize, usize, usize)> = forced.to_vec();
         // Parents first: this row needs their keys.
+        for r in rels.iter() {
+            if let Some(v) = d.get_item(r.name.as_str())? {
+                check_related(m, r, &v)?;
+            }
+        }
         for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne) {
             let Some(parent) = d.get_item(r.name.as_str())? else { continue };
             if parent.is_none() || from_ops.iter().any(|f| f.0 == r.local_col) {
