@@ -180,6 +180,9 @@ class AsyncSession:
             self._identity.settle(handle, instance, columns)
         relations = [n for n in names if n in model.__ormkit_relations__]
         if relations:
+            # Unset first, so that the load replaces them (a changed collection would be kept).
+            for name in relations:
+                instance.__dict__.pop(name, None)
             await self.load(instance, *relations)
         return instance
 

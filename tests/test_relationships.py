@@ -1033,6 +1033,24 @@ async def test_refresh_reloads_exactly_the_named_attributes(session):
     assert a.name == "al"
 
 
+async def test_refresh_drops_unflushed_relationship_changes(session):
+    await seed(session)
+    (a,) = await session.query(RAuthor).filter(id=1).options(selectinload("posts"), selectinload("groups")).all()
+    groups = sorted(g.id for g in a.groups)
+    a.posts.append(await session.get(RPost, 30))
+    a.groups.clear()
+    p = a.posts[0]
+    p.author = await session.get(RAuthor, 2)
+    await session.refresh(a, ["posts", "groups"])
+    await session.refresh(p, ["author", "author_id"])
+    assert ids(a.posts) == [11, 12, 13] and sorted(g.id for g in a.groups) == groups
+    assert p.author is a
+    await session.commit()  # nothing left to write
+    fresh = AsyncSession(session.engine)
+    (b,) = await fresh.query(RAuthor).filter(id=1).options(selectinload("posts"), selectinload("groups")).all()
+    assert ids(b.posts) == [11, 12, 13] and sorted(g.id for g in b.groups) == groups
+
+
 # ---------------------------------------------------------------------------------------------
 # link errors
 # ---------------------------------------------------------------------------------------------
