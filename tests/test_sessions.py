@@ -581,3 +581,11 @@ async def test_refresh_drops_unflushed_changes_and_leaves_nothing_to_write(sessi
     assert len(updates) == 1 and '"name"' in updates[0] and '"age"' not in updates[0]
     fresh = await AsyncSession(engine).get(User, u.id)
     assert (fresh.name, fresh.age) == ("mine", 2)
+
+
+async def test_stream_refuses_relationship_options(session):
+    await session.insert_all([Forum(id=1, name="f1"), Forum(id=2, name="f2")])
+    with pytest.raises(Exception, match=r"Forum: stream\(\) loads no relationships.*\.all\(\)"):
+        session.query(Forum).options(selectinload("threads")).stream()
+    got = [f.id async for f in session.query(Forum).order_by("id").stream(batch_size=1)]
+    assert got == [1, 2]

@@ -649,6 +649,15 @@ impl QueryCore {
                 Error::value_type(format!("{}: stream(batch_size=...) must be at least 1", self.schema.name)).into()
             );
         }
+        // The eager defaults (`lazy="selectin"`) are left out, as documented; options the
+        // caller asked for would be lost without a word.
+        if load::defaults(&self.schema).is_ok_and(|d| d != self.shape.loads) {
+            return Err(Error::value_type(format!(
+                "{}: stream() loads no relationships, so it cannot take .options(...); use .all() (or load them per batch with session.load)",
+                self.schema.name
+            ))
+            .into());
+        }
         let compiled = self.model_compiled(engine)?;
         StreamCore::start(
             engine,
