@@ -1208,6 +1208,17 @@ async def group_names(reader, author_id: int) -> list[str]:
     return [g.name for g in a.groups]
 
 
+async def test_many_to_many_link_row_twice_gives_the_object_once(session):
+    await seed(session)
+    await session.insert(RAuthorGroup(author_id=1, group_id=1))  # alice is in admins twice
+    for strategy in BOTH:
+        fresh = AsyncSession(session.engine)
+        a = await authors(fresh, strategy("groups"))
+        assert [g.name for g in a[1].groups] == ["admins", "devs"]
+        g = by_id(await fresh.query(RGroup).options(strategy("members")).order_by("id").all())
+        assert [m.name for m in g[1].members] == ["alice"]
+
+
 async def test_many_to_many_add_and_remove_through_the_collection(engine, session, reader):
     await seed(session)
     a = await authors(session, selectinload("groups"))

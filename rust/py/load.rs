@@ -676,10 +676,16 @@ fn link<'py>(
                     // A collection's parents have distinct keys (they reference a unique
                     // column); many-to-one targets are shared.
                     let children = match Key::of(&parent_rows[r][e.parent_key]).and_then(|k| group_of.get(&k)) {
-                        Some(&g) => flat[starts[g]..starts[g + 1]]
-                            .iter()
-                            .map(|&(r, _)| (children_col[r].clone().expect("grouped rows have an object"), r))
-                            .collect(),
+                        // Sorted by key, a row met twice (a link table holding the same pair
+                        // twice) is side by side: the object goes in once, as a join gives it.
+                        Some(&g) => {
+                            let mut last: Option<&Value> = None;
+                            flat[starts[g]..starts[g + 1]]
+                                .iter()
+                                .filter(|&&(_, pk)| last.replace(pk) != Some(pk))
+                                .map(|&(r, _)| (children_col[r].clone().expect("grouped rows have an object"), r))
+                                .collect()
+                        }
                         None => vec![],
                     };
                     attach(r, &p, children)?;
