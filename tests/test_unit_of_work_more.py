@@ -965,3 +965,24 @@ async def test_relationship_values_of_the_wrong_shape_are_refused_with_the_field
     await session.commit()
     assert (await post_owner(engine))[11] == 1
     assert await group_ids(engine, 1) == sorted(g.id for g in alice.groups)
+
+
+async def test_child_moved_through_a_collection_leaves_the_old_parents(engine, session):
+    await seed(session)
+    a = await authors(session, selectinload("posts"), selectinload("profile"))
+    alice, bob, carol = a[1], a[2], a[3]
+    p12 = next(p for p in alice.posts if p.id == 12)
+    bob.posts.append(p12)
+    await session.commit()
+    assert ids(alice.posts) == [11, 13] and sorted(ids(bob.posts)) == [12, 21] and p12.author is bob
+    assert (await post_owner(engine))[12] == 2
+    # A one-to-one moved the same way leaves the old owner.
+    profile = bob.profile
+    carol.profile = profile
+    await session.commit()
+    assert bob.profile is None and carol.profile is profile and profile.author_id == 3
+    # Nothing left to write, and what the session recorded matches the database.
+    await session.commit()
+    fresh = await authors(AsyncSession(engine), selectinload("posts"), selectinload("profile"))
+    assert ids(fresh[1].posts) == [11, 13] and ids(fresh[2].posts) == [12, 21]
+    assert fresh[2].profile is None and fresh[3].profile.id == profile.id

@@ -577,8 +577,20 @@ impl<'py> Planner<'py, '_> {
                         if v.is_none() {
                             dict_of(&o)?.set_item(c.keys[r.remote_col].bind(py), &owner_py)?;
                             self.plan.insert(&o, &[])?;
-                        } else if c.column_value(&o, r.remote_col)? != owner_value {
-                            self.set_column(&o, c, r.remote_col, &owner_py)?;
+                        } else {
+                            let was = c.column_value(&o, r.remote_col)?;
+                            if was != owner_value {
+                                // Moved here from another parent: it leaves that one's
+                                // collection (or one-to-one) too, once written.
+                                let prev = match r.local_col == m.schema.pk {
+                                    true => Key::of(&was).and_then(|k| self.map.lookup(py, m.schema.id, &k)),
+                                    false => None,
+                                };
+                                if let Some(prev) = prev.filter(|p| !p.is(&t.obj)) {
+                                    self.mirror(&prev, &Some((r.name.clone(), r.uselist)), &o, false);
+                                }
+                                self.set_column(&o, c, r.remote_col, &owner_py)?;
+                            }
                         }
                         self.mirror(&o, &back, &t.obj, true);
                     }
