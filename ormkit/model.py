@@ -373,9 +373,11 @@ def _relation_target(ann: Any) -> tuple[str | None, bool]:
     if origin is typing.Union or origin is types.UnionType:
         inner = next(a for a in typing.get_args(inner) if a is not type(None))
     if isinstance(inner, typing.ForwardRef):
-        return inner.__forward_arg__, is_list
+        inner = inner.__forward_arg__
     if isinstance(inner, str):
-        return inner, is_list
+        # A quoted part (``Mapped["list[Post]"]``) says what the whole annotation would.
+        name, quoted_list = _relation_target(inner)
+        return name, is_list or quoted_list
     return getattr(inner, "__name__", None), is_list
 
 
@@ -454,6 +456,8 @@ def _register(cls: type[Base]) -> None:
             if value is not _MISSING and not isinstance(value, (MappedColumn, Column)):
                 spec = MappedColumn(default=value)
             inner = _unwrap_mapped(cls.__name__, attr, resolved)
+            if isinstance(inner, typing.ForwardRef):  # Mapped["int | None"]
+                inner = _resolve(klass, attr, inner.__forward_arg__)
             type_name, ann_nullable = _column_type(cls.__name__, attr, inner)
             if spec.type is not None:
                 if (
