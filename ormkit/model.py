@@ -427,6 +427,14 @@ def _register(cls: type[Base]) -> None:
     table = cls.__dict__["__tablename__"]
     if not isinstance(table, str):
         raise TypeError(f"{cls.__name__}.__tablename__ must be a str, got {table!r}")
+    for base in cls.__mro__[1:]:
+        if "__ormkit__" in base.__dict__:
+            # Its columns and relationships are already bound to its own table.
+            raise TypeError(
+                f"{cls.__name__} derives from the model {base.__name__}: a model cannot be the base of "
+                f"another table; declare the shared columns on a plain mixin class (or an abstract base "
+                f"without __tablename__) and derive both {base.__name__} and {cls.__name__} from it"
+            )
     columns: list[dict[str, Any]] = []
     relations: dict[str, Relationship] = {}
     defaults: dict[str, Any] = {}

@@ -630,3 +630,29 @@ def test_defining_a_model_does_not_run_its_finalizer():
     del f
     gc.collect()
     assert finalized == ["kept"]
+
+
+def test_a_model_cannot_be_the_base_of_another_table():
+    class SharedParent(Base):
+        __tablename__ = "t_shared_parent"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        status: Mapped[str] = mapped_column(default="new")
+
+    with pytest.raises(TypeError, match=r"SharedChild derives from the model SharedParent.*plain mixin"):
+
+        class SharedChild(SharedParent):
+            __tablename__ = "t_shared_child"
+
+    # The parent is untouched, and a mixin shares columns as intended.
+    assert SharedParent().status == "new"
+
+    class StatusMixin:
+        status: Mapped[str] = mapped_column(default="new")
+
+    class MixedIn(StatusMixin, Base):
+        __tablename__ = "t_mixed_in"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    assert MixedIn().status == "new" and MixedIn.__ormkit_fields__ == ("status", "id")
