@@ -15,7 +15,7 @@ use pyo3::types::{PyList, PyString};
 use super::engine::remember_all;
 use super::identity::{IdentityMap, RelSnap, Tracked};
 use super::model::{handle_for, related_key_in, ModelHandle, Rels};
-use super::write::{check_related, dict_of, handle_of, items, WritePlan};
+use super::write::{check_related, dict_of, handle_of, items, member_handle, WritePlan};
 use crate::compile::{self, Dialect};
 use crate::driver::{Response, WriteOp};
 use crate::errors::{Error, Kind};
@@ -508,7 +508,7 @@ impl<'py> Planner<'py, '_> {
             let mut gained: Vec<(Bound<'py, PyAny>, Option<Value>)> = Vec::new();
             for o in &now {
                 // Members are nearly always of the target class itself: its handle is at hand.
-                let th = if o.get_type().is(target_cls) { target.bind(py).clone() } else { handle_of(o)? };
+                let th = if o.get_type().is(target_cls) { target.bind(py).clone() } else { member_handle(m, r, o)? };
                 if th.get().schema.id != r.target.id {
                     return Err(Error::value_type(format!(
                         "{}.{} holds a {}; it takes {} instances",

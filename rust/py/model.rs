@@ -237,10 +237,7 @@ impl ModelHandle {
         let d = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
         for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne && cols.contains(&r.local_col)) {
             let Some(parent) = d.get_item(r.name.as_str())? else { continue };
-            let fk = self.column_value(obj, r.local_col)?;
-            // Something other than a model instance (a wrong assignment) names no row.
-            let now = if parent.is_none() { Ok(Value::Null) } else { related_key(r, &parent) };
-            if now.is_ok_and(|now| now == fk) {
+            if self.names_parent(obj, r, &parent)? {
                 continue;
             }
             d.del_item(r.name.as_str())?;
@@ -273,10 +270,7 @@ impl ModelHandle {
         for (i, r) in rels.iter().enumerate() {
             let Some(now) = d.get_item(r.name.as_str())? else { continue };
             if r.kind == RelKind::ManyToOne {
-                let fk = self.column_value(obj, r.local_col)?;
-                // Something other than a model instance (a wrong assignment) names no row.
-                let named = if now.is_none() { Ok(Value::Null) } else { related_key(r, &now) };
-                if !named.is_ok_and(|k| k == fk) {
+                if !self.names_parent(obj, r, &now)? {
                     // A noload() mark stays: unset, it reads as None again.
                     d.del_item(r.name.as_str())?;
                 }
@@ -309,6 +303,14 @@ impl ModelHandle {
             }
         }
         Ok(())
+    }
+
+    /// Whether `parent` (many-to-one `r` of `obj`, or None) is the row `obj`'s key names.
+    /// Something other than a model instance (a wrong assignment) names no row.
+    fn names_parent(&self, obj: &Bound<'_, PyAny>, r: &ResolvedRel, parent: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let fk = self.column_value(obj, r.local_col)?;
+        let named = if parent.is_none() { Ok(Value::Null) } else { related_key(r, parent) };
+        Ok(named.is_ok_and(|k| k == fk))
     }
 
     /// `expire_parents` over every column: after a write that may have changed any key.

@@ -41,8 +41,9 @@ pub struct WritePlan {
 }
 
 /// Refuses a relationship value of the wrong shape before anything is written, with the
-/// model, the relationship and the fix: a collection takes a list (or tuple or set) of model
-/// instances, a single relationship a model instance or None.
+/// model, the relationship and the fix: a collection takes a list (or tuple or set), a single
+/// relationship a model instance or None. Members are checked where they are handled
+/// (`member_handle`), so a collection is walked once.
 pub fn check_related(m: &ModelHandle, r: &crate::schema::ResolvedRel, value: &Bound<'_, PyAny>) -> PyResult<()> {
     let is_model = |o: &Bound<'_, PyAny>| o.get_type().hasattr(pyo3::intern!(o.py(), "__ormkit__")).unwrap_or(false);
     let (model, rel, target) = (&m.schema.name, &r.name, &r.target.name);
@@ -66,17 +67,26 @@ pub fn check_related(m: &ModelHandle, r: &crate::schema::ResolvedRel, value: &Bo
         ))
         .into());
     }
-    for o in value.try_iter()? {
-        let o = o?;
-        if !is_model(&o) {
-            return Err(Error::value_type(format!(
-                "{model}.{rel} holds {}; it takes {target} instances",
-                convert::describe(&o)
-            ))
-            .into());
-        }
-    }
     Ok(())
+}
+
+/// The handle of `o`, a member of collection `r` of `m`; one that is not a model instance is
+/// refused with the model, the relationship and what it takes.
+pub fn member_handle<'py>(
+    m: &ModelHandle,
+    r: &crate::schema::ResolvedRel,
+    o: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, ModelHandle>> {
+    handle_of(o).map_err(|_| {
+        Error::value_type(format!(
+            "{}.{} holds {}; it takes {} instances",
+            m.schema.name,
+            r.name,
+            convert::describe(o),
+            r.target.name
+        ))
+        .into()
+    })
 }
 
 pub fn handle_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, ModelHandle>> {
@@ -232,7 +242,7 @@ impl WritePlan {
                 None => None,
             };
             for child in items(&v)? {
-                let ch = handle_of(&child)?;
+                let ch = member_handle(m, r, &child)?;
                 let c = ch.get();
                 match r.kind {
                     RelKind::OneToMany => {
