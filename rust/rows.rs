@@ -39,9 +39,11 @@ impl RowSet {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
     Int(i64),
-    Text(String),
-    Bytes(Vec<u8>),
-    Other(String),
+    // Boxed rather than growable: a key never changes, and the identity map keeps one per
+    // tracked row, so a smaller key keeps more of its table in the cache.
+    Text(Box<str>),
+    Bytes(Box<[u8]>),
+    Other(Box<str>),
 }
 
 impl Key {
@@ -51,9 +53,9 @@ impl Key {
             Value::Null => return None,
             Value::Int(i) => Key::Int(*i),
             Value::Bool(b) => Key::Int(*b as i64),
-            Value::Text(s) => Key::Text(s.clone()),
-            Value::Bytes(b) => Key::Bytes(b.clone()),
-            other => Key::Other(format!("{other:?}")),
+            Value::Text(s) => Key::Text(s.as_str().into()),
+            Value::Bytes(b) => Key::Bytes(b.as_slice().into()),
+            other => Key::Other(format!("{other:?}").into()),
         })
     }
 }

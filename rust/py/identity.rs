@@ -25,36 +25,49 @@ pub enum RelSnap {
 /// Relation snapshots by relation index.
 pub type RelSnapshots = Vec<(usize, RelSnap)>;
 
-/// A row's values as last read or written: a slice of the result it was read from (shared
-/// by every row of that result, so reading costs no copy per row), or values of its own.
-/// Both kinds are shared, so that a flush can look at every tracked row without copying.
+/// A row's values as last read or written: `len` values from `start` in a result's values
+/// (shared by every row of that result, so reading costs no copy per row), or values of its
+/// own (`start` 0 and `len` all of them). Both kinds are shared, so that a flush can look at
+/// every tracked row without copying. Offsets are 32-bit to keep the map's entries small.
 #[derive(Clone, Debug)]
-enum Snap {
-    Shared(Arc<Vec<Value>>, usize, usize),
-    Owned(Arc<Vec<Value>>),
+struct Snap {
+    values: Arc<Vec<Value>>,
+    start: u32,
+    len: u32,
 }
 
 impl Snap {
     fn owned(values: Vec<Value>) -> Snap {
-        Snap::Owned(Arc::new(values))
+        match u32::try_from(values.len()) {
+            Ok(len) => Snap { values: Arc::new(values), start: 0, len },
+            Err(_) => unreachable!("a row has fewer than 2^32 columns"),
+        }
+    }
+
+    /// A row inside a shared result; copied out if its place does not fit the offsets.
+    fn shared(values: &Arc<Vec<Value>>, start: usize, len: usize) -> Snap {
+        match (u32::try_from(start), u32::try_from(len)) {
+            (Ok(s), Ok(l)) => Snap { values: values.clone(), start: s, len: l },
+            _ => Snap::owned(values[start..start + len].to_vec()),
+        }
     }
 
     fn get(&self) -> &[Value] {
-        match self {
-            Snap::Shared(v, start, len) => &v[*start..*start + *len],
-            Snap::Owned(v) => v.as_slice(),
-        }
+        let start = self.start as usize;
+        &self.values[start..start + self.len as usize]
+    }
+
+    /// Whether it is a row of a larger result (not values of its own).
+    fn is_shared(&self) -> bool {
+        self.len as usize != self.values.len()
     }
 
     fn make_mut(&mut self) -> &mut Vec<Value> {
-        if let Snap::Shared(..) = self {
+        if self.is_shared() {
             *self = Snap::owned(self.get().to_vec());
         }
-        match self {
-            // Copied first if a flush still looks at it.
-            Snap::Owned(v) => Arc::make_mut(v),
-            Snap::Shared(..) => unreachable!("made owned above"),
-        }
+        // Copied first if a flush still looks at it.
+        Arc::make_mut(&mut self.values)
     }
 }
 
@@ -73,7 +86,36 @@ impl std::ops::Deref for SnapshotRef {
 struct Entry {
     obj: Py<PyWeakrefReference>,
     snapshot: Snap,
-    rels: RelSnapshots,
+    rels: Rels,
+}
+
+/// A tracked row's relation snapshots. Most rows have none: boxed, so that an entry stays
+/// small and more of the map's table fits in the cache.
+#[derive(Default)]
+struct Rels(Option<Box<RelSnapshots>>);
+
+impl Rels {
+    fn of(rels: RelSnapshots) -> Rels {
+        Rels((!rels.is_empty()).then(|| Box::new(rels)))
+    }
+
+    fn get(&self) -> &[(usize, RelSnap)] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+
+    fn set(&mut self, rel: usize, value: RelSnap) {
+        let rels = self.0.get_or_insert_with(Default::default);
+        match rels.iter_mut().find(|(i, _)| *i == rel) {
+            Some(slot) => slot.1 = value,
+            None => rels.push((rel, value)),
+        }
+    }
+
+    fn remove(&mut self, rel: usize) {
+        if let Some(rels) = self.0.as_mut() {
+            rels.retain(|(i, _)| *i != rel);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -147,56 +189,16 @@ impl Entries {
         // that the result is freed rather than kept for the few still alive. Rows of a result
         // still mostly alive (a load in progress, chunk by chunk) keep sharing it.
         for e in self.map.values_mut() {
-            let Snap::Shared(v, _, len) = &e.snapshot else { continue };
-            if Arc::strong_count(v).saturating_mul(2) > v.len() / (*len).max(1) {
+            let snap = &e.snapshot;
+            if !snap.is_shared()
+                || Arc::strong_count(&snap.values).saturating_mul(2) > snap.values.len() / (snap.len as usize).max(1)
+            {
                 continue;
             }
             e.snapshot.make_mut();
         }
         let room = if adding == usize::MAX { 0 } else { adding };
         self.sweep_at = (self.map.len().saturating_add(room) * 2).max(1024);
-    }
-}
-
-/// Below this many values, a grave is freed where it is dug.
-const GRAVE_MIN_VALUES: usize = 4096;
-
-/// What dead entries held, freed off the event loop's thread. The rows a load replaces are
-/// usually a whole earlier result (tens of thousands of strings), allocated by a driver
-/// thread; freeing them there keeps that work out of the load the user is waiting for.
-#[derive(Default)]
-struct Grave {
-    rows: Vec<Snap>,
-    rels: Vec<RelSnapshots>,
-}
-
-impl Grave {
-    fn bury(&mut self, entry: Entry) {
-        let Entry { obj, snapshot, rels } = entry;
-        drop(obj);
-        match snapshot {
-            // Not the last reference to its result: dropping it is a counter decrement.
-            Snap::Shared(ref v, ..) if Arc::strong_count(v) > 1 => {}
-            last => self.rows.push(last),
-        }
-        if !rels.is_empty() {
-            self.rels.push(rels);
-        }
-    }
-
-    fn send(self) {
-        // A few rows are cheaper to free here than to wake the runtime's thread for.
-        let values: usize = self
-            .rows
-            .iter()
-            .map(|s| match s {
-                Snap::Shared(v, ..) | Snap::Owned(v) => v.len(),
-            })
-            .sum();
-        if values + self.rels.len() < GRAVE_MIN_VALUES {
-            return;
-        }
-        crate::driver::runtime().spawn(async move { drop(self) });
     }
 }
 
@@ -235,7 +237,6 @@ impl IdentityMap {
         let n = starts.len();
         let mut out = Vec::with_capacity(n);
         let mut stale: Vec<(Bound<'py, PyAny>, Vec<Value>, Vec<Value>)> = Vec::new();
-        let mut grave = Grave::default();
         {
             let mut entries = self.guard()?;
             if entries.map.is_empty() {
@@ -253,7 +254,7 @@ impl IdentityMap {
                     out.push(make(row)?);
                     continue;
                 };
-                let snap = || Snap::Shared(values.clone(), start, width);
+                let snap = || Snap::shared(values, start, width);
                 match map.entry((model, key)) {
                     std::collections::hash_map::Entry::Occupied(mut o) => {
                         if let Some(obj) = o.get().obj.bind(py).upgrade() {
@@ -265,23 +266,21 @@ impl IdentityMap {
                             out.push(obj);
                             continue;
                         }
+                        // The dead entry's values are freed here, on the thread that read them
+                        // (PostgreSQL rows are decoded on the loop's thread): freed on another
+                        // thread, the allocator would have to hand them back across threads.
                         let obj = make(row)?;
-                        let old = std::mem::replace(
-                            o.get_mut(),
-                            Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: vec![] },
-                        );
-                        grave.bury(old);
+                        *o.get_mut() = Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: Rels::default() };
                         out.push(obj);
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
                         let obj = make(row)?;
-                        v.insert(Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: vec![] });
+                        v.insert(Entry { obj: weak_ref(&obj)?, snapshot: snap(), rels: Rels::default() });
                         out.push(obj);
                     }
                 }
             }
         }
-        grave.send();
         for (obj, old, new) in &stale {
             refresh(obj, old, new)?;
         }
@@ -308,7 +307,9 @@ impl IdentityMap {
         for ((_, snapshot), obj) in items.into_iter().zip(weak) {
             let Some(key) = Key::of(&snapshot[pk]) else { continue };
             let k = (model, key);
-            let old = entries.map.insert(k.clone(), Entry { obj, snapshot: Snap::owned(snapshot), rels: rels.clone() });
+            let old = entries
+                .map
+                .insert(k.clone(), Entry { obj, snapshot: Snap::owned(snapshot), rels: Rels::of(rels.clone()) });
             // Logged before the insert: the log is replayed backwards, so a rollback undoes
             // this row before it puts back what the row displaced.
             if let Some(old) = old {
@@ -361,12 +362,17 @@ impl IdentityMap {
                 o.get_mut().snapshot = Snap::owned(snapshot);
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                let new = Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() };
+                let new =
+                    Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: Rels::of(rels.unwrap_or_default()) };
                 let old = std::mem::replace(o.get_mut(), new);
                 log_replaced(py, log, o.key(), old);
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Entry { obj: weak, snapshot: Snap::owned(snapshot), rels: rels.unwrap_or_default() });
+                v.insert(Entry {
+                    obj: weak,
+                    snapshot: Snap::owned(snapshot),
+                    rels: Rels::of(rels.unwrap_or_default()),
+                });
             }
         }
         Ok(())
@@ -395,7 +401,7 @@ impl IdentityMap {
     pub fn relation(&self, model: u32, key: &Key, rel: usize) -> Option<RelSnap> {
         let entries = self.guard().ok()?;
         let e = entries.map.get(&(model, key.clone()))?;
-        e.rels.iter().find(|(i, _)| *i == rel).map(|(_, s)| s.clone())
+        e.rels.get().iter().find(|(i, _)| *i == rel).map(|(_, s)| s.clone())
     }
 
     /// Records what a relation of a tracked row was just loaded with.
@@ -404,10 +410,7 @@ impl IdentityMap {
         let Entries { map, inserted: log, .. } = &mut *entries;
         let k = (model, key);
         if let Some(e) = map.get_mut(&k) {
-            match e.rels.iter_mut().find(|(i, _)| *i == rel) {
-                Some(slot) => slot.1 = value,
-                None => e.rels.push((rel, value)),
-            }
+            e.rels.set(rel, value);
             if let Some(l) = log.as_mut() {
                 l.push(TxEvent::Relations(k));
             }
@@ -418,7 +421,7 @@ impl IdentityMap {
     pub fn forget_relation(&self, model: u32, key: &Key, rel: usize) {
         if let Ok(mut entries) = self.guard() {
             if let Some(e) = entries.map.get_mut(&(model, key.clone())) {
-                e.rels.retain(|(i, _)| *i != rel);
+                e.rels.remove(rel);
             }
         }
     }
@@ -504,7 +507,7 @@ impl IdentityMap {
                     model: *m,
                     obj,
                     snapshot: SnapshotRef(e.snapshot.clone()),
-                    rels: e.rels.clone(),
+                    rels: e.rels.get().to_vec(),
                 })
             })
             .collect())
@@ -649,7 +652,7 @@ impl IdentityMap {
             if let Some(en) = e.map.get_mut(&(model, key)) {
                 en.snapshot = Snap::owned(snapshot);
                 if let Some(r) = rels {
-                    en.rels = r;
+                    en.rels = Rels::of(r);
                 }
             }
         }
