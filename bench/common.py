@@ -189,7 +189,7 @@ class Iters:
 
     @classmethod
     def default(cls) -> Iters:
-        return cls(200, 2000, 50, 500, 2, 5, 1, 3)
+        return cls(200, 2000, 50, 500, 2, 10, 1, 3)
 
     @classmethod
     def quick(cls) -> Iters:
@@ -225,26 +225,50 @@ async def call(fn: Any, *args: Any) -> Any:
     return r
 
 
+# Called (untimed) before each unit of timed work: a warm-up, a batch of TURN_CALLS calls, a
+# bulk repetition. `run.py` makes the workers of one round take turns there, one at a time,
+# so that a slow spell of a shared machine (its speed can halve for seconds) falls on every
+# library alike instead of on whichever process happened to run then.
+_gate: Any = None
+TURN_CALLS = 100
+
+
+def set_gate(gate: Any) -> None:
+    global _gate
+    _gate = gate
+
+
+def wait_turn(last: bool = False) -> None:
+    """``last``: the worker is done timing (its clean-up waits for the other workers)."""
+    if _gate is not None:
+        _gate(last)
+
+
 async def time_calls(fn: Any, args: list[Any], warmup: int, sync: bool) -> Timing:
     """Per-call workloads: each call timed on its own with perf_counter_ns; the result of each
     call is dropped outside the timed region."""
     ns = time.perf_counter_ns
+    wait_turn()
     for a in args[:warmup]:
         await call(fn, a)
     timed = args[warmup:]
     out = [0] * len(timed)
-    if not sync:
-        for i, a in enumerate(timed):
-            t0 = ns()
-            r = await fn(a)
-            out[i] = ns() - t0
-            del r
-    else:
-        for i, a in enumerate(timed):
-            t0 = ns()
-            r = fn(a)
-            out[i] = ns() - t0
-            del r
+    for start in range(0, len(timed), TURN_CALLS):
+        wait_turn()
+        if not sync:
+            for i in range(start, min(start + TURN_CALLS, len(timed))):
+                a = timed[i]
+                t0 = ns()
+                r = await fn(a)
+                out[i] = ns() - t0
+                del r
+        else:
+            for i in range(start, min(start + TURN_CALLS, len(timed))):
+                a = timed[i]
+                t0 = ns()
+                r = fn(a)
+                out[i] = ns() - t0
+                del r
     return Timing(out)
 
 
@@ -256,6 +280,7 @@ async def time_bulk(
     ns = time.perf_counter_ns
     out = []
     for i in range(warmup + timed):
+        wait_turn()
         if before is not None:
             await call(before, i)
         arg = arg_for(i)

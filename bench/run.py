@@ -1,4 +1,4 @@
-"""OrmKit's side-by-side benchmark: every library in its own process, interleaved in rounds.
+"""OrmKit's side-by-side benchmark: every library in its own process, taking turns at timed work.
 
     python bench/run.py [--rounds 5] [--backends sqlite,postgresql] [--libs ormkit,sqlalchemy,...] [--quick]
 
@@ -16,10 +16,13 @@ import json
 import math
 import os
 import platform
+import queue
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,28 +166,112 @@ def machine_info() -> dict[str, Any]:
 # ---------------------------------------------------------------- running
 
 
-def run_worker(lib: str, backend: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+def worker_cmd(lib: str, backend: str, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, str(HERE / "worker.py"), "--lib", lib, "--backend", backend, "--pg-dsn", args.pg_dsn]
     if args.quick:
         cmd.append("--quick")
     if args.workloads:
         cmd += ["--workloads", args.workloads]
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=str(HERE.parent))
-    except subprocess.TimeoutExpired as e:
-        log.write(f"\n===== {lib} / {backend}: TIMEOUT after {args.timeout}s\n{e.stderr or ''}\n")
-        return {"lib": lib, "backend": backend, "error": f"timed out after {args.timeout}s"}
-    elapsed = time.perf_counter() - t0
-    log.write(f"\n===== {lib} / {backend}: exit {p.returncode}, {elapsed:.1f}s\n{p.stderr}\n")
-    log.flush()
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        tail = "\n".join(p.stderr.strip().splitlines()[-15:])
-        return {"lib": lib, "backend": backend, "error": f"worker exited with {p.returncode}", "stderr_tail": tail}
-    rep = json.loads(lines[-1])
-    rep["wall_s"] = round(elapsed, 2)
-    return rep
+    return [*cmd, "--turns"]
+
+
+class Worker:
+    """One library's worker process in a round, speaking the turn protocol: it prints TURN and
+    waits for a line on stdin before each unit of timed work, and its JSON report last."""
+
+    def __init__(self, lib: str, backend: str, args: argparse.Namespace) -> None:
+        self.lib, self.backend = lib, backend
+        self.err = tempfile.TemporaryFile(mode="w+")  # a file: a full stderr pipe would stall it
+        self.proc = subprocess.Popen(
+            worker_cmd(lib, backend, args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            text=True,
+            cwd=str(HERE.parent),
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.started = time.perf_counter()
+        self.report: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.at_end = False
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_turn(self, deadline: float) -> bool:
+        """Until the worker stops before timed work (True), or at its clean-up or its end (False)."""
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                self.error = "timed out"
+                self.proc.kill()
+                return False
+            if line is None:
+                return False
+            if line.strip() == "TURN":
+                return True
+            if line.strip() == "TURN end":
+                self.at_end = True
+                return False
+            if line.startswith("{"):
+                self.report = json.loads(line)
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write("GO\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+
+    def finish(self, log: Any, deadline: float) -> dict[str, Any]:
+        if self.at_end:
+            self.go()
+            self.wait_turn(deadline)  # its report, then the end of its output
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+            self.error = self.error or "timed out"
+        elapsed = time.perf_counter() - self.started
+        self.err.seek(0)
+        stderr = self.err.read()
+        self.err.close()
+        log.write(f"\n===== {self.lib} / {self.backend}: exit {code}, {elapsed:.1f}s\n{stderr}\n")
+        log.flush()
+        if self.error or code != 0 or self.report is None:
+            tail = "\n".join(stderr.strip().splitlines()[-15:])
+            why = self.error or f"worker exited with {code}"
+            return {"lib": self.lib, "backend": self.backend, "error": why, "stderr_tail": tail}
+        rep = self.report
+        rep["wall_s"] = round(elapsed, 2)
+        return rep
+
+
+def run_round(backend: str, libs: list[str], args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
+    """One round of one backend: every library's worker starts at once (set-up, data load and
+    checks run side by side, untimed), then they take turns, one unit of timed work each, in
+    an order that rotates, so that neighbouring units of different libraries share the
+    machine's state of the moment. Only the worker whose turn it is runs."""
+    deadline = time.perf_counter() + args.timeout
+    workers = [Worker(lib, backend, args) for lib in libs]
+    waiting = [w for w in workers if w.wait_turn(deadline)]  # everyone set up before any timing
+    turn = 0
+    while waiting:
+        order = waiting[turn % len(waiting) :] + waiting[: turn % len(waiting)]
+        turn += 1
+        # A worker done timing waits at its clean-up ("TURN end") until the others are done.
+        waiting = [w for w in order if (w.go(), w.wait_turn(deadline))[1]]
+    return [w.finish(log, deadline) for w in workers]
 
 
 def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -452,7 +539,7 @@ def main() -> int:
     ap.add_argument("--pg-dsn", default=DEFAULT_PG)
     ap.add_argument("--out", default=str(HERE / "results"), help="directory for the report")
     ap.add_argument("--name", default=None, help="file stem of the report (default latest; quick with --quick)")
-    ap.add_argument("--timeout", type=float, default=1200, help="seconds per worker process")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds per round of one backend")
     args = ap.parse_args()
 
     rounds = args.rounds or (Iters.quick().rounds if args.quick else Iters.default().rounds)
@@ -480,7 +567,6 @@ def main() -> int:
             print(f"!!! {skipped['postgresql']} - the PostgreSQL half does NOT run", file=sys.stderr)
             backends = [b for b in backends if b != "postgresql"]
 
-    plan = [(b, lib) for b in backends for lib in libs if b in LIBS[lib][1]]
     started = dt.datetime.now().astimezone()
     t0 = time.perf_counter()
     reports: list[dict[str, Any]] = []
@@ -488,23 +574,32 @@ def main() -> int:
     log_path = out_dir / f"{stem}.log"
     with open(log_path, "w") as log:
         for r in range(rounds):
-            for backend, lib in plan:
-                print(f"[round {r + 1}/{rounds}] {backend:<10} {lib:<11} ", end="", file=sys.stderr, flush=True)
-                rep = run_worker(lib, backend, args, log)
-                rep["round"] = r + 1
-                reports.append(rep)
-                if "error" in rep:
-                    msg = f"round {r + 1} {backend}/{lib}: {rep['error']}"
-                    failures.append(msg)
-                    print(f"FAILED: {rep['error']}\n{rep.get('stderr_tail', '')}", file=sys.stderr)
-                else:
-                    bad = [
-                        f"{lab} {w}: {e['status']}"
-                        for lab, ws in rep["rows"].items()
-                        for w, e in ws.items()
-                        if e["status"] != "ok"
-                    ]
-                    print(f"{rep['wall_s']:6.1f} s" + (f"  ({'; '.join(bad)})" if bad else ""), file=sys.stderr)
+            for backend in backends:
+                round_libs = [lib for lib in libs if backend in LIBS[lib][1]]
+                print(
+                    f"[round {r + 1}/{rounds}] {backend:<10} {', '.join(round_libs)} ... ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                t_round = time.perf_counter()
+                notes = []
+                for rep in run_round(backend, round_libs, args, log):
+                    rep["round"] = r + 1
+                    reports.append(rep)
+                    if "error" in rep:
+                        failures.append(f"round {r + 1} {backend}/{rep['lib']}: {rep['error']}")
+                        notes.append(f"{rep['lib']} FAILED: {rep['error']}\n{rep.get('stderr_tail', '')}")
+                    else:
+                        notes += [
+                            f"{rep['lib']} {lab} {w}: {e['status']}"
+                            for lab, ws in rep["rows"].items()
+                            for w, e in ws.items()
+                            if e["status"] != "ok"
+                        ]
+                print(f"{time.perf_counter() - t_round:6.1f} s", file=sys.stderr)
+                for n in notes:
+                    print(f"    {n}", file=sys.stderr)
 
     ok = [r for r in reports if "error" not in r]
     versions: dict[str, str] = {}

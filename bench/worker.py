@@ -51,8 +51,10 @@ from common import (
     norm_user,
     parse_ts,
     random_ids,
+    set_gate,
     time_bulk,
     time_calls,
+    wait_turn,
 )
 from libs import LIBS, Env, Library, load_lib
 
@@ -270,6 +272,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"[{args.lib}/{backend}] {label} {w}: " + (f"{s['median']:.2f} {s['unit']}" if s else entry["status"]),
                 file=sys.stderr,
             )
+        wait_turn(last=True)  # the clean-up below waits until every worker of the round is done timing
     finally:
         try:
             if backend == "postgresql":
@@ -289,9 +292,23 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="few iterations (smoke test)")
     ap.add_argument("--pg-dsn", default=DEFAULT_PG)
     ap.add_argument("--workloads", default="", help="comma-separated subset, e.g. W1,W4")
+    ap.add_argument(
+        "--turns",
+        action="store_true",
+        help="before each unit of timed work, print TURN and wait for a line on stdin (run.py's protocol)",
+    )
     args = ap.parse_args()
     out = sys.stdout
     sys.stdout = sys.stderr  # libraries' chatter must not corrupt the JSON
+    if args.turns:
+
+        def gate(last: bool) -> None:
+            out.write("TURN end\n" if last else "TURN\n")
+            out.flush()
+            if not sys.stdin.readline():  # the runner is gone
+                raise SystemExit("run.py closed the turn pipe")
+
+        set_gate(gate)
     report = asyncio.run(main_async(args))
     out.write(json.dumps(report, default=str) + "\n")
     out.flush()
