@@ -36,7 +36,7 @@ impl RowSet {
 }
 
 /// A hashable form of a key value, for grouping rows by key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Key {
     Int(i64),
     // Boxed rather than growable: a key never changes, and the identity map keeps one per
@@ -57,6 +57,29 @@ impl Key {
             Value::Bytes(b) => Key::Bytes(b.as_slice().into()),
             other => Key::Other(format!("{other:?}").into()),
         })
+    }
+}
+
+impl std::hash::Hash for Key {
+    /// An integer key hashes as the integer alone: it is by far the most common key, and the
+    /// variant tag would cost the hasher another round for every row. Keys of other kinds
+    /// hash with a tag of their own; equal hashes across kinds are told apart by `Eq`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Key::Int(i) => state.write_i64(*i),
+            Key::Text(s) => {
+                state.write_u8(1);
+                s.hash(state);
+            }
+            Key::Bytes(b) => {
+                state.write_u8(2);
+                b.hash(state);
+            }
+            Key::Other(s) => {
+                state.write_u8(3);
+                s.hash(state);
+            }
+        }
     }
 }
 

@@ -45,6 +45,7 @@ impl Snap {
     }
 
     /// A row inside a shared result; copied out if its place does not fit the offsets.
+    #[inline]
     fn shared(values: &Arc<Vec<Value>>, start: usize, len: usize) -> Snap {
         match (u32::try_from(start), u32::try_from(len)) {
             (Ok(s), Ok(l)) => Snap { values: values.clone(), start: s, len: l },
