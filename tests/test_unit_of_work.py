@@ -569,6 +569,25 @@ async def test_unflushed_collection_change_survives_a_second_query(engine, sessi
     assert await group_ids(engine, 1) == [1, 2, 3]
 
 
+async def test_a_second_query_leaves_the_children_of_a_changed_collection_alone(engine, session):
+    """Loading a collection again while the user's change to it is unflushed keeps the change,
+    and the children the database still lists under that parent are not pointed back at it:
+    the post moved (and reassigned) stays with its new author, and that is what is written."""
+    await seed(session)
+    a = await authors(session, selectinload("posts"))
+    p11 = by_id(a[1].posts)[11]
+    a[1].posts.remove(p11)
+    a[2].posts.append(p11)
+    p11.author = a[2]
+    again = await authors(session, selectinload("posts"))
+    assert again[1] is a[1] and sorted(ids(a[1].posts)) == [12, 13]
+    assert p11.author is a[2]
+    assert all(p.author is a[1] for p in a[1].posts)
+    await session.commit()
+    assert (await post_owner(engine))[11] == 2
+    assert sorted(ids((await authors(AsyncSession(engine), selectinload("posts")))[1].posts)) == [12, 13]
+
+
 async def test_streamed_rows_are_the_sessions_objects(engine, session):
     """With the identity map on, ``stream()`` hands out the session's object for a row it holds."""
     await seed(session)

@@ -11,7 +11,7 @@ use super::identity::{IdentityMap, RelSnap};
 use super::model::{handle_for, relation_snap};
 use super::write::dict_of;
 use crate::bridge::Pending;
-use crate::compile::load::{compile_load, CompiledLoad, EdgeKind};
+use crate::compile::load::{compile_load, CompiledLoad, Edge, EdgeKind};
 use crate::compile::{self, Compiled};
 use crate::driver::{LoadUnit, Request};
 use crate::errors::Error;
@@ -254,6 +254,48 @@ impl UnitRows {
 struct Built {
     units: Vec<UnitRows>,
     objects: Vec<Vec<Vec<Option<Py<PyAny>>>>>,
+    /// By edge: the parents whose children were pointed back at them as they were read.
+    early: Vec<Option<EarlyBack>>,
+}
+
+/// A select-in edge's parents by the key their children match, for pointing each child back
+/// at its parent while the child is fresh in the cache (its chunk was just read) instead of
+/// in a second pass over every child once all are read. Only parents whose relation the
+/// session has no record of are here: for the others, `link` decides what to attach.
+struct EarlyBack {
+    back: Py<pyo3::types::PyString>,
+    parents: FastMap<Key, Py<PyAny>>,
+    /// The parents above (by address), for `link` to leave their children's back reference.
+    done: FastSet<usize>,
+}
+
+impl EarlyBack {
+    /// For edge `e` whose parents are all read (a select-in unit runs after its parent's).
+    fn new(py: Python<'_>, load: &CompiledLoad, e: &Edge, built: &Built, map: &IdentityMap) -> PyResult<EarlyBack> {
+        let back = e.back.as_deref().ok_or_else(|| Error::internal("an early back reference without a name"))?;
+        let parent_seg = &load.units[e.parent.0].segs[e.parent.1];
+        let ph = handle_for(py, parent_seg.model)?;
+        let h = ph.get();
+        let rel = h.schema.resolved_relations()?.iter().position(|r| r.name == e.name);
+        let pk_at = parent_seg.offset + h.schema.pk;
+        let mut parents = FastMap::default();
+        let mut done = FastSet::default();
+        let objs = &built.objects[e.parent.0][e.parent.1];
+        for (row, obj) in built.units[e.parent.0].iter().zip(objs) {
+            let (Some(obj), Some(k)) = (obj, Key::of(&row[e.parent_key])) else { continue };
+            // What `link` would compare with: a relation the session recorded is attached
+            // there, or kept as the user changed it.
+            let recorded = match (rel, Key::of(&row[pk_at])) {
+                (Some(i), Some(pk)) => map.relation(h.schema.id, &pk, i).is_some(),
+                _ => false,
+            };
+            if !recorded {
+                done.insert(obj.as_ptr() as usize);
+                parents.insert(k, obj.clone_ref(py));
+            }
+        }
+        Ok(EarlyBack { back: pyo3::types::PyString::intern(py, back).clone().unbind(), parents, done })
+    }
 }
 
 impl Built {
@@ -261,6 +303,7 @@ impl Built {
         Built {
             units: load.units.iter().map(|_| UnitRows::default()).collect(),
             objects: load.units.iter().map(|u| u.segs.iter().map(|_| Vec::new()).collect()).collect(),
+            early: load.edges.iter().map(|_| None).collect(),
         }
     }
 
@@ -286,6 +329,24 @@ impl Built {
                 *objs = col.into_iter().map(|o| o.map(Bound::unbind)).collect();
             } else {
                 objs.extend(col.into_iter().map(|o| o.map(Bound::unbind)));
+            }
+        }
+        for (i, e) in load.edges.iter().enumerate() {
+            if e.kind != EdgeKind::Selectin || e.back.is_none() || e.child.0 != unit {
+                continue;
+            }
+            if self.early[i].is_none() {
+                self.early[i] = Some(EarlyBack::new(py, load, e, self, map)?);
+            }
+            let Some(early) = &self.early[i] else { continue };
+            let back = early.back.bind(py);
+            let objs = &self.objects[unit][e.child.1];
+            let first = objs.len() - rows.len();
+            for (r, obj) in objs[first..].iter().enumerate() {
+                let (Some(c), Some(k)) = (obj, Key::of(&rows.row(r)[e.child_match])) else { continue };
+                if let Some(p) = early.parents.get(&k) {
+                    set_attr(c.bind(py), back, p.bind(py))?;
+                }
             }
         }
         self.units[unit].push(rows);
@@ -438,7 +499,7 @@ fn link<'py>(
     built: Built,
     session: Option<&IdentityMap>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let Built { units, objects } = built;
+    let Built { units, objects, early } = built;
     let objects: Vec<Vec<Vec<Option<Bound<'py, PyAny>>>>> = objects
         .into_iter()
         .map(|u| u.into_iter().map(|s| s.into_iter().map(|o| o.map(|p| p.into_bound(py))).collect()).collect())
@@ -454,8 +515,11 @@ fn link<'py>(
     // edges to leave alone.
     let attached: std::cell::RefCell<FastSet<(usize, usize)>> = Default::default();
     let track = load.edges.iter().any(|e| e.kind == EdgeKind::NoLoad);
-    for e in &load.edges {
+    let no_early = FastSet::default();
+    for (ei, e) in load.edges.iter().enumerate() {
         let parents = distinct(&objects[e.parent.0][e.parent.1]);
+        // Parents whose children already point back at them (set as the children were read).
+        let pointed_back = early[ei].as_ref().map_or(&no_early, |b| &b.done);
         let name = pyo3::types::PyString::intern(py, &e.name);
         let back = e.back.as_ref().map(|b| pyo3::types::PyString::intern(py, b));
         // In a session, what each relation was loaded with is recorded (as the linking
@@ -570,8 +634,11 @@ fn link<'py>(
                     }
                 }
                 if let Some(b) = &back {
+                    let pointed = pointed_back.contains(&(parent.as_ptr() as usize));
                     for (c, _) in &children {
-                        set_attr(c, b, parent)?;
+                        if !pointed {
+                            set_attr(c, b, parent)?;
+                        }
                         if track {
                             attached.borrow_mut().insert((c.as_ptr() as usize, b.as_ptr() as usize));
                         }
