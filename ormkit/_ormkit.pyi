@@ -90,7 +90,10 @@ def install_init(
 
 def new_query(model: ModelHandle) -> QueryCore: ...
 
-# rust/py/query.rs
+# rust/py/identity.rs
+
+def after_collection(phase: str, info: dict[str, Any]) -> None:
+    """In ``gc.callbacks``: frees the map entries of rows whose objects a collection freed."""
 
 class IdentityMap:
     def __new__(cls, **kwargs: Any) -> IdentityMap: ...

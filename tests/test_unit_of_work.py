@@ -646,6 +646,25 @@ async def test_the_map_does_not_keep_objects_with_loaded_relations_alive(engine,
     assert alive() is None
 
 
+async def test_rows_of_objects_the_collector_frees_leave_the_map_with_them(engine, session):
+    """Parents and their loaded children refer to one another, so only the cyclic collector
+    frees them; when it does, the session's map lets go of their rows then (not at whatever the
+    session does next), while rows of objects still held stay tracked and written."""
+    await session.insert_all([RAuthor(id=i, name=f"a{i}") for i in range(1, 401)])
+    await session.insert_all([RPost(id=10 * i + k, title="t", author_id=i) for i in range(1, 401) for k in range(3)])
+    kept = await session.get(RAuthor, 7)
+    loaded = await session.query(RAuthor).options(selectinload("posts")).all()
+    assert loaded[0].posts[0].author is loaded[0]
+    assert len(session._identity) == 1600
+    del loaded
+    gc.collect()
+    # The author held stays, with the posts its loaded collection holds.
+    assert len(session._identity) == 4
+    kept.name = "still written"
+    await session.commit()
+    assert (await AsyncSession(engine).get(RAuthor, 7)).name == "still written"
+
+
 # ---------------------------------------------------------------------------------------------
 # begin(), failed flushes, rollback()
 # ---------------------------------------------------------------------------------------------

@@ -205,9 +205,57 @@ impl Entries {
 
 /// Objects are held weakly: the map never keeps an instance alive on its own.
 #[pyclass(frozen, module = "ormkit._ormkit")]
-#[derive(Default)]
 pub struct IdentityMap {
-    entries: Mutex<Entries>,
+    entries: Arc<Mutex<Entries>>,
+}
+
+impl Default for IdentityMap {
+    fn default() -> Self {
+        let entries = Arc::new(Mutex::new(Entries::default()));
+        if let Ok(mut maps) = MAPS.lock() {
+            maps.retain(|m| m.strong_count() > 0);
+            maps.push(Arc::downgrade(&entries));
+        }
+        IdentityMap { entries }
+    }
+}
+
+/// Every session's map, for [`after_collection`] to find the entries of rows whose objects the
+/// collector just freed.
+static MAPS: Mutex<Vec<std::sync::Weak<Mutex<Entries>>>> = Mutex::new(Vec::new());
+
+/// Below this many objects freed by a collection, no map is looked at.
+const SWEEP_AFTER_COLLECTED: i64 = 1024;
+
+/// Called by Python's cyclic collector after each collection (`gc.callbacks`). Objects that
+/// refer to one another (a parent and its loaded children) are freed by the collector, not
+/// when the last reference goes; their rows' entries then free their values here, with them,
+/// rather than at whatever the session does next (a load would pay for freeing the rows of
+/// the one before). A map is only walked when the collection freed a good share of its size.
+#[pyfunction]
+pub fn after_collection(py: Python<'_>, phase: &str, info: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
+    if phase != "stop" {
+        return Ok(());
+    }
+    let collected: i64 = match info.get_item(pyo3::intern!(py, "collected"))? {
+        Some(v) => v.extract()?,
+        None => return Ok(()),
+    };
+    if collected < SWEEP_AFTER_COLLECTED {
+        return Ok(());
+    }
+    let maps: Vec<Arc<Mutex<Entries>>> = match MAPS.lock() {
+        Ok(maps) => maps.iter().filter_map(std::sync::Weak::upgrade).collect(),
+        Err(_) => return Ok(()),
+    };
+    for map in maps {
+        // A map in use (the collection ran inside one of its updates) is left for later.
+        let Ok(mut entries) = map.try_lock() else { continue };
+        if entries.map.len() as u64 <= collected as u64 * 8 {
+            entries.sweep(py, usize::MAX);
+        }
+    }
+    Ok(())
 }
 
 /// One tracked object, as `live()` hands it to a flush.

@@ -59,6 +59,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(model::register_model, m)?)?;
     m.add_function(wrap_pyfunction!(new_query, m)?)?;
     m.add_function(wrap_pyfunction!(init::install_init, m)?)?;
+    let sweep = wrap_pyfunction!(identity::after_collection, m)?;
+    py.import("gc")?.getattr("callbacks")?.call_method1("append", (&sweep,))?;
+    m.add_function(sweep)?;
     crate::errors::py::register(py, m)?;
     Ok(())
 }
