@@ -378,7 +378,7 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any], libs: list[str]) -> str:
         "# OrmKit benchmark"
         + (" (quick run: 1 round, few iterations - a smoke test, not a measurement)" if meta["quick"] else ""),
         "",
-        f"{meta['started']} · {rounds} round(s), libraries interleaved in each round · {meta['duration_s']:.0f} s",
+        f"{meta['started']} · {rounds} round(s), libraries taking turns in each round · {meta['duration_s']:.0f} s",
         "",
         "## Machine",
         "",
