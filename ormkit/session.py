@@ -106,15 +106,19 @@ class AsyncSession:
 
     async def upsert(self, instance: M, conflict_target: Any, update_fields: Any = None) -> M:
         """``INSERT ... ON CONFLICT (conflict_target) DO UPDATE SET update_fields`` (default:
-        every given column but the key and the target). Returns the instance, carrying the
-        row as stored."""
-        await self._executor().upsert(
+        every given column but the key and the target). Returns the session's object for the
+        row, carrying the row as stored: the instance itself, unless the session already held
+        another object for that row. That object is then brought up to date (keeping unflushed
+        changes of its own) and returned, and the instance stays outside the session, as with
+        SQLAlchemy's ``merge()``."""
+        (out,) = await self._executor().upsert(
             _handle(type(instance)), [instance], conflict_target, None if update_fields is None else list(update_fields)
         )
-        return instance
+        return out
 
     async def upsert_all(self, instances: Any, conflict_target: Any, update_fields: Any = None) -> list[Any]:
-        """``upsert`` for many instances of one model, in one transaction."""
+        """``upsert`` for many instances of one model, in one transaction; returns the session's
+        object for each row, as ``upsert`` does."""
         items = list(instances)
         if not items:
             return []
@@ -124,10 +128,11 @@ class AsyncSession:
                 raise TypeError(
                     f"upsert_all() takes instances of one model; got {model.__name__} and {type(i).__name__}"
                 )
-        await self._executor().upsert(
-            _handle(model), items, conflict_target, None if update_fields is None else list(update_fields)
+        return list(
+            await self._executor().upsert(
+                _handle(model), items, conflict_target, None if update_fields is None else list(update_fields)
+            )
         )
-        return items
 
     def query(self, model: type[M]) -> Query[M]:
         return Query(model, self)

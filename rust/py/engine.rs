@@ -775,6 +775,9 @@ impl EngineCore {
         self.submit(Request::Batch { groups, columns, rowid: None }, move |py, rows| {
             let m = model.get();
             let l = list.bind(py);
+            let all: Vec<usize> = (0..m.keys.len()).collect();
+            // What the call answers: for each row, the session's object for it.
+            let mut out: Vec<Bound<'_, PyAny>> = Vec::with_capacity(l.len());
             for (i, row) in rows.values.chunks(m.keys.len()).enumerate() {
                 let o = l.get_item(i)?;
                 let d = o.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
@@ -783,17 +786,34 @@ impl EngineCore {
                 }
                 // A parent loaded before that the stored row no longer points at goes.
                 m.expire_all_parents(&o)?;
-                // Logged before the objects are remembered: a rollback replays the log
-                // backwards, so whatever remembering them displaced is put back first.
-                if let (Some(map), Some(key)) = (&identity, crate::rows::Key::of(&row[m.schema.pk])) {
-                    let map = map.get();
-                    if !map.lookup(py, m.schema.id, &key).is_some_and(|t| t.is(&o)) {
-                        map.log_upsert(m.schema.id, key, o.unbind(), keys_before[i].clone_ref(py));
+                let (Some(map), Some(key)) = (&identity, crate::rows::Key::of(&row[m.schema.pk])) else {
+                    out.push(o);
+                    continue;
+                };
+                let map = map.get();
+                match map.lookup(py, m.schema.id, &key) {
+                    // The session already has another object for the row (tracked before, or
+                    // upserted earlier in this call): as on a read, that object follows what
+                    // is stored, keeping unflushed changes of its own, and is what the call
+                    // hands back; `o` stays outside the session, as the instance given to
+                    // SQLAlchemy's merge() does. Tracking `o` instead would leave the other
+                    // object's later changes unwritten.
+                    Some(t) if !t.is(&o) => {
+                        map.settle_columns(m, &o, &all)?;
+                        out.push(t);
+                    }
+                    held => {
+                        // Logged before the object is remembered: a rollback replays the log
+                        // backwards, so whatever remembering it displaced is put back first.
+                        if held.is_none() {
+                            map.log_upsert(m.schema.id, key, o.clone().unbind(), keys_before[i].clone_ref(py));
+                        }
+                        m.remember(&o, Some(map), Rels::Keep)?;
+                        out.push(o);
                     }
                 }
             }
-            remember_all(&identity, l.iter(), Rels::Keep)?;
-            Ok(list.into_any())
+            Ok(PyList::new(py, out)?.into_any().unbind())
         })
     }
 
