@@ -108,9 +108,10 @@ class AsyncSession:
         """``INSERT ... ON CONFLICT (conflict_target) DO UPDATE SET update_fields`` (default:
         every given column but the key and the target). Returns the session's object for the
         row, carrying the row as stored: the instance itself, unless the session already held
-        another object for that row. That object is then brought up to date (keeping unflushed
-        changes of its own) and returned, and the instance stays outside the session, as with
-        SQLAlchemy's ``merge()``."""
+        another object for that row. That object then takes the row as stored (its unflushed
+        changes to columns are dropped, as by ``refresh()``) and is returned; the instance
+        carries the row too but stays outside the session, as with SQLAlchemy's ``merge()``:
+        change the returned object."""
         (out,) = await self._executor().upsert(
             _handle(type(instance)), [instance], conflict_target, None if update_fields is None else list(update_fields)
         )

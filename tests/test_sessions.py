@@ -262,26 +262,47 @@ async def test_upsert_inserts_then_updates(session):
 
 async def test_upsert_onto_a_row_the_session_holds_answers_the_held_object(session, engine):
     """An upsert of another instance onto a row the session holds answers the session's object,
-    brought up to date as on a read (its own unflushed change kept), whose later changes are
-    written; the instance given carries the stored row but stays outside the session."""
+    which takes the row as stored (what the upsert wrote wins over its unflushed change) and
+    whose later changes are written; the instance given carries the stored row but stays
+    outside the session."""
     held = await session.insert(User(email="h@x", name="Held", age=1))
     held.age = 5
     given = User(email="h@x", name="Upserted", age=9)
     got = await session.upsert(given, conflict_target="email", update_fields=["name", "age"])
     assert got is held
-    assert (held.name, held.age) == ("Upserted", 5)
+    assert (held.name, held.age) == ("Upserted", 9)
     assert (given.id, given.name, given.age) == (held.id, "Upserted", 9)
     assert await session.get(User, held.id) is held
+    with engine.query_log() as log:
+        await session.commit()
+    assert log.statements == []
     held.name = "Later"
     await session.commit()
     stored = await AsyncSession(engine).get(User, held.id)
-    assert (stored.name, stored.age) == ("Later", 5)
+    assert (stored.name, stored.age) == ("Later", 9)
     # Two instances onto one new row in one call: both answers are the first one, tracked.
     a, b = await session.upsert_all([User(email="n@x", name="A"), User(email="n@x", name="B")], "email")
     assert a is b and a.name == "B"
     a.name = "C"
     await session.commit()
     assert (await AsyncSession(engine).get(User, a.id)).name == "C"
+
+
+async def test_upsert_onto_a_held_row_rolled_back_gives_both_objects_their_state_back(session, engine):
+    """Rolled back, an upsert onto a row the session holds leaves the held object as the
+    database has it again, and the instance given gets back the key it had (none)."""
+    held = await session.insert(User(email="r@x", name="Held"))
+    given = User(email="r@x", name="Upserted")
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            assert await session.upsert(given, conflict_target="email") is held
+            assert held.name == "Upserted" and given.id == held.id
+            raise RuntimeError("undo")
+    assert held.name == "Held" and given.id is None
+    assert (await AsyncSession(engine).get(User, held.id)).name == "Held"
+    with engine.query_log() as log:
+        await session.commit()
+    assert log.statements == []
 
 
 async def test_upsert_rolled_back_leaves_the_object_new_with_the_key_it_had(session, engine):

@@ -775,7 +775,6 @@ impl EngineCore {
         self.submit(Request::Batch { groups, columns, rowid: None }, move |py, rows| {
             let m = model.get();
             let l = list.bind(py);
-            let all: Vec<usize> = (0..m.keys.len()).collect();
             // What the call answers: for each row, the session's object for it.
             let mut out: Vec<Bound<'_, PyAny>> = Vec::with_capacity(l.len());
             for (i, row) in rows.values.chunks(m.keys.len()).enumerate() {
@@ -791,23 +790,26 @@ impl EngineCore {
                     continue;
                 };
                 let map = map.get();
-                match map.lookup(py, m.schema.id, &key) {
+                let held = map.lookup(py, m.schema.id, &key);
+                // Logged before anything is remembered: a rollback replays the log backwards,
+                // so whatever remembering displaced is put back first, and the instance gets
+                // back the key it had (the row may not exist after the rollback).
+                if !held.as_ref().is_some_and(|t| t.is(&o)) {
+                    map.log_upsert(m.schema.id, key, o.clone().unbind(), keys_before[i].clone_ref(py));
+                }
+                match held {
                     // The session already has another object for the row (tracked before, or
-                    // upserted earlier in this call): as on a read, that object follows what
-                    // is stored, keeping unflushed changes of its own, and is what the call
-                    // hands back; `o` stays outside the session, as the instance given to
-                    // SQLAlchemy's merge() does. Tracking `o` instead would leave the other
-                    // object's later changes unwritten.
+                    // upserted earlier in this call): that object takes the row as stored (what
+                    // the upsert wrote wins over unflushed changes of its own, as with
+                    // refresh()) and is what the call hands back; `o` stays outside the
+                    // session, as the instance given to SQLAlchemy's merge() does. Tracking `o`
+                    // instead would leave the other object's later changes unwritten.
                     Some(t) if !t.is(&o) => {
-                        map.settle_columns(m, &o, &all)?;
+                        m.revert_to(&t, row)?;
+                        m.remember(&t, Some(map), Rels::Keep)?;
                         out.push(t);
                     }
-                    held => {
-                        // Logged before the object is remembered: a rollback replays the log
-                        // backwards, so whatever remembering it displaced is put back first.
-                        if held.is_none() {
-                            map.log_upsert(m.schema.id, key, o.clone().unbind(), keys_before[i].clone_ref(py));
-                        }
+                    _ => {
                         m.remember(&o, Some(map), Rels::Keep)?;
                         out.push(o);
                     }

@@ -276,10 +276,18 @@ impl EarlyBack {
         let parent_seg = &load.units[e.parent.0].segs[e.parent.1];
         let ph = handle_for(py, parent_seg.model)?;
         let h = ph.get();
-        let rel = h.schema.resolved_relations()?.iter().position(|r| r.name == e.name);
+        let rels = h.schema.resolved_relations()?;
+        let rel = rels.iter().position(|r| r.name == e.name);
         let pk_at = parent_seg.offset + h.schema.pk;
         let mut parents = FastMap::default();
         let mut done = FastSet::default();
+        // Only a one-to-many: each child then has one parent, and its back reference is a
+        // many-to-one, whose foreign key says all a flush needs even if the load stops before
+        // `link`. A back reference that is a one-to-one seen from the other side is recorded
+        // by `link`, and shared by several parents it must be the one `link` records.
+        if !rel.is_some_and(|i| rels[i].kind == RelKind::OneToMany) {
+            return Ok(EarlyBack { back: pyo3::types::PyString::intern(py, back).clone().unbind(), parents, done });
+        }
         let objs = &built.objects[e.parent.0][e.parent.1];
         for (row, obj) in built.units[e.parent.0].iter().zip(objs) {
             let (Some(obj), Some(k)) = (obj, Key::of(&row[e.parent_key])) else { continue };
