@@ -279,14 +279,14 @@ impl EarlyBack {
         let rels = h.schema.resolved_relations()?;
         let rel = rels.iter().position(|r| r.name == e.name);
         let pk_at = parent_seg.offset + h.schema.pk;
-        let mut parents = FastMap::default();
-        let mut done = FastSet::default();
+        let back = pyo3::types::PyString::intern(py, back).clone().unbind();
+        let mut early = EarlyBack { back, parents: FastMap::default(), done: FastSet::default() };
         // Only a one-to-many: each child then has one parent, and its back reference is a
         // many-to-one, whose foreign key says all a flush needs even if the load stops before
         // `link`. A back reference that is a one-to-one seen from the other side is recorded
         // by `link`, and shared by several parents it must be the one `link` records.
         if !rel.is_some_and(|i| rels[i].kind == RelKind::OneToMany) {
-            return Ok(EarlyBack { back: pyo3::types::PyString::intern(py, back).clone().unbind(), parents, done });
+            return Ok(early);
         }
         let objs = &built.objects[e.parent.0][e.parent.1];
         for (row, obj) in built.units[e.parent.0].iter().zip(objs) {
@@ -298,11 +298,11 @@ impl EarlyBack {
                 _ => false,
             };
             if !recorded {
-                done.insert(obj.as_ptr() as usize);
-                parents.insert(k, obj.clone_ref(py));
+                early.done.insert(obj.as_ptr() as usize);
+                early.parents.insert(k, obj.clone_ref(py));
             }
         }
-        Ok(EarlyBack { back: pyo3::types::PyString::intern(py, back).clone().unbind(), parents, done })
+        Ok(early)
     }
 }
 
@@ -346,7 +346,9 @@ impl Built {
             if self.early[i].is_none() {
                 self.early[i] = Some(EarlyBack::new(py, load, e, self, map)?);
             }
-            let Some(early) = &self.early[i] else { continue };
+            // None to point at: not a one-to-many, or the parents came after this chunk (a
+            // small parent unit comes whole with the response), so `link` does it all.
+            let Some(early) = self.early[i].as_ref().filter(|b| !b.parents.is_empty()) else { continue };
             let back = early.back.bind(py);
             let objs = &self.objects[unit][e.child.1];
             let first = objs.len() - rows.len();
