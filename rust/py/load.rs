@@ -289,6 +289,8 @@ impl EarlyBack {
             return Ok(early);
         }
         let objs = &built.objects[e.parent.0][e.parent.1];
+        early.parents.reserve(objs.len());
+        early.done.reserve(objs.len());
         for (row, obj) in built.units[e.parent.0].iter().zip(objs) {
             let (Some(obj), Some(k)) = (obj, Key::of(&row[e.parent_key])) else { continue };
             // What `link` would compare with: a relation the session recorded is attached
@@ -515,7 +517,7 @@ fn link<'py>(
         .map(|u| u.into_iter().map(|s| s.into_iter().map(|o| o.map(|p| p.into_bound(py))).collect()).collect())
         .collect();
     let distinct = |objs: &Vec<Option<Bound<'py, PyAny>>>| -> Vec<(usize, Bound<'py, PyAny>)> {
-        let mut seen = FastSet::default();
+        let mut seen = FastSet::with_capacity_and_hasher(objs.len(), Default::default());
         objs.iter()
             .enumerate()
             .filter_map(|(r, o)| o.as_ref().filter(|o| seen.insert(o.as_ptr() as usize)).map(|o| (r, o.clone())))
@@ -715,8 +717,9 @@ fn link<'py>(
                 let pk_at = child_seg.offset + handle_for(py, child_seg.model)?.get().schema.pk;
                 // Children grouped by the key they match, in one flat vector (a counting
                 // sort: no vector per group), each entry with its row and its primary key.
-                let mut group_of: FastMap<Key, usize> = FastMap::default();
-                let mut counts: Vec<usize> = Vec::new();
+                let mut group_of: FastMap<Key, usize> =
+                    FastMap::with_capacity_and_hasher(parents.len(), Default::default());
+                let mut counts: Vec<usize> = Vec::with_capacity(parents.len());
                 let mut member: Vec<(usize, usize)> = Vec::with_capacity(children_col.len());
                 for (r, (c, row)) in children_col.iter().zip(&child_rows).enumerate() {
                     let (Some(_), Some(k)) = (c, Key::of(&row[e.child_match])) else { continue };
