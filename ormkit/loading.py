@@ -35,7 +35,10 @@ class LoadOption:
 def _split(path: str, strategy: str) -> list[tuple[str, str]]:
     if not isinstance(path, str) or not path:
         raise TypeError(f"a relationship path is a non-empty str like 'posts' or 'posts.comments', got {path!r}")
-    return [(name, strategy) for name in path.split(".")]
+    names = path.split(".")
+    if not all(names):
+        raise TypeError(f"the relationship path {path!r} has an empty name in it; write it like 'posts.comments'")
+    return [(name, strategy) for name in names]
 
 
 def selectinload(path: str) -> LoadOption:

@@ -450,6 +450,16 @@ def _register(cls: type[Base]) -> None:
                 value = klass.__dict__.get(attr, _MISSING)
             if isinstance(value, Relationship):
                 seen.add(attr)
+                if value.uselist is not None and not isinstance(value.uselist, bool):
+                    raise TypeError(
+                        f"{cls.__name__}.{attr}: relationship(uselist=...) takes True or False, got {value.uselist!r}"
+                    )
+                sec = value.secondary
+                if not (sec is None or isinstance(sec, str) or isinstance(getattr(sec, "__tablename__", None), str)):
+                    raise TypeError(
+                        f"{cls.__name__}.{attr}: relationship(secondary=...) takes the association table's name "
+                        f"or its model class, got {sec!r}"
+                    )
                 target, is_list = _relation_target(ann)
                 value.name, value.owner, value.target = attr, cls.__name__, target
                 if value.uselist is None:
@@ -502,6 +512,12 @@ def _register(cls: type[Base]) -> None:
                 defaults[attr] = spec.default
             else:
                 defaults[attr] = None
+    for attr, value in vars(cls).items():
+        if isinstance(value, Relationship) and attr not in relations:
+            raise TypeError(
+                f"{cls.__name__}.{attr} = relationship(...) has no annotation, which names the related model; "
+                f"write {attr}: Mapped[list[Other]] = relationship(...) (or Mapped[Other] for a single one)"
+            )
     rel_specs = [
         {
             "name": r.name,

@@ -161,7 +161,14 @@ class AsyncSession:
         if not relations:
             raise TypeError("load() needs at least one relationship name")
         model = type(items[0])
-        await self._executor().load_relations(_handle(model), items, paths_of(relations))
+        handle = _handle(model)
+        for item in items:
+            if item.__dict__.get(handle.pk_name) is None:
+                raise InterfaceError(
+                    f"{model.__name__} instance has no {handle.pk_name} yet (it was never saved), so it has no "
+                    f"related rows to load; insert it first, or set {', '.join(map(str, relations))} yourself"
+                )
+        await self._executor().load_relations(handle, items, paths_of(relations))
         return instance
 
     async def refresh(self, instance: Any, attribute_names: Any = None) -> Any:
@@ -170,6 +177,11 @@ class AsyncSession:
         are dropped."""
         model = type(instance)
         handle = _handle(model)
+        if isinstance(attribute_names, str):
+            raise TypeError(
+                f"refresh() takes a list of attribute names: refresh(obj, [{attribute_names!r}]), "
+                f"not refresh(obj, {attribute_names!r})"
+            )
         # Read past the identity map (it would hand back `instance`), on the session's
         # connection: inside begin() that is the transaction's view.
         fresh = await self._executor().without_identity().get(handle, instance.__dict__.get(handle.pk_name), True)

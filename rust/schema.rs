@@ -277,6 +277,14 @@ fn resolve(owner: &ModelSchema, r: &RelationSchema) -> Result<ResolvedRel> {
     let wants_list = r.uselist == Some(true);
     let self_ref = target.table == owner.table;
     let kind = match (on_owner.len(), on_target.len()) {
+        (0, 0) if r.foreign_key.is_some() => {
+            return Err(Error::field(format!(
+                "{who}: foreign_keys={:?} is not a column of {} or {} with a ForeignKey to the other; name one of those columns",
+                r.foreign_key.as_deref().unwrap_or_default(),
+                owner.name,
+                target.name
+            )))
+        }
         (0, 0) => {
             return Err(Error::field(format!(
                 "{who}: no ForeignKey links {} and {}; add ForeignKey(\"{}.{}\") to one of them, or pass secondary=\"<association table>\"",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 
 import pytest
@@ -31,6 +32,7 @@ from ormkit import (
     InterfaceError,
     Mapped,
     RelationNotLoaded,
+    SoftDeleteMixin,
     ValueTypeError,
     joinedload,
     mapped_column,
@@ -352,6 +354,80 @@ class RErrLazy(Base):
     things: Mapped[list[RErrNoLinkB]] = relationship(lazy="selectin")
 
 
+class RSdAuthor(SoftDeleteMixin, Base):
+    """Soft-deleted rows are left out of loads: a book's author can be hidden."""
+
+    __tablename__ = "r_sd_authors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    books: Mapped[list[RSdBook]] = relationship(back_populates="author")
+
+
+class RSdBook(Base):
+    __tablename__ = "r_sd_books"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("r_sd_authors.id"))
+
+    author: Mapped[RSdAuthor | None] = relationship(back_populates="books")
+
+
+# Links through keys that are dates, datetimes and bytes (SQLite stores the first two as text).
+class RDay(Base):
+    __tablename__ = "r_days"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[dt.date] = mapped_column(unique=True)
+
+    events: Mapped[list[REvent]] = relationship(back_populates="day_row")
+
+
+class REvent(Base):
+    __tablename__ = "r_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[dt.date | None] = mapped_column(ForeignKey("r_days.day"))
+
+    day_row: Mapped[RDay | None] = relationship(back_populates="events")
+
+
+class RMoment(Base):
+    __tablename__ = "r_moments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(unique=True)
+
+    ticks: Mapped[list[RTick]] = relationship(back_populates="moment")
+
+
+class RTick(Base):
+    __tablename__ = "r_ticks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(ForeignKey("r_moments.at"))
+
+    moment: Mapped[RMoment] = relationship(back_populates="ticks")
+
+
+class RBlob(Base):
+    __tablename__ = "r_blobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[bytes] = mapped_column(unique=True)
+
+    parts: Mapped[list[RBlobPart]] = relationship(back_populates="blob")
+
+
+class RBlobPart(Base):
+    __tablename__ = "r_blob_parts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[bytes] = mapped_column(ForeignKey("r_blobs.code"))
+
+    blob: Mapped[RBlob] = relationship(back_populates="parts")
+
+
 # ---------------------------------------------------------------------------------------------
 # seed data
 # ---------------------------------------------------------------------------------------------
@@ -650,6 +726,58 @@ async def test_keys_that_are_not_int_primary_keys(session):
         assert (ids(o[big + 1].items), o[big + 2].items) == ([1, 2], [])
         it = await session.query(RBigItem).options(strategy("owner")).all()
         assert {x.owner.id for x in it} == {big + 1}
+
+
+async def test_links_through_date_datetime_and_bytes_keys(session, reader):
+    d1, d2 = dt.date(2024, 1, 2), dt.date(2024, 3, 4)
+    t1, t2 = dt.datetime(2024, 1, 2, 3, 4, 5, 678901), dt.datetime(2024, 1, 2, 3, 4, 6)
+    await session.insert_all([RDay(id=1, day=d1), RDay(id=2, day=d2)])
+    await session.insert_all([REvent(id=2, day=d1), REvent(id=1, day=d1), REvent(id=3, day=None)])
+    await session.insert_all([RMoment(id=1, at=t1), RMoment(id=2, at=t2)])
+    await session.insert_all([RTick(id=1, at=t2), RTick(id=2, at=t1)])
+    await session.insert_all([RBlob(id=1, code=b"\x00\xffab"), RBlob(id=2, code=b"zz")])
+    await session.insert_all([RBlobPart(id=1, code=b"\x00\xffab"), RBlobPart(id=2, code=b"\x00\xffab")])
+    for strategy in BOTH:
+        days = by_id(await session.query(RDay).options(strategy("events")).all())
+        assert (ids(days[1].events), days[2].events) == ([1, 2], [])
+        events = by_id(await session.query(REvent).options(strategy("day_row")).all())
+        assert (events[1].day_row, events[2].day_row, events[3].day_row) == (days[1], days[1], None)
+        moments = by_id(await session.query(RMoment).options(strategy("ticks")).all())
+        assert (ids(moments[1].ticks), ids(moments[2].ticks)) == ([2], [1])
+        ticks = by_id(await session.query(RTick).options(strategy("moment")).all())
+        assert (ticks[1].moment, ticks[2].moment) == (moments[2], moments[1])
+        blobs = by_id(await session.query(RBlob).options(strategy("parts")).all())
+        assert (ids(blobs[1].parts), blobs[2].parts) == ([1, 2], [])
+        parts = await session.query(RBlobPart).options(strategy("blob")).all()
+        assert {p.blob.id for p in parts} == {1}
+    # nothing was changed, so nothing is written
+    await session.commit()
+    rows = await reader.query(REvent).order_by("id").values_list("day", flat=True)
+    assert rows == [d1, d1, None]
+
+
+async def test_a_soft_deleted_parent_reads_as_none_and_keeps_its_key(session, reader):
+    await session.insert_all([RSdAuthor(id=1), RSdAuthor(id=2)])
+    await session.insert_all([RSdBook(id=1, author_id=1), RSdBook(id=2, author_id=2), RSdBook(id=3, author_id=None)])
+    await session.soft_delete(await session.get(RSdAuthor, 1))
+    for strategy in BOTH:
+        s = AsyncSession(session.engine)
+        books = by_id(await s.query(RSdBook).options(strategy("author")).all())
+        assert (books[1].author, books[2].author.id, books[3].author) == (None, 2, None)
+        assert books[1].author_id == 1
+        # the hidden parent was not assigned: a flush writes nothing
+        await s.commit()
+        assert await reader.query(RSdBook).filter(id=1).values_list("author_id", flat=True) == [1]
+    s = AsyncSession(session.engine)
+    (b,) = await s.query(RSdBook).filter(id=1).all()
+    await s.load(b, "author")
+    assert b.author is None
+    await s.commit()
+    assert await reader.query(RSdBook).filter(id=1).values_list("author_id", flat=True) == [1]
+    # assigning None is an assignment
+    b.author = None
+    await s.commit()
+    assert await reader.query(RSdBook).filter(id=1).values_list("author_id", flat=True) == [None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1562,3 +1690,93 @@ def test_load_options_repr_names_their_functions():
     assert repr(selectinload("posts").noload("comments")) == "selectinload('posts') -> noload('comments')"
     assert repr(noload("posts")) == "noload('posts')"
     assert repr(joinedload("author").selectinload("posts")) == "joinedload('author') -> selectinload('posts')"
+
+
+async def test_a_rollback_drops_only_the_relationships_the_transaction_touched(session):
+    await seed(session)
+    (alice,) = await session.query(RAuthor).filter(id=1).options(selectinload("posts"), selectinload("groups")).all()
+    groups = alice.groups
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            alice.posts.append(RPost(title="new"))
+            await session.flush()
+            raise RuntimeError
+    # loaded before the transaction and untouched by it: still what the database holds
+    assert alice.groups is groups and ids(alice.groups) == [1, 2]
+    with pytest.raises(RelationNotLoaded):
+        alice.posts  # noqa: B018
+    await session.load(alice, "posts")
+    assert ids(alice.posts) == [11, 12, 13]
+    # loaded inside the transaction: it says nothing of the database after the rollback
+    with pytest.raises(RuntimeError):
+        async with session.begin():
+            await session.load(alice, "profile")
+            raise RuntimeError
+    assert ids(alice.posts) == [11, 12, 13] and ids(alice.groups) == [1, 2]
+    with pytest.raises(RelationNotLoaded):
+        alice.profile  # noqa: B018
+
+
+def test_bad_relationship_declarations_name_the_model_and_the_fix():
+    with pytest.raises(TypeError, match=r"RBadNoAnn\.kids = relationship\(\.\.\.\) has no annotation.*Mapped\[list"):
+
+        class RBadNoAnn(Base):
+            __tablename__ = "r_bad_no_ann"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            kids = relationship()
+
+    with pytest.raises(TypeError, match=r"RBadSecondary\.groups: relationship\(secondary=\.\.\.\) takes .* got 123"):
+
+        class RBadSecondary(Base):
+            __tablename__ = "r_bad_secondary"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            groups: Mapped[list[RGroup]] = relationship(secondary=123)
+
+    with pytest.raises(TypeError, match=r"RBadUselist\.posts: relationship\(uselist=\.\.\.\) takes True or False"):
+
+        class RBadUselist(Base):
+            __tablename__ = "r_bad_uselist"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            posts: Mapped[list[RPost]] = relationship(uselist="yes")
+
+    for bad in ("posts..comments", "posts.", ".posts"):
+        with pytest.raises(TypeError, match="empty name"):
+            selectinload(bad)
+        with pytest.raises(TypeError, match="empty name"):
+            joinedload("author").selectinload(bad)
+
+
+async def test_load_and_refresh_refuse_what_they_cannot_do(session):
+    await seed(session)
+    with pytest.raises(InterfaceError, match=r"RPost instance has no id yet .*insert it first"):
+        await session.load(RPost(title="unsaved", author_id=1), "author")
+    (alice,) = await session.query(RAuthor).filter(id=1).all()
+    with pytest.raises(TypeError, match=r"refresh\(obj, \['posts'\]\)"):
+        await session.refresh(alice, "posts")
+    await session.refresh(alice, ["posts"])
+    assert ids(alice.posts) == [11, 12, 13]
+
+
+async def test_new_rows_join_the_loaded_collections_they_link_to(engine, session, reader):
+    await seed(session)
+    bob = (await authors(session, selectinload("posts"), selectinload("groups")))[2]
+    carol = (await authors(session, noload("posts")))[3]
+    p = await session.insert(RPost(title="n", author=bob))
+    g = await session.insert(RGroup(name="g", members=[bob]))
+    assert bob.posts[-1] is p and bob.groups[-1] is g
+    assert p.author is bob
+    # a collection noload() left empty is not known to hold what the database holds
+    q = await session.insert(RPost(title="c", author=carol))
+    assert carol.posts == []
+    session.add(RPost(title="m", author=bob))
+    await session.commit()
+    assert [x.title for x in bob.posts] == ["b1", "n", "m"]
+    # recorded as loaded with them: nothing is written again
+    with engine.query_log() as log:
+        await session.commit()
+    assert len(log) == 0, log.statements
+    fresh = (await authors(reader, selectinload("posts"), selectinload("groups")))[2]
+    assert [x.title for x in fresh.posts] == ["b1", "n", "m"]
+    assert ids(fresh.groups) == [2, g.id]
+    assert [x.title for x in (await authors(reader, selectinload("posts")))[3].posts] == ["c"]
+    assert q.author is carol

@@ -16,6 +16,7 @@ use crate::errors::{Error, Result};
 use crate::plan::load::{LoadNode, Strategy};
 use crate::plan::SelectShape;
 use crate::schema::{self, ModelSchema, RelKind, ResolvedRel};
+use crate::value::ColType;
 
 /// A model's columns inside a unit's rows.
 #[derive(Clone, Debug)]
@@ -202,9 +203,14 @@ impl Builder {
             q.column((t.clone(), Alias::new(c.name.as_str())));
         }
         let keys = marker(0, Transform::None);
-        let in_keys = |column: Expr| match d {
-            Dialect::Sqlite => custom(d, "{0} IN (SELECT value FROM json_each({1}))", &[column, keys.clone()]),
-            Dialect::Postgres => custom(d, "{0} = ANY({1})", &[column, keys.clone()]),
+        // SQLite gets the keys as a JSON array, which holds no blobs: the driver writes bytes
+        // keys as hex, turned back into blobs here.
+        let in_keys = |column: Expr, ty: ColType| match (d, ty) {
+            (Dialect::Sqlite, ColType::Bytes) => {
+                custom(d, "{0} IN (SELECT unhex(value) FROM json_each({1}))", &[column, keys.clone()])
+            }
+            (Dialect::Sqlite, _) => custom(d, "{0} IN (SELECT value FROM json_each({1}))", &[column, keys.clone()]),
+            (Dialect::Postgres, _) => custom(d, "{0} = ANY({1})", &[column, keys.clone()]),
         };
         match (&rel.kind, &rel.secondary) {
             (RelKind::ManyToMany, Some(sec)) => {
@@ -217,10 +223,11 @@ impl Builder {
                     Expr::col((s.clone(), target_fk))
                         .equals((t.clone(), Alias::new(target.columns[rel.remote_col].name.as_str()))),
                 );
-                q.and_where(in_keys(Expr::col((s, owner_fk))));
+                q.and_where(in_keys(Expr::col((s, owner_fk)), sec.model.columns[sec.owner_fk].ty));
             }
             _ => {
-                q.and_where(in_keys(Expr::col((t.clone(), Alias::new(target.columns[rel.remote_col].name.as_str())))));
+                let remote = &target.columns[rel.remote_col];
+                q.and_where(in_keys(Expr::col((t.clone(), Alias::new(remote.name.as_str()))), remote.ty));
             }
         }
         // Soft-deleted children are not loaded.

@@ -169,16 +169,25 @@ impl ToSql for Bound<'_> {
     }
 }
 
-/// A key list as the JSON array `json_each` reads.
+/// A key list as the JSON array `json_each` reads. Each key is written as the column holds
+/// it (dates and times as the text they are stored as); bytes, which JSON cannot hold, as
+/// hex, which the query turns back into a blob.
 fn json_list(items: &[Value]) -> String {
     let arr: Vec<serde_json::Value> = items
         .iter()
         .map(|v| match v {
+            Value::Null => serde_json::Value::Null,
             Value::Int(i) => serde_json::Value::from(*i),
             Value::Bool(b) => serde_json::Value::from(*b as i64),
             Value::Float(f) => serde_json::Value::from(*f),
-            Value::Text(s) => serde_json::Value::from(s.as_str()),
-            other => serde_json::Value::from(format!("{other:?}")),
+            Value::Text(s) | Value::Decimal(s) => serde_json::Value::from(s.as_str()),
+            Value::Bytes(b) => serde_json::Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Value::Json(j) => serde_json::Value::from(j.to_string()),
+            Value::Date(d) => serde_json::Value::from(text_format::date(d)),
+            Value::Time(t) => serde_json::Value::from(text_format::time(t)),
+            Value::DateTime(t) => serde_json::Value::from(text_format::datetime(t)),
+            Value::DateTimeTz(t) => serde_json::Value::from(text_format::datetime_tz(t)),
+            Value::List(items) => serde_json::Value::from(json_list(items)),
         })
         .collect();
     serde_json::Value::Array(arr).to_string()

@@ -380,7 +380,7 @@ impl EngineCore {
         let ops = std::mem::take(&mut plan.ops);
         let identity = Python::attach(|py| self.identity(py));
         self.submit_response(Request::Writes { ops }, move |py, response| {
-            let written = plan.apply(py, &response.units())?;
+            let written = plan.apply(py, &response.units(), identity.as_ref().map(|m| m.get()))?;
             remember_all(&identity, written.iter().map(|o| o.bind(py).clone()), Rels::Inserted)?;
             Ok(result)
         })

@@ -77,7 +77,8 @@ impl FlushPlan {
     /// Applies generated keys and back references, then records the new state.
     pub fn finish(self, py: Python<'_>, response: Response, identity: &Option<Py<IdentityMap>>) -> PyResult<()> {
         let units = response.units();
-        let written = self.plan.apply(py, units.get(self.shift..).unwrap_or(&[]))?;
+        let written =
+            self.plan.apply(py, units.get(self.shift..).unwrap_or(&[]), identity.as_ref().map(|m| m.get()))?;
         let new_rows: FastSet<usize> = written.iter().map(|o| o.as_ptr() as usize).collect();
         let mut again: Vec<Bound<'_, PyAny>> = self.touched.iter().map(|o| o.bind(py).clone()).collect();
         for m in &self.mirrors {
@@ -144,14 +145,27 @@ fn plain_op(dialect: Dialect, stmt: &Statement, params: &Params) -> PyResult<Wri
 }
 
 /// A tracked object's resolved relations and its `__dict__`; None when its model has no
-/// relations (or they cannot be resolved), so there is nothing for a relation pass to do.
+/// relations, or none is set on the object, so there is nothing for a relation pass to do.
 type RelsAndDict<'py> = (std::sync::Arc<Vec<ResolvedRel>>, Bound<'py, pyo3::types::PyDict>);
 
 fn relations_and_dict<'py>(t: &Tracked<'py>, m: &ModelHandle) -> PyResult<Option<RelsAndDict<'py>>> {
     if m.schema.relations.is_empty() {
         return Ok(None);
     }
-    let Ok(rels) = m.schema.resolved_relations() else { return Ok(None) };
+    let rels = match m.schema.resolved_relations() {
+        Ok(rels) => rels,
+        Err(e) => {
+            // A relationship declared wrong cannot be written, but an object holding none
+            // (it was only read, or changed in its columns) still flushes.
+            let d = dict_of(&t.obj)?;
+            for r in &m.schema.relations {
+                if d.contains(r.name.as_str())? {
+                    return Err(e.into());
+                }
+            }
+            return Ok(None);
+        }
+    };
     Ok(Some((rels, dict_of(&t.obj)?)))
 }
 

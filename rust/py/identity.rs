@@ -142,9 +142,9 @@ enum TxEvent {
     Removed((u32, Key), Entry),
     /// The snapshot a row had before the transaction changed it.
     Updated((u32, Key), Vec<Value>),
-    /// What the session recorded of a row's relationships changed in the transaction (they
-    /// were loaded or written in it), so after a rollback they say nothing of the database.
-    Relations((u32, Key)),
+    /// What the session recorded of one relationship of a row changed in the transaction (it
+    /// was loaded or written in it), so after a rollback it says nothing of the database.
+    Relation((u32, Key), usize),
 }
 
 fn log_update(log: &mut Option<Vec<TxEvent>>, key: &(u32, Key), old: &[Value]) {
@@ -400,8 +400,19 @@ impl IdentityMap {
         let mut entries = self.guard()?;
         entries.sweep(py, 1);
         let Entries { map, inserted: log, .. } = &mut *entries;
-        if let (Some(l), Some(_)) = (log.as_mut(), &rels) {
-            l.push(TxEvent::Relations((model, key.clone())));
+        if let (Some(l), Some(new)) = (log.as_mut(), &rels) {
+            // Only the relationships whose record changes: the others' records still say what
+            // the database held before the transaction.
+            let k = (model, key.clone());
+            let held = map.get(&k).filter(|e| e.obj.bind(py).upgrade().is_some_and(|w| w.is(obj)));
+            let old = held.map_or(&[][..], |e| e.rels.get());
+            let mut changed: Vec<usize> = new
+                .iter()
+                .filter(|(i, snap)| old.iter().find(|(j, _)| j == i).is_none_or(|(_, o)| o != snap))
+                .map(|(i, _)| *i)
+                .collect();
+            changed.extend(old.iter().filter(|(i, _)| !new.iter().any(|(j, _)| j == i)).map(|(i, _)| *i));
+            l.extend(changed.into_iter().map(|i| TxEvent::Relation(k.clone(), i)));
         }
         match map.entry((model, key)) {
             std::collections::hash_map::Entry::Occupied(mut o)
@@ -461,9 +472,34 @@ impl IdentityMap {
         if let Some(e) = map.get_mut(&k) {
             e.rels.set(rel, value);
             if let Some(l) = log.as_mut() {
-                l.push(TxEvent::Relations(k));
+                l.push(TxEvent::Relation(k, rel));
             }
         }
+    }
+
+    /// Adds `value` to what collection `rel` of a tracked row was loaded with (a row just
+    /// inserted joined it); false when the session has no such record (the collection was
+    /// not loaded, or noload() left it unknown).
+    pub fn add_to_relation(&self, target: &Bound<'_, PyAny>, model: u32, key: Key, rel: usize, value: Value) -> bool {
+        let Ok(mut entries) = self.guard() else { return false };
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        let k = (model, key);
+        let Some(e) = map.get_mut(&k).filter(|e| e.obj.bind(target.py()).upgrade().is_some_and(|o| o.is(target)))
+        else {
+            return false;
+        };
+        let Some(RelSnap::Many(values)) =
+            e.rels.0.as_mut().and_then(|v| v.iter_mut().find(|(i, _)| *i == rel)).map(|(_, s)| s)
+        else {
+            return false;
+        };
+        if !values.contains(&value) {
+            values.push(value);
+            if let Some(l) = log.as_mut() {
+                l.push(TxEvent::Relation(k, rel));
+            }
+        }
+        true
     }
 
     /// Forgets what relation `rel` of a tracked row was loaded with (it is no longer held).
@@ -615,7 +651,7 @@ impl IdentityMap {
             let mut e = self.guard()?;
             let mut reset = Vec::new();
             let mut unkeyed = Vec::new();
-            let mut touched: FastSet<(u32, Key)> = FastSet::default();
+            let mut touched: FastSet<(u32, Key, usize)> = FastSet::default();
             if let Some(log) = e.inserted.as_mut() {
                 let undone: Vec<TxEvent> = log.drain(mark.min(log.len())..).collect();
                 for ev in undone.into_iter().rev() {
@@ -650,8 +686,8 @@ impl IdentityMap {
                                 en.snapshot = Snap::owned(old);
                             }
                         }
-                        TxEvent::Relations(k) => {
-                            touched.insert(k);
+                        TxEvent::Relation((m, k), rel) => {
+                            touched.insert((m, k, rel));
                         }
                     }
                 }
@@ -693,7 +729,7 @@ impl IdentityMap {
             }
             // So do its relationships, as far as it can tell without a query (the others
             // are dropped, to be loaded again).
-            h.forget_changed_relations(&obj, self, &key, touched.contains(&(model, key.clone())))?;
+            h.forget_changed_relations(&obj, self, &key, |rel| touched.contains(&(model, key.clone(), rel)))?;
             h.drop_unsaved_related(&obj)?;
             let snapshot = h.snapshot(&obj)?;
             let rels = h.relation_snapshots_after(&obj, Some((self, &key)), true)?;

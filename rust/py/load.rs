@@ -584,6 +584,20 @@ fn link<'py>(
             true => Some(pyo3::types::PyFrozenSet::new(py, [&name])?),
             false => None,
         };
+        // A many-to-one whose key names a row the load does not give (soft-deleted, or
+        // missing) reads as None but is left unset and marked, as noload() leaves it: set to
+        // None, the next flush would take it for an assignment and clear the key.
+        let hidden_parent = match e.kind != EdgeKind::NoLoad && !e.uselist {
+            true => {
+                let ph = handle_for(py, parent_seg.model)?;
+                let rels = ph.get().schema.resolved_relations()?;
+                match rels.iter().find(|r| r.name == e.name && r.kind == RelKind::ManyToOne) {
+                    Some(r) => Some((parent_seg.offset + r.local_col, pyo3::types::PyFrozenSet::new(py, [&name])?)),
+                    None => None,
+                }
+            }
+            false => None,
+        };
         let attach =
             |pr: usize, parent: &Bound<'py, PyAny>, children: Vec<(Bound<'py, PyAny>, usize)>| -> PyResult<()> {
                 // noload() leaves alone what this load already attached to the object by
@@ -677,6 +691,13 @@ fn link<'py>(
                     // (or filled in from the other side) and is kept, not dropped unflushed.
                     let keep = note.is_some() && !recorded;
                     mark_noload(parent, &name, only, keep)?;
+                } else if let Some((_, only)) =
+                    hidden_parent.as_ref().filter(|(fk, _)| children.is_empty() && !parent_rows[pr][*fk].is_null())
+                {
+                    mark_noload(parent, &name, only, note.is_some() && !recorded)?;
+                    if track {
+                        attached.borrow_mut().insert(slot);
+                    }
                 } else {
                     let one = children.into_iter().next().map(|(c, _)| c).unwrap_or_else(|| py.None().into_bound(py));
                     set_attr(parent, &name, &one)?;

@@ -251,14 +251,14 @@ impl ModelHandle {
     /// matches what the session recorded of the database is dropped (reading it raises until
     /// it is loaded again). A many-to-one must name the row its key does; a collection or
     /// one-to-one must match its record, which the rolled-back transaction must not have
-    /// made (`touched`). One `noload()` left unknown goes back to that: None, or an empty
-    /// list.
+    /// made (`touched(relation)`). One `noload()` left unknown goes back to that: None, or
+    /// an empty list.
     pub fn forget_changed_relations(
         &self,
         obj: &Bound<'_, PyAny>,
         map: &IdentityMap,
         key: &Key,
-        touched: bool,
+        touched: impl Fn(usize) -> bool,
     ) -> PyResult<()> {
         if self.schema.relations.is_empty() {
             return Ok(());
@@ -284,7 +284,7 @@ impl ModelHandle {
                 Some(b) => relation_snap(r, &now).is_ok_and(|s| &s == b),
                 None => false,
             };
-            if same && !touched {
+            if same && !touched(i) {
                 continue;
             }
             match before {

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::convert;
+use super::identity::IdentityMap;
 use super::model::ModelHandle;
 use crate::compile::{self, Dialect};
 use crate::driver::WriteOp;
@@ -27,6 +28,17 @@ enum Effect {
     FromOp { obj: Py<PyAny>, key: Py<PyString>, op: usize, col: usize },
     /// `obj.<key> = value`
     Set { obj: Py<PyAny>, key: Py<PyString>, value: Py<PyAny> },
+    /// `obj`, just inserted, joins relation `rel` of `target` (a collection back-populating
+    /// one of `obj`'s relationships), if that collection is loaded.
+    Join { target: Py<PyAny>, rel: usize, obj: Py<PyAny> },
+}
+
+/// The index of the collection on `r`'s target that back-populates `r`, if any.
+fn back_collection(r: &crate::schema::ResolvedRel) -> Option<usize> {
+    let b = r.back_populates.as_deref()?;
+    let t = &r.target;
+    let i = t.relation_index(b)?;
+    t.resolved_relations().ok()?.get(i).filter(|br| br.uselist).map(|_| i)
 }
 
 pub struct WritePlan {
@@ -196,6 +208,9 @@ impl WritePlan {
             } else {
                 d.set_item(m.keys[r.local_col].bind(py), dict_of(&parent)?.get_item(remote_key)?)?;
             }
+            if let Some(rel) = back_collection(r) {
+                self.effects.push(Effect::Join { target: parent.clone().unbind(), rel, obj: obj.clone().unbind() });
+            }
         }
         let mut cols = Vec::new();
         let mut params = Vec::new();
@@ -267,6 +282,13 @@ impl WritePlan {
                         }
                     }
                     RelKind::ManyToMany => {
+                        if let Some(rel) = back_collection(r) {
+                            self.effects.push(Effect::Join {
+                                target: child.clone().unbind(),
+                                rel,
+                                obj: obj.clone().unbind(),
+                            });
+                        }
                         let sec = r.secondary.as_ref().expect("many-to-many has a secondary");
                         let target_op = if is_new(c, &child)? { self.insert(&child, &[])? } else { None };
                         let owner_val = (r.local_col != pk)
@@ -334,9 +356,16 @@ impl WritePlan {
         Ok(())
     }
 
-    /// Applies the keys the statements returned to the Python objects; returns the
-    /// instances that were inserted.
-    pub fn apply(self, py: Python<'_>, results: &[crate::rows::RowSet]) -> PyResult<Vec<Py<PyAny>>> {
+    /// Applies the keys the statements returned to the Python objects, then adds the new
+    /// rows to the loaded collections they belong to; returns the instances that were
+    /// inserted.
+    pub fn apply(
+        self,
+        py: Python<'_>,
+        results: &[crate::rows::RowSet],
+        identity: Option<&IdentityMap>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let mut joins = Vec::new();
         for e in self.effects {
             match e {
                 Effect::FromOp { obj, key, op, col } => {
@@ -347,8 +376,47 @@ impl WritePlan {
                 Effect::Set { obj, key, value } => {
                     dict_of(obj.bind(py))?.set_item(key.bind(py), value)?;
                 }
+                Effect::Join { target, rel, obj } => joins.push((target, rel, obj)),
             }
+        }
+        for (target, rel, obj) in joins {
+            join_collection(identity, target.bind(py), rel, obj.bind(py))?;
         }
         Ok(self.objects)
     }
+}
+
+/// Puts `obj`, a row just inserted, in collection `rel` of `target` when that holds what was
+/// loaded: the loaded collections on the other side of a new row's relationships follow it,
+/// as they follow an assignment. The session's record of the collection takes the row too,
+/// so that the next flush does not write it again.
+fn join_collection(
+    identity: Option<&IdentityMap>,
+    target: &Bound<'_, PyAny>,
+    rel: usize,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let th = handle_of(target)?;
+    let t = th.get();
+    let Ok(rels) = t.schema.resolved_relations() else { return Ok(()) };
+    let Some(r) = rels.get(rel) else { return Ok(()) };
+    let d = dict_of(target)?;
+    let Some(list) = d.get_item(r.name.as_str())?.and_then(|l| l.cast_into::<PyList>().ok()) else {
+        return Ok(());
+    };
+    if list.iter().any(|o| o.is(obj)) {
+        return Ok(());
+    }
+    if let Some(map) = identity {
+        let oh = handle_of(obj)?;
+        let link = if r.kind == RelKind::OneToMany { oh.get().schema.pk } else { r.remote_col };
+        let value = oh.get().column_value(obj, link)?;
+        let Some(key) = crate::rows::Key::of(&t.pk_value(target)?) else { return Ok(()) };
+        // Only a collection the session recorded as loaded, and recorded with its members:
+        // one noload() left empty, or one assigned and not flushed, is the user's to fill.
+        if !map.add_to_relation(target, t.schema.id, key, rel, value) {
+            return Ok(());
+        }
+    }
+    list.append(obj)
 }
