@@ -344,6 +344,24 @@ class RErrBpB(Base):
     a_id: Mapped[int | None] = mapped_column(ForeignKey("r_err_bp_a.id"))
 
 
+class RErrFk(Base):
+    """foreign_keys= naming no column: the model's relationships fail, its columns do not."""
+
+    __tablename__ = "r_err_fk"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str | None]
+
+    kids: Mapped[list[RErrFkKid]] = relationship(foreign_keys="nope")
+
+
+class RErrFkKid(Base):
+    __tablename__ = "r_err_fk_kids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("r_err_fk.id"))
+
+
 class RErrLazy(Base):
     """An eager lazy= default over a missing link: fails when a query of the model is made."""
 
@@ -1225,6 +1243,21 @@ async def test_link_errors(session):
     assert x.id == 1
     with pytest.raises(RelationNotLoaded):
         x.things  # noqa: B018
+
+
+async def test_a_relationship_declared_wrong_is_never_skipped_silently(session, reader):
+    await session.insert(RErrFk(id=1, name="a"))
+    with pytest.raises(FieldError, match='RErrFk.kids: foreign_keys="nope" is not a column of RErrFk or RErrFkKid'):
+        await session.query(RErrFk).options(selectinload("kids")).all()
+    (x,) = await session.query(RErrFk).all()
+    x.name = "b"
+    await session.commit()
+    assert await reader.query(RErrFk).values_list("name", flat=True) == ["b"]
+    # setting the relationship is refused at flush rather than left unwritten
+    x.kids = [RErrFkKid(id=1)]
+    with pytest.raises(FieldError, match="RErrFk.kids"):
+        await session.commit()
+    assert await reader.query(RErrFkKid).count() == 0
 
 
 def test_options_reject_bad_paths():
