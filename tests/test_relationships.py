@@ -446,6 +446,25 @@ class RBlobPart(Base):
     blob: Mapped[RBlob] = relationship(back_populates="parts")
 
 
+class RSolo(Base):
+    """A one-to-one whose key the schema does not keep unique."""
+
+    __tablename__ = "r_solos"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    part: Mapped[RSoloPart | None] = relationship(back_populates="solo", uselist=False)
+
+
+class RSoloPart(Base):
+    __tablename__ = "r_solo_parts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    solo_id: Mapped[int | None] = mapped_column(ForeignKey("r_solos.id"))
+
+    solo: Mapped[RSolo | None] = relationship(back_populates="part")
+
+
 # ---------------------------------------------------------------------------------------------
 # seed data
 # ---------------------------------------------------------------------------------------------
@@ -1813,3 +1832,13 @@ async def test_new_rows_join_the_loaded_collections_they_link_to(engine, session
     assert ids(fresh.groups) == [2, g.id]
     assert [x.title for x in (await authors(reader, selectinload("posts")))[3].posts] == ["c"]
     assert q.author is carol
+
+
+async def test_a_one_to_one_that_several_rows_match_gets_the_lowest_key(session):
+    await session.insert_all([RSolo(id=1), RSolo(id=2)])
+    # inserted out of key order: PostgreSQL returns heap order without an ORDER BY
+    await session.insert_all([RSoloPart(id=5, solo_id=1), RSoloPart(id=4, solo_id=1), RSoloPart(id=6, solo_id=2)])
+    for strategy in BOTH:
+        s = AsyncSession(session.engine)
+        solos = by_id(await s.query(RSolo).options(strategy("part")).all())
+        assert (solos[1].part.id, solos[2].part.id) == (4, 6), strategy

@@ -766,12 +766,12 @@ fn link<'py>(
                     flat[fill[g]] = (r, &child_rows[r][pk_at]);
                     fill[g] += 1;
                 }
-                if e.uselist {
-                    // Keyed units come unordered from the database: each collection is put in
-                    // its rows' key order here (a stable sort, cheap on runs already in order).
-                    for g in 0..counts.len() {
-                        flat[starts[g]..starts[g + 1]].sort_by(|a, b| key_order(a.1, b.1));
-                    }
+                // Keyed units come unordered from the database: each collection is put in its
+                // rows' key order here (a stable sort, cheap on runs already in order). A single
+                // relationship that several rows match (a one-to-one the schema does not keep
+                // unique) then gets the row of the lowest key, as a join, ordered by key, gives.
+                for g in 0..counts.len() {
+                    flat[starts[g]..starts[g + 1]].sort_by(|a, b| key_order(a.1, b.1));
                 }
                 for (r, p) in parents {
                     // A collection's parents have distinct keys (they reference a unique
