@@ -213,6 +213,8 @@ class AsyncSession:
         handle = _handle(type(instance))
         if self._identity is not None and self._identity.holds(handle, instance):
             return
+        # An object whose row was deleted (remove()) is inserted again when added again.
+        instance.__dict__.pop("_ormkit_removed", None)
         self._new[id(instance)] = instance
 
     def add_all(self, instances: Any) -> None:

@@ -1842,3 +1842,120 @@ async def test_a_one_to_one_that_several_rows_match_gets_the_lowest_key(session)
         s = AsyncSession(session.engine)
         solos = by_id(await s.query(RSolo).options(strategy("part")).all())
         assert (solos[1].part.id, solos[2].part.id) == (4, 6), strategy
+
+
+async def test_a_hidden_parent_keeps_an_assignment_and_goes_with_its_key(session, reader):
+    await session.insert_all([RSdAuthor(id=1), RSdAuthor(id=2)])
+    await session.insert_all([RSdBook(id=1, author_id=1), RSdBook(id=2, author_id=1), RSdBook(id=3, author_id=2)])
+    await session.soft_delete(await session.get(RSdAuthor, 1))
+    s = AsyncSession(session.engine)
+    b1, b2, b3 = await s.query(RSdBook).options(selectinload("author")).order_by("id").all()
+    assert (b1.author, b2.author, b3.author.id) == (None, None, 2)
+    # an unflushed assignment of None survives a read of the row, and is written
+    b1.author = None
+    await s.query(RSdBook).options(joinedload("author")).all()
+    await s.commit()
+    assert await reader.query(RSdBook).order_by("id").values_list("author_id", flat=True) == [None, 1, 2]
+    # once the key names another row, None no longer stands for it
+    b2.author_id = 2
+    await s.commit()
+    with pytest.raises(RelationNotLoaded):
+        b2.author  # noqa: B018
+    await s.load(b2, "author")
+    assert b2.author is b3.author
+    # hidden by a transaction that is rolled back: the parent may be back, so it is not known
+    with pytest.raises(RuntimeError):
+        async with s.begin():
+            await s.soft_delete(b3.author)
+            await s.query(RSdBook).filter(id=3).options(selectinload("author")).all()
+            assert b3.author is None
+            raise RuntimeError
+    with pytest.raises(RelationNotLoaded):
+        b3.author  # noqa: B018
+    # loaded in a transaction that is rolled back: dropped too
+    with pytest.raises(RuntimeError):
+        async with s.begin():
+            await s.load(b3, "author")
+            raise RuntimeError
+    with pytest.raises(RelationNotLoaded):
+        b3.author  # noqa: B018
+
+
+async def test_a_removed_row_a_loaded_relationship_still_holds_is_not_inserted_again(engine, session, reader):
+    await seed(session)
+    alice = (await authors(session, selectinload("posts"), selectinload("groups")))[1]
+    await session.remove(by_id(alice.posts)[12])
+    g1 = by_id(alice.groups)[1]
+    await session.remove(g1)
+    c101 = by_id(await session.query(RComment).options(selectinload("post")).all())[101]
+    await session.remove(c101.post)  # post 11; its comments and tag links go with it (CASCADE)
+    with engine.query_log() as log:
+        await session.commit()
+    assert not [q for q in log.statements if "INSERT" in q], log.statements
+    assert sorted(await reader.query(RPost).values_list("id", flat=True)) == [13, 21, 30]
+    assert sorted(await reader.query(RGroup).values_list("id", flat=True)) == [2, 3]
+    # added again, it is inserted again
+    session.add(g1)
+    await session.commit()
+    assert sorted(await reader.query(RGroup).values_list("id", flat=True)) == [1, 2, 3]
+
+
+async def test_a_child_moved_by_an_insert_is_settled_and_leaves_its_old_parent(engine, session, reader):
+    await seed(session)
+    alice = (await authors(session, selectinload("posts")))[1]
+    p11 = by_id(alice.posts)[11]
+    new = await session.insert(RAuthor(name="new", posts=[p11]))
+    assert p11.author_id == new.id and p11.author is new
+    assert ids(alice.posts) == [12, 13]
+    # written once: the next flush has nothing to do, and another session's change stands
+    with engine.query_log() as log:
+        await session.commit()
+    assert len(log) == 0, log.statements
+    (other,) = await reader.query(RPost).filter(id=11).all()
+    await reader.update(other, author_id=3)
+    assert (await session.get(RPost, 11)).author_id == 3
+    await session.commit()
+    assert await reader.query(RPost).filter(id=11).values_list("author_id", flat=True) == [3]
+
+
+async def test_new_rows_join_the_other_side_when_both_are_new_and_fill_a_loaded_one_to_one(session, reader):
+    await seed(session)
+    bob = RAuthor(name="bob2", posts=[])
+    p = RPost(title="p", author=bob)
+    session.add_all([bob, p])
+    await session.commit()
+    assert bob.posts == [p]
+    a3 = RAuthor(name="a3", groups=[])
+    g = await session.insert(RGroup(name="g", members=[a3]))
+    assert a3.groups == [g]
+    carol = (await authors(session, selectinload("profile")))[3]
+    assert carol.profile is None
+    prof = await session.insert(RProfile(bio="c1", author=carol))
+    assert carol.profile is prof
+    # the one-to-one is known to hold it: replacing it must unlink the old one, which its NOT
+    # NULL key forbids, and says so before anything is written
+    carol.profile = RProfile(bio="c2")
+    with pytest.raises(InterfaceError, match="cannot be unlinked"):
+        await session.commit()
+    await session.rollback()
+    assert [x.bio for x in await reader.query(RProfile).filter(author_id=3).all()] == ["c1"]
+
+
+async def test_an_upsert_writes_the_key_of_a_parent_set_on_a_new_instance(session, reader):
+    await seed(session)
+    bob = await session.get(RAuthor, 2)
+    out = await session.upsert(RPost(id=100, title="u", author=bob), conflict_target="id")
+    assert out.author_id == 2 and out.author is bob
+    assert await reader.query(RPost).filter(id=100).values_list("author_id", flat=True) == [2]
+    with pytest.raises(ValueTypeError, match=r"RPost.author: upsert\(\) writes the row's own columns only"):
+        await session.upsert(RPost(id=101, title="v", author=RAuthor(name="unsaved")), conflict_target="id")
+    with pytest.raises(ValueTypeError, match=r"RPost.tags: upsert\(\) writes the row's own columns only"):
+        await session.upsert(RPost(id=102, title="w", tags=[RTag(label="x")]), conflict_target="id")
+    assert await reader.query(RPost).filter(id__in=[101, 102]).count() == 0
+
+
+async def test_the_same_object_twice_in_a_new_collection_is_linked_once(session, reader):
+    await seed(session)
+    t1 = await session.get(RTag, 1)
+    p = await session.insert(RPost(title="twice", tags=[t1, t1]))
+    assert await reader.query(RPostTag).filter(post_id=p.id).count() == 1

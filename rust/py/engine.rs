@@ -67,6 +67,48 @@ struct PinState {
 }
 
 /// Records instances just written in the session's identity map, with their values.
+/// An upsert writes one row's columns: a many-to-one set on the instance gives its foreign
+/// key (as an insert takes it); what would need other rows written is refused, not dropped.
+/// The relationships of an object the session tracks are left to the next flush, which
+/// compares them with what they were loaded with.
+fn upsert_parents(m: &ModelHandle, obj: &Bound<'_, PyAny>, tracked: bool) -> PyResult<()> {
+    if m.schema.relations.is_empty() || tracked {
+        return Ok(());
+    }
+    let py = obj.py();
+    let d = super::write::dict_of(obj)?;
+    let rels = m.schema.resolved_relations()?;
+    for r in rels.iter() {
+        let Some(v) = d.get_item(r.name.as_str())? else { continue };
+        super::write::check_related(m, r, &v)?;
+        let refuse = |what: &str| -> PyResult<()> {
+            Err(Error::value_type(format!(
+                "{}.{}: upsert() writes the row's own columns only, and {what}; insert it with session.insert() \
+                 (or session.add()), or write the related rows first",
+                m.schema.name, r.name
+            ))
+            .into())
+        };
+        match r.kind {
+            crate::schema::RelKind::ManyToOne => {
+                if v.is_none() {
+                    d.set_item(m.keys[r.local_col].bind(py), py.None())?;
+                    continue;
+                }
+                let p = super::write::handle_of(&v)?;
+                let key = p.get().column_value(&v, r.remote_col)?;
+                if key.is_null() {
+                    return refuse(&format!("the {} it names is not saved yet", r.target.name));
+                }
+                d.set_item(m.keys[r.local_col].bind(py), convert::to_py(py, &key)?)?;
+            }
+            _ if super::write::items(&v)?.is_empty() => {}
+            _ => return refuse("a relationship holding rows would need them written"),
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn remember_all<'py>(
     identity: &Option<Py<IdentityMap>>,
     objs: impl IntoIterator<Item = Bound<'py, PyAny>>,
@@ -731,6 +773,11 @@ impl EngineCore {
         let mut columns = None;
         for o in &objs {
             m.check_instance(o)?;
+            let tracked = match &self.identity {
+                Some(map) => map.get().holds_obj(m, o)?,
+                None => false,
+            };
+            upsert_parents(m, o, tracked)?;
             let (cols, values) = Self::insert_values(m, o)?;
             if last.as_ref() != Some(&cols) {
                 if !cols.contains(&conflict) {
@@ -946,14 +993,17 @@ impl EngineCore {
         let stmt = Statement::Delete(DeleteShape { model: m.schema.id, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
         let forget = match (&self.identity, crate::rows::Key::of(&params.values[0])) {
-            (Some(map), Some(key)) => Some((map.clone_ref(obj.py()), key)),
+            (Some(map), Some(key)) => Some((map.clone_ref(obj.py()), key, obj.clone().unbind())),
             _ => None,
         };
         let model_id = m.schema.id;
         self.run_compiled(&compiled, &params.values, move |py, rows| {
             // Only once the row is gone: a refused DELETE leaves the object tracked.
-            if let Some((map, key)) = forget {
+            if let Some((map, key, obj)) = forget {
                 map.get().forget(model_id, &key);
+                // Still held by loaded relationships of other objects, it must not pass for
+                // a new object there, which a flush would insert again.
+                super::write::mark_removed(obj.bind(py))?;
             }
             Ok(pyo3::types::PyBool::new(py, rows.affected > 0).to_owned().into_any().unbind())
         })

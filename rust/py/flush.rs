@@ -237,6 +237,11 @@ impl<'py> Planner<'py, '_> {
         if self.tracked.contains(&ptr(obj)) {
             return false;
         }
+        // Deleted by this session: gone, not new (a loaded relationship still holding it
+        // would otherwise have it inserted again).
+        if super::write::is_removed(obj) {
+            return false;
+        }
         let shown = match key {
             Value::Int(i) => i.to_string(),
             Value::Text(t) => format!("{t:?}"),

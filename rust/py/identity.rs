@@ -502,6 +502,55 @@ impl IdentityMap {
         true
     }
 
+    /// Records that one-to-one `rel` of `target`'s row now holds the row keyed `value` (just
+    /// inserted for it); false when the session has no record of it (it was not loaded).
+    pub fn set_relation_one(&self, target: &Bound<'_, PyAny>, model: u32, key: Key, rel: usize, value: Value) -> bool {
+        let Ok(mut entries) = self.guard() else { return false };
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        let k = (model, key);
+        let Some(e) = map.get_mut(&k).filter(|e| e.obj.bind(target.py()).upgrade().is_some_and(|o| o.is(target)))
+        else {
+            return false;
+        };
+        if !e.rels.get().iter().any(|(i, _)| *i == rel) {
+            return false;
+        }
+        e.rels.set(rel, RelSnap::One(value));
+        if let Some(l) = log.as_mut() {
+            l.push(TxEvent::Relation(k, rel));
+        }
+        true
+    }
+
+    /// Takes `value` out of what collection `rel` of `target`'s row was loaded with (a row
+    /// it held was moved elsewhere).
+    pub fn remove_from_relation(&self, target: &Bound<'_, PyAny>, model: u32, key: Key, rel: usize, value: &Value) {
+        let Ok(mut entries) = self.guard() else { return };
+        let Entries { map, inserted: log, .. } = &mut *entries;
+        let k = (model, key);
+        let Some(e) = map.get_mut(&k).filter(|e| e.obj.bind(target.py()).upgrade().is_some_and(|o| o.is(target)))
+        else {
+            return;
+        };
+        let Some(RelSnap::Many(values)) =
+            e.rels.0.as_mut().and_then(|v| v.iter_mut().find(|(i, _)| *i == rel)).map(|(_, s)| s)
+        else {
+            return;
+        };
+        if let Some(at) = values.iter().position(|v| v == value) {
+            values.remove(at);
+            if let Some(l) = log.as_mut() {
+                l.push(TxEvent::Relation(k, rel));
+            }
+        }
+    }
+
+    /// Whether the session tracks `obj` itself for the row with primary key `pk`.
+    pub fn holds_object(&self, obj: &Bound<'_, PyAny>, model: u32, pk: Value) -> bool {
+        let Some(key) = Key::of(&pk) else { return false };
+        self.lookup(obj.py(), model, &key).is_some_and(|o| o.is(obj))
+    }
+
     /// Forgets what relation `rel` of a tracked row was loaded with (it is no longer held).
     pub fn forget_relation(&self, model: u32, key: &Key, rel: usize) {
         if let Ok(mut entries) = self.guard() {

@@ -609,6 +609,8 @@ fn link<'py>(
                 let mut noted = None;
                 // Whether the session recorded what this relation was loaded with.
                 let mut recorded = false;
+                let hidden =
+                    hidden_parent.as_ref().filter(|(fk, _)| children.is_empty() && !parent_rows[pr][*fk].is_null());
                 let parent_key = &parent_rows[pr][parent_pk_at];
                 if let Some((map, ph, i, link, rel)) = &note {
                     let h = ph.get();
@@ -649,7 +651,9 @@ fn link<'py>(
                             }
                         }
                         let values = children.iter().map(|(_, r)| child_rows[*r][*link].clone());
-                        let snap = if e.kind == EdgeKind::NoLoad {
+                        // A parent not found is not known either: what is there later (None
+                        // included) was assigned.
+                        let snap = if e.kind == EdgeKind::NoLoad || hidden.is_some() {
                             RelSnap::Unknown(0)
                         } else if e.uselist {
                             RelSnap::Many(values.collect())
@@ -691,10 +695,15 @@ fn link<'py>(
                     // (or filled in from the other side) and is kept, not dropped unflushed.
                     let keep = note.is_some() && !recorded;
                     mark_noload(parent, &name, only, keep)?;
-                } else if let Some((_, only)) =
-                    hidden_parent.as_ref().filter(|(fk, _)| children.is_empty() && !parent_rows[pr][*fk].is_null())
-                {
-                    mark_noload(parent, &name, only, note.is_some() && !recorded)?;
+                } else if let Some((fk, only)) = hidden {
+                    let d = dict_of(parent)?;
+                    if !(note.is_some() && !recorded && d.contains(&name)?) {
+                        if d.contains(&name)? {
+                            d.del_item(&name)?;
+                        }
+                        let fk = super::convert::to_py(py, &parent_rows[pr][*fk])?;
+                        super::model::mark_hidden(&d, &name, only, &fk)?;
+                    }
                     if track {
                         attached.borrow_mut().insert(slot);
                     }

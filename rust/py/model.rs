@@ -236,7 +236,16 @@ impl ModelHandle {
         let py = obj.py();
         let d = obj.getattr(pyo3::intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
         for r in rels.iter().filter(|r| r.kind == RelKind::ManyToOne && cols.contains(&r.local_col)) {
-            let Some(parent) = d.get_item(r.name.as_str())? else { continue };
+            let Some(parent) = d.get_item(r.name.as_str())? else {
+                // Read as None because no row had the key it held: with another key, not known.
+                if let Some(was) = hidden_for(&d, &r.name)? {
+                    let now = d.get_item(self.keys[r.local_col].bind(py))?;
+                    if now.is_none_or(|n| !n.eq(&was).unwrap_or(false)) {
+                        forget_hidden(&d, &r.name)?;
+                    }
+                }
+                continue;
+            };
             if self.names_parent(obj, r, &parent)? {
                 continue;
             }
@@ -268,14 +277,25 @@ impl ModelHandle {
         let d = super::write::dict_of(obj)?;
         let id = self.schema.id;
         for (i, r) in rels.iter().enumerate() {
-            let Some(now) = d.get_item(r.name.as_str())? else { continue };
             if r.kind == RelKind::ManyToOne {
-                if !self.names_parent(obj, r, &now)? {
+                match d.get_item(r.name.as_str())? {
+                    // Loaded (or assigned and written) in the transaction: it says nothing of
+                    // the database now, and must be loaded again.
+                    Some(_) if touched(i) => {
+                        d.del_item(r.name.as_str())?;
+                        unmark_noload(&d, &r.name)?;
+                    }
                     // A noload() mark stays: unset, it reads as None again.
-                    d.del_item(r.name.as_str())?;
+                    Some(now) if !self.names_parent(obj, r, &now)? => d.del_item(r.name.as_str())?,
+                    Some(_) => {}
+                    // Read as None because no row had its key, in the transaction: that row
+                    // may be back.
+                    None if touched(i) && hidden_for(&d, &r.name)?.is_some() => forget_hidden(&d, &r.name)?,
+                    None => {}
                 }
                 continue;
             }
+            let Some(now) = d.get_item(r.name.as_str())? else { continue };
             let before = map.relation(id, key, i);
             let same = match &before {
                 Some(RelSnap::Unknown(at)) => {
@@ -638,6 +658,48 @@ fn noloaded(d: &Bound<'_, PyDict>, name: &str) -> PyResult<bool> {
 }
 
 /// Takes `name` off the instance's noload() list, if it is there.
+/// Where an instance keeps, for each many-to-one read as None because no row had its key
+/// (a soft-deleted parent), the key it held then.
+fn hidden_key(py: Python<'_>) -> &Bound<'_, pyo3::types::PyString> {
+    pyo3::intern!(py, "_ormkit_hidden")
+}
+
+/// Marks relation `name` as read as None because the load found no row for `fk`: unset, it
+/// reads as None (as noload() leaves it) until `fk` changes.
+pub fn mark_hidden(
+    d: &Bound<'_, PyDict>,
+    name: &Bound<'_, pyo3::types::PyString>,
+    only: &Bound<'_, pyo3::types::PyFrozenSet>,
+    fk: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    mark_noload(d, name, only)?;
+    let key = hidden_key(d.py());
+    let held = match d.get_item(key)? {
+        Some(h) => h.cast_into::<PyDict>()?,
+        None => {
+            let h = PyDict::new(d.py());
+            d.set_item(key, &h)?;
+            h
+        }
+    };
+    held.set_item(name, fk)
+}
+
+fn hidden_for<'py>(d: &Bound<'py, PyDict>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match d.get_item(hidden_key(d.py()))? {
+        Some(h) => h.cast_into::<PyDict>()?.get_item(name),
+        None => Ok(None),
+    }
+}
+
+/// Unset and no longer read as None: reading raises until it is loaded.
+fn forget_hidden(d: &Bound<'_, PyDict>, name: &str) -> PyResult<()> {
+    if let Some(h) = d.get_item(hidden_key(d.py()))? {
+        h.cast_into::<PyDict>()?.del_item(name)?;
+    }
+    unmark_noload(d, name)
+}
+
 fn unmark_noload(d: &Bound<'_, PyDict>, name: &str) -> PyResult<()> {
     let key = noload_key(d.py());
     let Some(marked) = d.get_item(key)? else { return Ok(()) };

@@ -31,14 +31,18 @@ enum Effect {
     /// `obj`, just inserted, joins relation `rel` of `target` (a collection back-populating
     /// one of `obj`'s relationships), if that collection is loaded.
     Join { target: Py<PyAny>, rel: usize, obj: Py<PyAny> },
+    /// `child`, a row the session holds, was moved to a new parent by writing its foreign key
+    /// `fk` (it was `old`); `owner` is the parent model and its collection's relation.
+    Moved { child: Py<PyAny>, fk: usize, old: Value, owner: (u32, usize) },
 }
 
-/// The index of the collection on `r`'s target that back-populates `r`, if any.
+/// The index of the relationship on `r`'s target that back-populates `r` and holds the
+/// rows pointing at it (a collection, or a one-to-one), if any.
 fn back_collection(r: &crate::schema::ResolvedRel) -> Option<usize> {
     let b = r.back_populates.as_deref()?;
     let t = &r.target;
     let i = t.relation_index(b)?;
-    t.resolved_relations().ok()?.get(i).filter(|br| br.uselist).map(|_| i)
+    t.resolved_relations().ok()?.get(i).filter(|br| br.kind != RelKind::ManyToOne).map(|_| i)
 }
 
 pub struct WritePlan {
@@ -134,6 +138,20 @@ pub fn has_related(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
         }
     }
     Ok(false)
+}
+
+/// Where an instance whose row the session deleted says so (`session.add()` takes it away).
+fn removed_key(py: Python<'_>) -> &Bound<'_, PyString> {
+    pyo3::intern!(py, "_ormkit_removed")
+}
+
+pub fn mark_removed(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    dict_of(obj)?.set_item(removed_key(obj.py()), true)
+}
+
+/// Whether the session deleted `obj`'s row (`session.remove`).
+pub fn is_removed(obj: &Bound<'_, PyAny>) -> bool {
+    dict_of(obj).and_then(|d| d.contains(removed_key(obj.py()))).unwrap_or(false)
 }
 
 pub fn is_new(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -246,7 +264,7 @@ impl WritePlan {
         self.planned.insert(id, op);
         self.objects.push(obj.clone().unbind());
         // Then what hangs below it.
-        for r in rels.iter().filter(|r| r.kind != RelKind::ManyToOne) {
+        for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind != RelKind::ManyToOne) {
             let Some(v) = d.get_item(r.name.as_str())? else { continue };
             let back = match &r.back_populates {
                 Some(b) => {
@@ -256,7 +274,9 @@ impl WritePlan {
                 }
                 None => None,
             };
-            for child in items(&v)? {
+            let mut seen = HashSet::new();
+            // The same object twice in a collection is one member, as a flush takes it.
+            for child in items(&v)?.into_iter().filter(|c| seen.insert(c.as_ptr() as usize)) {
                 let ch = member_handle(m, r, &child)?;
                 let c = ch.get();
                 match r.kind {
@@ -271,7 +291,14 @@ impl WritePlan {
                         if is_new(c, &child)? {
                             self.insert(&child, link.as_slice())?;
                         } else if let Some((fk, from, col)) = link {
+                            let old = c.column_value(&child, fk)?;
                             self.move_child(&child, c, fk, from, col)?;
+                            self.effects.push(Effect::Moved {
+                                child: child.clone().unbind(),
+                                fk,
+                                old,
+                                owner: (m.schema.id, ri),
+                            });
                         }
                         if let Some(b) = &back {
                             self.effects.push(Effect::Set {
@@ -366,6 +393,7 @@ impl WritePlan {
         identity: Option<&IdentityMap>,
     ) -> PyResult<Vec<Py<PyAny>>> {
         let mut joins = Vec::new();
+        let mut moves = Vec::new();
         for e in self.effects {
             match e {
                 Effect::FromOp { obj, key, op, col } => {
@@ -377,37 +405,108 @@ impl WritePlan {
                     dict_of(obj.bind(py))?.set_item(key.bind(py), value)?;
                 }
                 Effect::Join { target, rel, obj } => joins.push((target, rel, obj)),
+                Effect::Moved { child, fk, old, owner } => moves.push((child, fk, old, owner)),
             }
         }
+        let new_rows: HashSet<usize> = self.objects.iter().map(|o| o.as_ptr() as usize).collect();
         for (target, rel, obj) in joins {
-            join_collection(identity, target.bind(py), rel, obj.bind(py))?;
+            let fresh = new_rows.contains(&(target.as_ptr() as usize));
+            join_collection(identity, target.bind(py), rel, obj.bind(py), fresh)?;
+        }
+        if let Some(map) = identity {
+            for (child, fk, old, owner) in moves {
+                settle_move(py, map, child.bind(py), fk, &old, owner)?;
+            }
         }
         Ok(self.objects)
     }
 }
 
-/// Puts `obj`, a row just inserted, in collection `rel` of `target` when that holds what was
-/// loaded: the loaded collections on the other side of a new row's relationships follow it,
-/// as they follow an assignment. The session's record of the collection takes the row too,
-/// so that the next flush does not write it again.
+/// After a write moved `child` to another parent: the session takes its new key as what the
+/// database holds (a later flush would write it again, and a read keep it over another
+/// session's change), and the old parent's loaded collection lets it go.
+fn settle_move(
+    py: Python<'_>,
+    map: &IdentityMap,
+    child: &Bound<'_, PyAny>,
+    fk: usize,
+    old: &Value,
+    (owner, rel): (u32, usize),
+) -> PyResult<()> {
+    let ch = handle_of(child)?;
+    let c = ch.get();
+    if map.holds_object(child, c.schema.id, c.pk_value(child)?) {
+        map.settle_columns(c, child, &[fk])?;
+    }
+    let Some(old_key) = crate::rows::Key::of(old) else { return Ok(()) };
+    let Some(prev) = map.lookup(py, owner, &old_key) else { return Ok(()) };
+    let ph = handle_of(&prev)?;
+    let Ok(rels) = ph.get().schema.resolved_relations() else { return Ok(()) };
+    let Some(r) = rels.get(rel) else { return Ok(()) };
+    let d = dict_of(&prev)?;
+    let Some(list) = d.get_item(r.name.as_str())?.and_then(|l| l.cast_into::<PyList>().ok()) else {
+        return Ok(());
+    };
+    if !list.iter().any(|o| o.is(child)) {
+        return Ok(());
+    }
+    let kept: Vec<Bound<'_, PyAny>> = list.iter().filter(|o| !o.is(child)).collect();
+    map.remove_from_relation(&prev, owner, old_key, rel, &c.pk_value(child)?);
+    d.set_item(r.name.as_str(), PyList::new(py, kept)?)
+}
+
+/// Puts `obj`, a row just inserted, in relationship `rel` of `target` (a collection, or a
+/// one-to-one) when that holds what was loaded: the loaded relationships on the other side of
+/// a new row's relationships follow it, as they follow an assignment. The session's record
+/// takes the row too, so that the next flush does not write it again. A `fresh` target was
+/// inserted by the same write: it is recorded afterwards with what it then holds.
 fn join_collection(
     identity: Option<&IdentityMap>,
     target: &Bound<'_, PyAny>,
     rel: usize,
     obj: &Bound<'_, PyAny>,
+    fresh: bool,
 ) -> PyResult<()> {
+    let py = target.py();
     let th = handle_of(target)?;
     let t = th.get();
     let Ok(rels) = t.schema.resolved_relations() else { return Ok(()) };
     let Some(r) = rels.get(rel) else { return Ok(()) };
     let d = dict_of(target)?;
-    let Some(list) = d.get_item(r.name.as_str())?.and_then(|l| l.cast_into::<PyList>().ok()) else {
-        return Ok(());
+    let held = d.get_item(r.name.as_str())?;
+    if !r.uselist {
+        if held.as_ref().is_some_and(|h| h.is(obj)) {
+            return Ok(());
+        }
+        if !fresh {
+            let Some(map) = identity else {
+                return match held {
+                    Some(_) => d.set_item(r.name.as_str(), obj),
+                    None => Ok(()),
+                };
+            };
+            let oh = handle_of(obj)?;
+            let value = oh.get().column_value(obj, oh.get().schema.pk)?;
+            let Some(key) = crate::rows::Key::of(&t.pk_value(target)?) else { return Ok(()) };
+            if !map.set_relation_one(target, t.schema.id, key, rel, value) {
+                return Ok(());
+            }
+        }
+        return d.set_item(r.name.as_str(), obj);
+    }
+    let list = match held.and_then(|l| l.cast_into::<PyList>().ok()) {
+        Some(list) => list,
+        None if fresh => {
+            let list = PyList::empty(py);
+            d.set_item(r.name.as_str(), &list)?;
+            list
+        }
+        None => return Ok(()),
     };
     if list.iter().any(|o| o.is(obj)) {
         return Ok(());
     }
-    if let Some(map) = identity {
+    if let (Some(map), false) = (identity, fresh) {
         let oh = handle_of(obj)?;
         let link = if r.kind == RelKind::OneToMany { oh.get().schema.pk } else { r.remote_col };
         let value = oh.get().column_value(obj, link)?;
