@@ -986,3 +986,48 @@ async def test_child_moved_through_a_collection_leaves_the_old_parents(engine, s
     fresh = await authors(AsyncSession(engine), selectinload("posts"), selectinload("profile"))
     assert ids(fresh[1].posts) == [11, 13] and ids(fresh[2].posts) == [12, 21]
     assert fresh[2].profile is None and fresh[3].profile.id == profile.id
+
+
+async def test_a_row_read_again_in_a_rolled_back_transaction_keeps_what_others_committed(engine, session, reader):
+    """Read again inside a transaction, a row shows what another session committed before:
+    the rollback does not undo that, so the object keeps it and a later change is written."""
+    await seed(session)
+    a = (await authors(session))[1]
+    p11 = (await posts(session, selectinload("author")))[11]
+    b = (await authors(reader))[1]
+    await reader.update(b, name="from the reader")
+    await reader.update((await posts(reader))[11], author_id=2)
+    with pytest.raises(Boom):
+        async with session.begin():
+            await session.get(RAuthor, 1)
+            await posts(session)
+            assert (a.name, p11.author_id) == ("from the reader", 2)
+            raise Boom
+    assert (a.name, p11.author_id) == ("from the reader", 2)
+    with pytest.raises(RelationNotLoaded):
+        p11.author  # noqa: B018
+    a.name = "alice"
+    await session.commit()
+    assert (await authors(reader))[1].name == "alice"
+    # after a bulk write in the transaction, what was read again may have been that write
+    with pytest.raises(Boom):
+        async with session.begin():
+            await session.bulk_update(RAuthor, {"name": "bulk"}, id=1)
+            await session.get(RAuthor, 1)
+            assert a.name == "bulk"
+            raise Boom
+    assert a.name == "alice"
+
+
+async def test_a_key_given_to_a_row_inserted_in_a_rolled_back_transaction_stays(engine, session):
+    with pytest.raises(Boom):
+        async with session.begin():
+            x = await session.insert(RAuthor(id=100, name="given"))
+            y = await session.insert(RAuthor(name="generated"))
+            z, w = await session.insert_all([RAuthor(id=200, name="given2"), RAuthor(name="generated2")])
+            raise Boom
+    assert (x.id, y.id, z.id, w.id) == (100, None, 200, None)
+    session.add_all([x, y, z, w])
+    await session.commit()
+    assert {100, 200} <= set((await authors(AsyncSession(engine))).keys())
+    assert len(await authors(AsyncSession(engine))) == 4

@@ -109,6 +109,18 @@ fn upsert_parents(m: &ModelHandle, obj: &Bound<'_, PyAny>, tracked: bool) -> PyR
     Ok(())
 }
 
+/// Tracks the instances a write plan inserted (`WritePlan::apply`).
+pub(super) fn remember_new(
+    identity: &Option<Py<IdentityMap>>,
+    py: Python<'_>,
+    written: &[(Py<PyAny>, bool)],
+) -> PyResult<()> {
+    for (o, generated) in written {
+        remember_all(identity, [o.bind(py).clone()], Rels::inserted(*generated))?;
+    }
+    Ok(())
+}
+
 pub(super) fn remember_all<'py>(
     identity: &Option<Py<IdentityMap>>,
     objs: impl IntoIterator<Item = Bound<'py, PyAny>>,
@@ -337,6 +349,14 @@ impl EngineCore {
         self.identity.as_ref().map(|m| m.clone_ref(py))
     }
 
+    /// A write of rows the session cannot name (bulk, raw SQL) is about to run: inside a
+    /// transaction, what is read again afterwards may be that write, which a rollback undoes.
+    pub fn note_unattributed(&self) {
+        if let Some(m) = &self.identity {
+            m.get().log_unattributed();
+        }
+    }
+
     pub fn forget_model(&self, model: u32) {
         if let Some(m) = &self.identity {
             m.get().forget_model(model);
@@ -423,7 +443,7 @@ impl EngineCore {
         let identity = Python::attach(|py| self.identity(py));
         self.submit_response(Request::Writes { ops }, move |py, response| {
             let written = plan.apply(py, &response.units(), identity.as_ref().map(|m| m.get()))?;
-            remember_all(&identity, written.iter().map(|o| o.bind(py).clone()), Rels::Inserted)?;
+            remember_new(&identity, py, &written)?;
             Ok(result)
         })
     }
@@ -579,6 +599,9 @@ impl EngineCore {
                 }
             }
         }
+        if !sql.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("select")) {
+            self.note_unattributed();
+        }
         let sql = match self.dialect {
             Dialect::Postgres => postgres::rewrite_qmarks(&sql),
             Dialect::Sqlite => sql,
@@ -640,6 +663,7 @@ impl EngineCore {
             return self.insert_related(vec![obj.clone()], obj.unbind());
         }
         let (cols, values) = Self::insert_values(m, &obj)?;
+        let generated = !cols.contains(&m.schema.pk);
         let stmt = Statement::Insert(InsertShape {
             model: m.schema.id,
             cols,
@@ -657,7 +681,7 @@ impl EngineCore {
             if let Some(pk) = rows.values.first() {
                 o.setattr(m.keys[m.schema.pk].bind(py), convert::to_py(py, pk)?)?;
             }
-            remember_all(&identity, [o.clone()], Rels::Inserted)?;
+            remember_all(&identity, [o.clone()], Rels::inserted(generated))?;
             Ok(obj)
         })
     }
@@ -1029,6 +1053,7 @@ impl EngineCore {
         }
         let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
+        self.note_unattributed();
         // The session's objects keep their identity: the next read of their rows brings them
         // up to date (IdentityMap::hit), and their own unflushed changes are still written.
         self.run_compiled(&compiled, &params.values, |py, rows| {

@@ -79,7 +79,7 @@ impl FlushPlan {
         let units = response.units();
         let written =
             self.plan.apply(py, units.get(self.shift..).unwrap_or(&[]), identity.as_ref().map(|m| m.get()))?;
-        let new_rows: FastSet<usize> = written.iter().map(|o| o.as_ptr() as usize).collect();
+        let new_rows: FastSet<usize> = written.iter().map(|(o, _)| o.as_ptr() as usize).collect();
         let mut again: Vec<Bound<'_, PyAny>> = self.touched.iter().map(|o| o.bind(py).clone()).collect();
         for m in &self.mirrors {
             let (target, owner) = (m.target.bind(py), m.owner.bind(py));
@@ -116,7 +116,7 @@ impl FlushPlan {
         for o in &again {
             handle_of(o)?.get().expire_all_parents(o)?;
         }
-        remember_all(identity, written.iter().map(|o| o.bind(py).clone()), Rels::Inserted)?;
+        super::engine::remember_new(identity, py, &written)?;
         remember_all(identity, again, Rels::Current)?;
         if let Some(map) = identity {
             map.get().clear_deleted();

@@ -133,7 +133,9 @@ struct Entries {
 }
 
 enum TxEvent {
-    Inserted((u32, Key)),
+    /// A row inserted in the transaction; whether its key was generated (a rollback takes a
+    /// generated key back, and leaves one the user gave).
+    Inserted((u32, Key), bool),
     /// A row the session first met through an upsert (which may have inserted it or changed
     /// it): the object, and the key attribute it had before the upsert filled it in.
     Upserted((u32, Key), Py<PyAny>, Py<PyAny>),
@@ -142,6 +144,13 @@ enum TxEvent {
     Removed((u32, Key), Entry),
     /// The snapshot a row had before the transaction changed it.
     Updated((u32, Key), Vec<Value>),
+    /// The snapshot a row had before it was read again, changed, in the transaction. Unless
+    /// the transaction wrote rows the session cannot name, the change was committed by others
+    /// and stands after a rollback.
+    Read((u32, Key), Vec<Value>),
+    /// The transaction wrote rows the session cannot name (a bulk update or delete, raw SQL):
+    /// what it read again afterwards may be its own writes.
+    Unattributed,
     /// What the session recorded of one relationship of a row changed in the transaction (it
     /// was loaded or written in it), so after a rollback it says nothing of the database.
     Relation((u32, Key), usize),
@@ -308,7 +317,9 @@ impl IdentityMap {
                     std::collections::hash_map::Entry::Occupied(mut o) => {
                         if let Some(obj) = o.get().obj.bind(py).upgrade() {
                             if o.get().snapshot.get() != row {
-                                log_update(log, o.key(), o.get().snapshot.get());
+                                if let Some(l) = log.as_mut() {
+                                    l.push(TxEvent::Read(o.key().clone(), o.get().snapshot.get().to_vec()));
+                                }
                                 let old = std::mem::replace(&mut o.get_mut().snapshot, snap());
                                 stale.push((obj.clone(), old.get().to_vec(), row.to_vec()));
                             }
@@ -345,6 +356,7 @@ impl IdentityMap {
         pk: usize,
         items: Vec<(Bound<'_, PyAny>, Vec<Value>)>,
         rels: RelSnapshots,
+        generated: &[bool],
     ) -> PyResult<()> {
         let mut weak = Vec::with_capacity(items.len());
         for (obj, _) in &items {
@@ -353,7 +365,9 @@ impl IdentityMap {
         let mut entries = self.guard()?;
         entries.sweep(py, items.len());
         entries.map.reserve(items.len());
-        for ((_, snapshot), obj) in items.into_iter().zip(weak) {
+        for (((_, snapshot), obj), &generated) in
+            items.into_iter().zip(weak).zip(generated.iter().chain(std::iter::repeat(&true)))
+        {
             let Some(key) = Key::of(&snapshot[pk]) else { continue };
             let k = (model, key);
             let old = entries
@@ -365,7 +379,7 @@ impl IdentityMap {
                 log_replaced(py, &mut entries.inserted, &k, old);
             }
             if let Some(log) = entries.inserted.as_mut() {
-                log.push(TxEvent::Inserted(k));
+                log.push(TxEvent::Inserted(k, generated));
             }
         }
         Ok(())
@@ -438,11 +452,22 @@ impl IdentityMap {
         Ok(())
     }
 
-    /// Notes a row inserted inside the current transaction.
-    pub fn log_insert(&self, model: u32, key: Key) {
+    /// Notes that the current transaction wrote rows the session cannot name.
+    pub fn log_unattributed(&self) {
         if let Ok(mut e) = self.guard() {
             if let Some(log) = e.inserted.as_mut() {
-                log.push(TxEvent::Inserted((model, key)));
+                if !matches!(log.last(), Some(TxEvent::Unattributed)) {
+                    log.push(TxEvent::Unattributed);
+                }
+            }
+        }
+    }
+
+    /// Notes a row inserted inside the current transaction.
+    pub fn log_insert(&self, model: u32, key: Key, generated: bool) {
+        if let Ok(mut e) = self.guard() {
+            if let Some(log) = e.inserted.as_mut() {
+                log.push(TxEvent::Inserted((model, key), generated));
             }
         }
     }
@@ -703,11 +728,20 @@ impl IdentityMap {
             let mut touched: FastSet<(u32, Key, usize)> = FastSet::default();
             if let Some(log) = e.inserted.as_mut() {
                 let undone: Vec<TxEvent> = log.drain(mark.min(log.len())..).collect();
+                let blind = undone.iter().any(|ev| matches!(ev, TxEvent::Unattributed));
                 for ev in undone.into_iter().rev() {
                     match ev {
-                        TxEvent::Inserted(k) => {
+                        TxEvent::Unattributed => {}
+                        TxEvent::Read(k, old) => {
+                            if blind {
+                                if let Some(en) = e.map.get_mut(&k) {
+                                    en.snapshot = Snap::owned(old);
+                                }
+                            }
+                        }
+                        TxEvent::Inserted(k, generated) => {
                             if let Some(o) = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade()) {
-                                reset.push((k, o));
+                                reset.push((k, o, generated));
                             }
                         }
                         // Whether the upsert inserted the row or changed one, the session had
@@ -743,7 +777,7 @@ impl IdentityMap {
             }
             // An object whose row was back in the map by the end of the replay (tracked
             // before the transaction inserted it again) keeps its key.
-            reset.retain(|(k, o)| !e.map.get(k).and_then(|en| en.obj.bind(py).upgrade()).is_some_and(|t| t.is(o)));
+            reset.retain(|(k, o, _)| !e.map.get(k).and_then(|en| en.obj.bind(py).upgrade()).is_some_and(|t| t.is(o)));
             e.deleted.clear();
             e.sweep(py, usize::MAX);
             let live = e
@@ -760,7 +794,7 @@ impl IdentityMap {
         }
         // A generated key of a row that no longer exists is taken back, so that adding the
         // object again inserts it afresh instead of claiming a key the database may reuse.
-        for ((model, _), obj) in reset {
+        for ((model, _), obj, _) in reset.into_iter().filter(|(_, _, generated)| *generated) {
             let h = super::model::handle_for(py, model)?;
             let h = h.get();
             let pk = h.schema.pk_column();

@@ -52,8 +52,9 @@ pub struct WritePlan {
     planned: HashMap<usize, usize>,
     in_progress: HashSet<usize>,
     dialect: Dialect,
-    /// Every instance planned for insertion, in order.
-    objects: Vec<Py<PyAny>>,
+    /// Every instance planned for insertion, in order, and whether its key is left to the
+    /// database.
+    objects: Vec<(Py<PyAny>, bool)>,
 }
 
 /// Refuses a relationship value of the wrong shape before anything is written, with the
@@ -233,6 +234,7 @@ impl WritePlan {
         let mut cols = Vec::new();
         let mut params = Vec::new();
         let mut fixups = Vec::new();
+        let mut generated = false;
         for (i, c) in m.schema.columns.iter().enumerate() {
             if let Some((_, op, rc)) = from_ops.iter().find(|f| f.0 == i) {
                 fixups.push((params.len(), *op, *rc));
@@ -249,6 +251,7 @@ impl WritePlan {
             let v = d.get_item(m.keys[i].bind(py))?;
             let missing = v.as_ref().is_none_or(|v| v.is_none());
             if c.primary_key && c.autoincrement && missing {
+                generated = true;
                 continue;
             }
             cols.push(i);
@@ -262,7 +265,7 @@ impl WritePlan {
         self.ops.push(WriteOp { sql: compiled.sql.clone(), params, columns: Some(compiled.out.clone()), fixups });
         self.effects.push(Effect::FromOp { obj: obj.clone().unbind(), key: m.keys[pk].clone_ref(py), op, col: 0 });
         self.planned.insert(id, op);
-        self.objects.push(obj.clone().unbind());
+        self.objects.push((obj.clone().unbind(), generated));
         // Then what hangs below it.
         for (ri, r) in rels.iter().enumerate().filter(|(_, r)| r.kind != RelKind::ManyToOne) {
             let Some(v) = d.get_item(r.name.as_str())? else { continue };
@@ -385,13 +388,13 @@ impl WritePlan {
 
     /// Applies the keys the statements returned to the Python objects, then adds the new
     /// rows to the loaded collections they belong to; returns the instances that were
-    /// inserted.
+    /// inserted, each with whether its key was generated.
     pub fn apply(
         self,
         py: Python<'_>,
         results: &[crate::rows::RowSet],
         identity: Option<&IdentityMap>,
-    ) -> PyResult<Vec<Py<PyAny>>> {
+    ) -> PyResult<Vec<(Py<PyAny>, bool)>> {
         let mut joins = Vec::new();
         let mut moves = Vec::new();
         for e in self.effects {
@@ -408,7 +411,7 @@ impl WritePlan {
                 Effect::Moved { child, fk, old, owner } => moves.push((child, fk, old, owner)),
             }
         }
-        let new_rows: HashSet<usize> = self.objects.iter().map(|o| o.as_ptr() as usize).collect();
+        let new_rows: HashSet<usize> = self.objects.iter().map(|(o, _)| o.as_ptr() as usize).collect();
         for (target, rel, obj) in joins {
             let fresh = new_rows.contains(&(target.as_ptr() as usize));
             join_collection(identity, target.bind(py), rel, obj.bind(py), fresh)?;
