@@ -502,72 +502,72 @@ impl IdentityMap {
         }
     }
 
-    /// Adds `value` to what collection `rel` of a tracked row was loaded with (a row just
-    /// inserted joined it); false when the session has no such record (the collection was
-    /// not loaded, or noload() left it unknown).
-    pub fn add_to_relation(&self, target: &Bound<'_, PyAny>, model: u32, key: Key, rel: usize, value: Value) -> bool {
-        let Ok(mut entries) = self.guard() else { return false };
+    /// Runs `change` on what relation `rel` of `target`'s row was recorded with, when the
+    /// session tracks `target` itself for that row and has such a record; logs the relation
+    /// as written in the transaction when `change` says it changed it. None without a record.
+    fn change_relation(
+        &self,
+        target: &Bound<'_, PyAny>,
+        model: u32,
+        key: Key,
+        rel: usize,
+        change: impl FnOnce(&mut RelSnap) -> bool,
+    ) -> Option<()> {
+        let mut entries = self.guard().ok()?;
         let Entries { map, inserted: log, .. } = &mut *entries;
         let k = (model, key);
-        let Some(e) = map.get_mut(&k).filter(|e| e.obj.bind(target.py()).upgrade().is_some_and(|o| o.is(target)))
-        else {
-            return false;
-        };
-        let Some(RelSnap::Many(values)) =
-            e.rels.0.as_mut().and_then(|v| v.iter_mut().find(|(i, _)| *i == rel)).map(|(_, s)| s)
-        else {
-            return false;
-        };
-        if !values.contains(&value) {
-            values.push(value);
+        let e = map.get_mut(&k).filter(|e| e.obj.bind(target.py()).upgrade().is_some_and(|o| o.is(target)))?;
+        let snap = e.rels.0.as_mut()?.iter_mut().find(|(i, _)| *i == rel).map(|(_, s)| s)?;
+        if change(snap) {
             if let Some(l) = log.as_mut() {
                 l.push(TxEvent::Relation(k, rel));
             }
         }
-        true
+        Some(())
+    }
+
+    /// Adds `value` to what collection `rel` of `target`'s row was loaded with (a row just
+    /// inserted joined it); false when the session has no such record (the collection was
+    /// not loaded, or noload() left it unknown).
+    pub fn add_to_relation(&self, target: &Bound<'_, PyAny>, model: u32, key: Key, rel: usize, value: Value) -> bool {
+        let mut many = false;
+        self.change_relation(target, model, key, rel, |snap| match snap {
+            RelSnap::Many(values) => {
+                many = true;
+                let new = !values.contains(&value);
+                if new {
+                    values.push(value);
+                }
+                new
+            }
+            _ => false,
+        });
+        many
     }
 
     /// Records that one-to-one `rel` of `target`'s row now holds the row keyed `value` (just
     /// inserted for it); false when the session has no record of it (it was not loaded).
     pub fn set_relation_one(&self, target: &Bound<'_, PyAny>, model: u32, key: Key, rel: usize, value: Value) -> bool {
-        let Ok(mut entries) = self.guard() else { return false };
-        let Entries { map, inserted: log, .. } = &mut *entries;
-        let k = (model, key);
-        let Some(e) = map.get_mut(&k).filter(|e| e.obj.bind(target.py()).upgrade().is_some_and(|o| o.is(target)))
-        else {
-            return false;
-        };
-        if !e.rels.get().iter().any(|(i, _)| *i == rel) {
-            return false;
-        }
-        e.rels.set(rel, RelSnap::One(value));
-        if let Some(l) = log.as_mut() {
-            l.push(TxEvent::Relation(k, rel));
-        }
-        true
+        self.change_relation(target, model, key, rel, |snap| {
+            *snap = RelSnap::One(value);
+            true
+        })
+        .is_some()
     }
 
     /// Takes `value` out of what collection `rel` of `target`'s row was loaded with (a row
     /// it held was moved elsewhere).
     pub fn remove_from_relation(&self, target: &Bound<'_, PyAny>, model: u32, key: Key, rel: usize, value: &Value) {
-        let Ok(mut entries) = self.guard() else { return };
-        let Entries { map, inserted: log, .. } = &mut *entries;
-        let k = (model, key);
-        let Some(e) = map.get_mut(&k).filter(|e| e.obj.bind(target.py()).upgrade().is_some_and(|o| o.is(target)))
-        else {
-            return;
-        };
-        let Some(RelSnap::Many(values)) =
-            e.rels.0.as_mut().and_then(|v| v.iter_mut().find(|(i, _)| *i == rel)).map(|(_, s)| s)
-        else {
-            return;
-        };
-        if let Some(at) = values.iter().position(|v| v == value) {
-            values.remove(at);
-            if let Some(l) = log.as_mut() {
-                l.push(TxEvent::Relation(k, rel));
-            }
-        }
+        self.change_relation(target, model, key, rel, |snap| match snap {
+            RelSnap::Many(values) => match values.iter().position(|v| v == value) {
+                Some(at) => {
+                    values.remove(at);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        });
     }
 
     /// Whether the session tracks `obj` itself for the row with primary key `pk`.

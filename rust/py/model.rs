@@ -658,7 +658,6 @@ fn noloaded(d: &Bound<'_, PyDict>, name: &str) -> PyResult<bool> {
     }
 }
 
-/// Takes `name` off the instance's noload() list, if it is there.
 /// Where an instance keeps, for each many-to-one read as None because no row had its key
 /// (a soft-deleted parent), the key it held then.
 fn hidden_key(py: Python<'_>) -> &Bound<'_, pyo3::types::PyString> {
@@ -701,6 +700,7 @@ fn forget_hidden(d: &Bound<'_, PyDict>, name: &str) -> PyResult<()> {
     unmark_noload(d, name)
 }
 
+/// Takes `name` off the instance's noload() list, if it is there.
 fn unmark_noload(d: &Bound<'_, PyDict>, name: &str) -> PyResult<()> {
     let key = noload_key(d.py());
     let Some(marked) = d.get_item(key)? else { return Ok(()) };
