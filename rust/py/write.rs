@@ -28,8 +28,8 @@ enum Effect {
     FromOp { obj: Py<PyAny>, key: Py<PyString>, op: usize, col: usize },
     /// `obj.<key> = value`
     Set { obj: Py<PyAny>, key: Py<PyString>, value: Py<PyAny> },
-    /// `obj`, just inserted, joins relation `rel` of `target` (a collection back-populating
-    /// one of `obj`'s relationships), if that collection is loaded.
+    /// `obj`, just inserted, joins relation `rel` of `target` (a collection or a one-to-one
+    /// back-populating one of `obj`'s relationships), if that relation is loaded.
     Join { target: Py<PyAny>, rel: usize, obj: Py<PyAny> },
     /// `child`, a row the session holds, was moved to a new parent by writing its foreign key
     /// `fk` (it was `old`); `owner` is the parent model and its collection's relation.
