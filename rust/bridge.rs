@@ -491,6 +491,17 @@ pub struct Completer {
     shared: Option<Arc<Shared>>,
 }
 
+/// See [`Completer::cancel_probe`].
+pub struct CancelProbe {
+    shared: Option<Arc<Shared>>,
+}
+
+impl CancelProbe {
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
+    }
+}
+
 pub fn pending() -> (Pending, Completer) {
     let shared = Arc::new(Shared::default());
     (Pending { shared: shared.clone() }, Completer { shared: Some(shared) })
@@ -514,6 +525,11 @@ impl Completer {
     /// True when the awaiting side is gone, so the work need not start.
     pub fn is_cancelled(&self) -> bool {
         self.shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
+    }
+
+    /// A handle that tells, later and from anywhere, whether the awaiting side went away.
+    pub fn cancel_probe(&self) -> CancelProbe {
+        CancelProbe { shared: self.shared.clone() }
     }
 
     /// A handle that hands the awaiting side early parts of the result.

@@ -454,6 +454,7 @@ class RSolo(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
 
     part: Mapped[RSoloPart | None] = relationship(back_populates="solo", uselist=False)
+    words: Mapped[list[RWord]] = relationship(back_populates="solo")
 
 
 class RSoloPart(Base):
@@ -463,6 +464,36 @@ class RSoloPart(Base):
     solo_id: Mapped[int | None] = mapped_column(ForeignKey("r_solos.id"))
 
     solo: Mapped[RSolo | None] = relationship(back_populates="part")
+
+
+class RWord(Base):
+    """Children keyed by text, for the order of a collection."""
+
+    __tablename__ = "r_words"
+
+    code: Mapped[str] = mapped_column(primary_key=True, max_length=20)
+    solo_id: Mapped[int | None] = mapped_column(ForeignKey("r_solos.id"))
+
+    solo: Mapped[RSolo | None] = relationship(back_populates="words")
+
+
+class RWideOwner(Base):
+    """A BigInteger key referenced by a narrower (INTEGER) foreign key column."""
+
+    __tablename__ = "r_wide_owners"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+    items: Mapped[list[RNarrowItem]] = relationship(back_populates="owner")
+
+
+class RNarrowItem(Base):
+    __tablename__ = "r_narrow_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("r_wide_owners.id"))
+
+    owner: Mapped[RWideOwner] = relationship(back_populates="items")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1959,3 +1990,66 @@ async def test_the_same_object_twice_in_a_new_collection_is_linked_once(session,
     t1 = await session.get(RTag, 1)
     p = await session.insert(RPost(title="twice", tags=[t1, t1]))
     assert await reader.query(RPostTag).filter(post_id=p.id).count() == 1
+
+
+async def test_a_parent_gone_since_it_was_filled_in_reads_as_none_on_the_next_load(session, reader):
+    await session.insert_all([RSdAuthor(id=1), RSdAuthor(id=2)])
+    await session.insert_all([RSdBook(id=1, author_id=1), RSdBook(id=2, author_id=2)])
+    for strategy in BOTH:
+        s = AsyncSession(session.engine)
+        (a1,) = await s.query(RSdAuthor).filter(id=1).options(selectinload("books")).all()
+        b1 = a1.books[0]
+        assert b1.author is a1  # filled in from the other side
+        await reader.soft_delete(await reader.get(RSdAuthor, 1))
+        books = by_id(await s.query(RSdBook).options(strategy("author")).all())
+        assert (books[1].author, books[2].author.id) == (None, 2), strategy
+        await s.commit()
+        assert await reader.query(RSdBook).filter(id=1).values_list("author_id", flat=True) == [1]
+        await reader.restore(await reader.query(RSdAuthor).with_deleted().filter(id=1).first())
+
+
+async def test_collections_are_in_key_order_whatever_the_collation(engine, backend, session):
+    codes = ["b", "B", "a b", "ab", "a-c", "Z", "_x", "a", "A", "e"]
+    if backend == "postgresql":
+        # a linguistic collation orders "a" next to "A"; the loader orders keys bytewise
+        await session.execute_raw('ALTER TABLE r_words ALTER COLUMN code TYPE varchar(20) COLLATE "und-x-icu"')
+    await session.insert(RSolo(id=1))
+    await session.insert_all([RWord(code=c, solo_id=1) for c in codes])
+    for strategy in BOTH:
+        (solo,) = await AsyncSession(engine).query(RSolo).options(strategy("words")).all()
+        assert [w.code for w in solo.words] == sorted(codes, key=lambda c: c.encode()), strategy
+
+
+async def test_select_in_through_a_narrower_foreign_key(session):
+    await session.insert_all([RWideOwner(id=1), RWideOwner(id=2**40)])
+    await session.insert_all([RNarrowItem(id=5, owner_id=1)])
+    for strategy in BOTH:
+        owners = by_id(await AsyncSession(session.engine).query(RWideOwner).options(strategy("items")).all())
+        assert (ids(owners[1].items), owners[2**40].items) == ([5], []), strategy
+
+
+async def test_stream_refuses_options_even_those_the_defaults_give(session):
+    await session.insert(RLzParent(id=1, name="p"))
+    with pytest.raises(ValueTypeError, match=r"RLzParent: stream\(\) loads no relationships"):
+        session.query(RLzParent).options(selectinload("kids_selectin")).stream()
+    with pytest.raises(ValueTypeError, match=r"RLzParent: stream\(\) loads no relationships"):
+        session.query(RLzParent).options(joinedload("kids_joined")).stream()
+    assert [p.id async for p in session.query(RLzParent).stream()] == [1]
+
+
+async def test_a_load_cancelled_inside_a_transaction_leaves_the_session_usable(backend, session):
+    """The next call waits for the cancelled load to wind down instead of being refused as a
+    second task's. PostgreSQL aborts a transaction whose statement was cancelled, and says so."""
+    await session.insert_all([RAuthor(id=i, name=f"a{i}") for i in range(1, 20001)])
+    await session.insert_all([RPost(id=i, title=f"p{i}", author_id=i) for i in range(1, 20001)])
+    for timeout in (0.001, 0.005, 0.02):
+        try:
+            async with session.begin():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(session.query(RAuthor).options(selectinload("posts")).all(), timeout)
+                (a,) = await session.query(RAuthor).filter(id=7).options(selectinload("posts")).all()
+                assert ids(a.posts) == [7]
+        except DatabaseError as e:
+            assert backend == "postgresql" and "aborted" in str(e), e
+        (a,) = await session.query(RAuthor).filter(id=8).options(selectinload("posts")).all()
+        assert ids(a.posts) == [8]

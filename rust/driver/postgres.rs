@@ -1082,7 +1082,11 @@ async fn run_any(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Resp
             let columns = Some(unit.columns.clone());
             let rows = match (unit.given, keys.params(&unit.source, &unit.params)) {
                 (Some(given), _) => given,
-                (None, Some(params)) => {
+                (None, Some(mut params)) => {
+                    if unit.source.is_some() {
+                        let stmt = conn.prepare(&unit.sql).await?;
+                        fit_keys(&stmt, &mut params);
+                    }
                     let width = unit.columns.names.len();
                     let mut chunks = progress.as_ref().map(|p| super::Chunks::new(p, &mut keys, i, width));
                     query_into(conn, &unit.sql, &params, &columns, obs, chunks.as_mut()).await?
@@ -1095,6 +1099,20 @@ async fn run_any(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<Resp
         return Ok(Response::Units(done));
     }
     run_one(conn, req, obs).await.map(Response::Rows)
+}
+
+/// Leaves out of a keyed unit's key list the integers too large for the column they are
+/// matched against (`= ANY($1)`): such a key equals none of its values, and would otherwise
+/// fail the whole list (parents with big keys, children whose key column is narrower).
+fn fit_keys(stmt: &Statement, params: &mut [Value]) {
+    let (Some(ty), Some(Value::List(keys))) = (stmt.params().first(), params.first_mut()) else { return };
+    let tokio_postgres::types::Kind::Array(elem) = ty.kind() else { return };
+    let fits: fn(i64) -> bool = match *elem {
+        Type::INT2 => |i| i16::try_from(i).is_ok(),
+        Type::INT4 => |i| i32::try_from(i).is_ok(),
+        _ => return,
+    };
+    keys.retain(|k| !matches!(k, Value::Int(i) if !fits(*i)));
 }
 
 async fn run_one(conn: &mut PgConn, req: Request, obs: &Observer) -> Result<RowSet> {

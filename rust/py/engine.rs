@@ -61,12 +61,14 @@ struct PinState {
     pin: Pin,
     /// An operation is under way; a second one at the same time is a misuse.
     busy: AtomicBool,
+    /// The operation under way: one whose caller was cancelled is still winding down on the
+    /// connection, and the next operation waits its turn there instead of being refused.
+    running: std::sync::Mutex<Option<bridge::CancelProbe>>,
     /// A statement on this connection was cancelled: a cancel request may still be on
     /// its way, so the connection is closed at release rather than reused.
     tainted: Arc<AtomicBool>,
 }
 
-/// Records instances just written in the session's identity map, with their values.
 /// An upsert writes one row's columns: a many-to-one set on the instance gives its foreign
 /// key (as an insert takes it); what would need other rows written is refused, not dropped.
 /// The relationships of an object the session tracks are left to the next flush, which
@@ -121,6 +123,7 @@ pub(super) fn remember_new(
     Ok(())
 }
 
+/// Records instances just written in the session's identity map, with their values.
 pub(super) fn remember_all<'py>(
     identity: &Option<Py<IdentityMap>>,
     objs: impl IntoIterator<Item = Bound<'py, PyAny>>,
@@ -250,12 +253,16 @@ impl EngineCore {
         let obs = self.observer.clone();
         let pin = self.pin.clone();
         if let Some(p) = &pin {
-            if p.busy.swap(true, Ordering::AcqRel) {
+            let winding_down = || p.running.lock().unwrap().as_ref().is_some_and(|c| c.is_cancelled());
+            if p.busy.swap(true, Ordering::AcqRel) && !winding_down() {
                 return Err(Error::interface(
                     "this session is already running an operation: an AsyncSession must not be used by two tasks at once (await each call before the next, or give each task its own session)",
                 )
                 .into());
             }
+        }
+        if let Some(p) = &pin {
+            *p.running.lock().unwrap() = Some(completer.cancel_probe());
         }
         // The session stays busy until its caller has taken the result (or dropped the
         // awaitable), so two operations in flight at once are refused whatever the timing.
@@ -1115,6 +1122,7 @@ impl EngineCore {
                         url,
                         observer,
                         pin: Some(Arc::new(PinState {
+                            running: Default::default(),
                             pin: Pin::Sqlite(pinned),
                             busy: AtomicBool::new(false),
                             tainted: Default::default(),
@@ -1135,6 +1143,7 @@ impl EngineCore {
                             url,
                             observer,
                             pin: Some(Arc::new(PinState {
+                                running: Default::default(),
                                 pin: Pin::Postgres(slot),
                                 busy: AtomicBool::new(false),
                                 tainted: Default::default(),

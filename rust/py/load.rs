@@ -592,7 +592,12 @@ fn link<'py>(
                 let ph = handle_for(py, parent_seg.model)?;
                 let rels = ph.get().schema.resolved_relations()?;
                 match rels.iter().find(|r| r.name == e.name && r.kind == RelKind::ManyToOne) {
-                    Some(r) => Some((parent_seg.offset + r.local_col, pyo3::types::PyFrozenSet::new(py, [&name])?)),
+                    Some(r) => Some((
+                        parent_seg.offset + r.local_col,
+                        pyo3::types::PyFrozenSet::new(py, [&name])?,
+                        ph.clone_ref(py),
+                        r.clone(),
+                    )),
                     None => None,
                 }
             }
@@ -610,7 +615,7 @@ fn link<'py>(
                 // Whether the session recorded what this relation was loaded with.
                 let mut recorded = false;
                 let hidden =
-                    hidden_parent.as_ref().filter(|(fk, _)| children.is_empty() && !parent_rows[pr][*fk].is_null());
+                    hidden_parent.as_ref().filter(|(fk, ..)| children.is_empty() && !parent_rows[pr][*fk].is_null());
                 let parent_key = &parent_rows[pr][parent_pk_at];
                 if let Some((map, ph, i, link, rel)) = &note {
                     let h = ph.get();
@@ -695,9 +700,16 @@ fn link<'py>(
                     // (or filled in from the other side) and is kept, not dropped unflushed.
                     let keep = note.is_some() && !recorded;
                     mark_noload(parent, &name, only, keep)?;
-                } else if let Some((fk, only)) = hidden {
+                } else if let Some((fk, only, ph, r)) = hidden {
                     let d = dict_of(parent)?;
-                    if !(note.is_some() && !recorded && d.contains(&name)?) {
+                    // What is there and names another row (None included) is a change not
+                    // flushed yet, and stays; a parent that the key names is gone from the
+                    // database (it was read before, or filled in from the other side).
+                    let pending = match d.get_item(&name)? {
+                        Some(cur) => !ph.get().names_parent(parent, r, &cur)?,
+                        None => false,
+                    };
+                    if !pending {
                         if d.contains(&name)? {
                             d.del_item(&name)?;
                         }
@@ -737,8 +749,12 @@ fn link<'py>(
                         entry.0.push((c.clone(), r));
                     }
                 }
+                // The query orders children by key in the database's collation: put each
+                // collection in the loader's own key order (text bytewise), as select-in does.
+                let pk_at = child_seg.offset + handle_for(py, child_seg.model)?.get().schema.pk;
                 for (r, p) in parents {
-                    let children = grouped.remove(&(p.as_ptr() as usize)).map(|g| g.0).unwrap_or_default();
+                    let mut children = grouped.remove(&(p.as_ptr() as usize)).map(|g| g.0).unwrap_or_default();
+                    children.sort_by(|a, b| key_order(&child_rows[a.1][pk_at], &child_rows[b.1][pk_at]));
                     attach(r, &p, children)?;
                 }
             }

@@ -327,7 +327,7 @@ impl ModelHandle {
 
     /// Whether `parent` (many-to-one `r` of `obj`, or None) is the row `obj`'s key names.
     /// Something other than a model instance (a wrong assignment) names no row.
-    fn names_parent(&self, obj: &Bound<'_, PyAny>, r: &ResolvedRel, parent: &Bound<'_, PyAny>) -> PyResult<bool> {
+    pub fn names_parent(&self, obj: &Bound<'_, PyAny>, r: &ResolvedRel, parent: &Bound<'_, PyAny>) -> PyResult<bool> {
         let fk = self.column_value(obj, r.local_col)?;
         let named = if parent.is_none() { Ok(Value::Null) } else { related_key(r, parent) };
         Ok(named.is_ok_and(|k| k == fk))

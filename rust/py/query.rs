@@ -31,6 +31,9 @@ pub struct QueryCore {
     pub params: Params,
     /// The compiled model select, per dialect, once this exact query has run.
     compiled: [OnceLock<Arc<Compiled>>; 2],
+    /// `.options(...)` was called with a path (for `stream()`, which cannot honour one, even
+    /// one the `lazy=` defaults also give).
+    optioned: bool,
 }
 
 /// Converts one operand for a lookup.
@@ -184,7 +187,7 @@ impl QueryCore {
     pub fn new(model: Py<ModelHandle>, schema: Arc<ModelSchema>) -> PyResult<Self> {
         let mut shape = SelectShape::new(schema.id);
         shape.loads = load::defaults(&schema)?;
-        Ok(QueryCore { model, schema, shape, params: Params::default(), compiled: Default::default() })
+        Ok(QueryCore { model, schema, shape, params: Params::default(), compiled: Default::default(), optioned: false })
     }
 
     fn derive(
@@ -201,6 +204,7 @@ impl QueryCore {
             shape,
             params,
             compiled: Default::default(),
+            optioned: self.optioned,
         })
     }
 
@@ -448,12 +452,15 @@ impl QueryCore {
     /// Load options: each path is a list of `(relation, strategy)` from this model down.
     fn options(&self, py: Python<'_>, paths: Vec<Vec<(String, String)>>) -> PyResult<QueryCore> {
         let schema = self.schema.clone();
-        self.derive(py, |shape, _| {
+        let optioned = !paths.is_empty();
+        let mut q = self.derive(py, |shape, _| {
             for path in paths {
                 load::add_path(&mut shape.loads, &schema, &parse_path(path)?)?;
             }
             Ok(())
-        })
+        })?;
+        q.optioned |= optioned;
+        Ok(q)
     }
 
     fn all(&self, engine: &EngineCore, py: Python<'_>) -> PyResult<Pending> {
@@ -653,7 +660,7 @@ impl QueryCore {
         }
         // The eager defaults (`lazy="selectin"`) are left out, as documented; options the
         // caller asked for would be lost without a word.
-        if load::defaults(&self.schema).is_ok_and(|d| d != self.shape.loads) {
+        if self.optioned || load::defaults(&self.schema).is_ok_and(|d| d != self.shape.loads) {
             return Err(Error::value_type(format!(
                 "{}: stream() loads no relationships, so it cannot take .options(...); use .all() (or load them per batch with session.load)",
                 self.schema.name
