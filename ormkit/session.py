@@ -163,6 +163,10 @@ class AsyncSession:
         model = type(items[0])
         handle = _handle(model)
         for item in items:
+            if type(item) is not model:
+                raise TypeError(
+                    f"load() takes instances of one model: {model.__name__} instances, got {type(item).__name__}"
+                )
             if item.__dict__.get(handle.pk_name) is None:
                 raise InterfaceError(
                     f"{model.__name__} instance has no {handle.pk_name} yet (it was never saved), so it has no "

@@ -11,12 +11,14 @@ bug is kept, marked ``xfail(strict=True)`` with what goes wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
 from ormkit import (
     AsyncSession,
     Base,
+    DatabaseError,
     ForeignKey,
     IntegrityError,
     InterfaceError,
@@ -78,6 +80,22 @@ class VSpoke(Base):
     hub_id: Mapped[int] = mapped_column(ForeignKey("v_owners.id"))
 
     hub: Mapped[VOwner] = relationship(back_populates="spokes")
+
+
+class VSnParent(Base):
+    __tablename__ = "v_sn_parents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class VSnKid(Base):
+    """ON DELETE SET NULL: deleting the parent changes this row inside the database."""
+
+    __tablename__ = "v_sn_kids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("v_sn_parents.id", ondelete="SET NULL"))
 
 
 class VDParent(Base):
@@ -1031,3 +1049,75 @@ async def test_a_key_given_to_a_row_inserted_in_a_rolled_back_transaction_stays(
     await session.commit()
     assert {100, 200} <= set((await authors(AsyncSession(engine))).keys())
     assert len(await authors(AsyncSession(engine))) == 4
+
+
+async def test_a_row_its_own_write_changed_in_the_database_goes_back_on_rollback(engine, session, reader):
+    """The transaction deletes a parent; the database sets the child's key to NULL; the child
+    is read again in the transaction. Rolling back puts its key back, as the database does."""
+    p = await session.insert(VSnParent(id=1))
+    kid = await session.insert(VSnKid(id=1, title="k", parent_id=1))
+    with pytest.raises(Boom):
+        async with session.begin():
+            await session.remove(p)
+            await session.get(VSnKid, 1)
+            assert kid.parent_id is None
+            raise Boom
+    assert kid.parent_id == 1
+    kid.title = "k2"
+    await session.commit()
+    (row,) = await reader.query(VSnKid).all()
+    assert (row.title, row.parent_id) == ("k2", 1)
+
+
+async def test_a_deleted_row_put_in_a_collection_since_is_refused(engine, session, reader):
+    await seed(session)
+    a = await authors(session, selectinload("posts"))
+    p12 = by_id(a[1].posts)[12]
+    await session.remove(p12)
+    a[2].posts.append(p12)
+    with pytest.raises(ValueTypeError, match=r"RAuthor.posts holds a RPost whose row this session deleted"):
+        await session.commit()
+    a[2].posts.remove(p12)
+    with pytest.raises(ValueTypeError, match=r"RAuthor.posts holds a RPost whose row this session deleted"):
+        await session.insert(RAuthor(name="new", posts=[p12]))
+    await session.commit()
+    assert await reader.query(RPost).filter(id=12).count() == 0
+    # a delete that is rolled back brings the row back, and the object is an ordinary one again
+    p13 = by_id(a[1].posts)[13]
+    with pytest.raises(Boom):
+        async with session.begin():
+            await session.remove(p13)
+            raise Boom
+    a[2].posts.append(p13)
+    await session.commit()
+    assert await reader.query(RPost).filter(id=13).values_list("author_id", flat=True) == [2]
+
+
+async def test_only_the_call_after_a_cancelled_one_may_wait_for_it(engine, backend, session):
+    """After a cancelled call, the next one waits its turn; a second task's call alongside that
+    one is still refused. (PostgreSQL aborts the transaction of a cancelled statement.)"""
+    await session.insert_all([RAuthor(id=i, name=f"a{i}") for i in range(1, 30001)])
+    try:
+        async with session.begin():
+            t1 = asyncio.ensure_future(session.query(RAuthor).order_by("-id").all())
+            await asyncio.sleep(0)
+            t1.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t1
+            t2 = asyncio.ensure_future(session.query(RAuthor).order_by("id").all())
+            await asyncio.sleep(0)
+            if not t2.done():
+                with pytest.raises(InterfaceError, match="already running an operation"):
+                    await session.get(RAuthor, 1)
+            assert len(await t2) == 30000
+    except DatabaseError as e:
+        assert backend == "postgresql" and "aborted" in str(e), e
+    assert (await session.get(RAuthor, 1)).name == "a1"
+
+
+async def test_load_refuses_what_is_not_an_instance_of_the_model(session):
+    await seed(session)
+    (a,) = await session.query(RAuthor).filter(id=1).all()
+    for bad in (5, None, RPost(title="x")):
+        with pytest.raises(TypeError, match="load\\(\\) takes instances of one model: RAuthor instances"):
+            await session.load([a, bad], "posts")

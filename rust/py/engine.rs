@@ -1,7 +1,7 @@
 //! `EngineCore`: one database (a connection pool), the statements the simple API needs, and
 //! the hand-off of every request to its driver.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -59,11 +59,12 @@ enum Pin {
 
 struct PinState {
     pin: Pin,
-    /// An operation is under way; a second one at the same time is a misuse.
-    busy: AtomicBool,
-    /// The operation under way: one whose caller was cancelled is still winding down on the
-    /// connection, and the next operation waits its turn there instead of being refused.
-    running: std::sync::Mutex<Option<bridge::CancelProbe>>,
+    /// The operation under way (0: none); a second one at the same time is a misuse.
+    owner: AtomicU64,
+    /// The operation under way and whether its caller went away: one whose caller was
+    /// cancelled is still winding down on the connection, and the one next call takes over
+    /// from it, waiting its turn there instead of being refused.
+    running: std::sync::Mutex<Option<(u64, bridge::CancelProbe)>>,
     /// A statement on this connection was cancelled: a cancel request may still be on
     /// its way, so the connection is closed at release rather than reused.
     tainted: Arc<AtomicBool>,
@@ -111,6 +112,15 @@ fn upsert_parents(m: &ModelHandle, obj: &Bound<'_, PyAny>, tracked: bool) -> PyR
     Ok(())
 }
 
+/// Whether a request may change rows (anything but a read or transaction control).
+fn writes(req: &Request) -> bool {
+    match req {
+        Request::Load { .. } | Request::Control { .. } => false,
+        Request::Query { sql, .. } => !sql.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("select")),
+        _ => true,
+    }
+}
+
 /// Tracks the instances a write plan inserted (`WritePlan::apply`).
 pub(super) fn remember_new(
     identity: &Option<Py<IdentityMap>>,
@@ -137,14 +147,17 @@ pub(super) fn remember_all<'py>(
     Ok(())
 }
 
-/// Marks a pinned session free again when dropped.
-struct BusyGuard(Arc<PinState>);
+/// Marks a pinned session free again when dropped, unless another operation took over.
+struct BusyGuard(Arc<PinState>, u64);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
+        let _ = self.0.owner.compare_exchange(self.1, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 }
+
+/// Numbers a pinned session's operations (0 stands for none).
+static NEXT_OP: AtomicU64 = AtomicU64::new(1);
 
 /// Runs a request on a PostgreSQL connection. If the awaiting task goes away, the statement
 /// is cancelled server-side; a pooled connection is then closed (a late cancel must never
@@ -252,21 +265,28 @@ impl EngineCore {
         let req = request(&completer);
         let obs = self.observer.clone();
         let pin = self.pin.clone();
+        let op = NEXT_OP.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &pin {
-            let winding_down = || p.running.lock().unwrap().as_ref().is_some_and(|c| c.is_cancelled());
-            if p.busy.swap(true, Ordering::AcqRel) && !winding_down() {
+            let mut running = p.running.lock().unwrap();
+            let cur = p.owner.load(Ordering::Acquire);
+            let winding_down = running.as_ref().is_some_and(|(id, c)| *id == cur && c.is_cancelled());
+            if cur != 0 && !winding_down {
                 return Err(Error::interface(
                     "this session is already running an operation: an AsyncSession must not be used by two tasks at once (await each call before the next, or give each task its own session)",
                 )
                 .into());
             }
+            p.owner.store(op, Ordering::Release);
+            *running = Some((op, completer.cancel_probe()));
         }
-        if let Some(p) = &pin {
-            *p.running.lock().unwrap() = Some(completer.cancel_probe());
+        // Inside a transaction, a row read again after a write may show that write (or what
+        // the database did with it), which a rollback undoes.
+        if let (Some(map), true) = (&self.identity, writes(&req)) {
+            map.get().log_write();
         }
         // The session stays busy until its caller has taken the result (or dropped the
         // awaitable), so two operations in flight at once are refused whatever the timing.
-        let guard = pin.map(BusyGuard);
+        let guard = pin.map(|p| BusyGuard(p, op));
         let done = move |result: crate::errors::Result<Response>, completer: bridge::Completer| {
             completer.complete(result.map_err(explain).map(|r| {
                 Box::new(move |py: Python<'_>| {
@@ -354,14 +374,6 @@ impl EngineCore {
 
     pub fn identity<'py>(&self, py: Python<'py>) -> Option<Py<IdentityMap>> {
         self.identity.as_ref().map(|m| m.clone_ref(py))
-    }
-
-    /// A write of rows the session cannot name (bulk, raw SQL) is about to run: inside a
-    /// transaction, what is read again afterwards may be that write, which a rollback undoes.
-    pub fn note_unattributed(&self) {
-        if let Some(m) = &self.identity {
-            m.get().log_unattributed();
-        }
     }
 
     pub fn forget_model(&self, model: u32) {
@@ -605,9 +617,6 @@ impl EngineCore {
                     );
                 }
             }
-        }
-        if !sql.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("select")) {
-            self.note_unattributed();
         }
         let sql = match self.dialect {
             Dialect::Postgres => postgres::rewrite_qmarks(&sql),
@@ -1060,7 +1069,6 @@ impl EngineCore {
         }
         let stmt = Statement::Update(UpdateShape { model: m.schema.id, sets, filter });
         let compiled = compile::compile(self.dialect, &stmt)?;
-        self.note_unattributed();
         // The session's objects keep their identity: the next read of their rows brings them
         // up to date (IdentityMap::hit), and their own unflushed changes are still written.
         self.run_compiled(&compiled, &params.values, |py, rows| {
@@ -1124,7 +1132,7 @@ impl EngineCore {
                         pin: Some(Arc::new(PinState {
                             running: Default::default(),
                             pin: Pin::Sqlite(pinned),
-                            busy: AtomicBool::new(false),
+                            owner: AtomicU64::new(0),
                             tainted: Default::default(),
                         })),
                         identity,
@@ -1145,7 +1153,7 @@ impl EngineCore {
                             pin: Some(Arc::new(PinState {
                                 running: Default::default(),
                                 pin: Pin::Postgres(slot),
-                                busy: AtomicBool::new(false),
+                                owner: AtomicU64::new(0),
                                 tainted: Default::default(),
                             })),
                             identity,

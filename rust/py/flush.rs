@@ -542,6 +542,17 @@ impl<'py> Planner<'py, '_> {
                 // A child is known by its key (one-to-many), a many-to-many target by the
                 // column the association references.
                 let v = if r.kind == RelKind::OneToMany { pk.clone() } else { related_key_in(th.get(), r, o)? };
+                if !self.tracked.contains(&ptr(o)) && super::write::is_removed(o) {
+                    // Left over in a collection loaded before the delete: nothing to write.
+                    // Put there since, it names a row that is gone.
+                    match Key::of(&v) {
+                        Some(k) if before_keys.contains(&k) => {
+                            now_keys.insert(k);
+                            continue;
+                        }
+                        _ => return Err(super::write::removed_member(m, r, th.get())),
+                    }
+                }
                 if self.is_new_keyed(th.get(), o, &pk) {
                     // Keyed already (e.g. by an insert since rolled back): still here, not lost.
                     if let Some(k) = Key::of(&v) {

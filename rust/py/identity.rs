@@ -144,13 +144,14 @@ enum TxEvent {
     Removed((u32, Key), Entry),
     /// The snapshot a row had before the transaction changed it.
     Updated((u32, Key), Vec<Value>),
-    /// The snapshot a row had before it was read again, changed, in the transaction. Unless
-    /// the transaction wrote rows the session cannot name, the change was committed by others
-    /// and stands after a rollback.
+    /// The snapshot a row had before it was read again, changed, in the transaction. In a
+    /// transaction that wrote nothing, the change was committed by others and stands after a
+    /// rollback.
     Read((u32, Key), Vec<Value>),
-    /// The transaction wrote rows the session cannot name (a bulk update or delete, raw SQL):
-    /// what it read again afterwards may be its own writes.
-    Unattributed,
+    /// The transaction wrote to the database: a row read again afterwards may show that write
+    /// or what the database did with it (ON DELETE SET NULL, a trigger, a bulk update), which
+    /// a rollback undoes.
+    Wrote,
     /// What the session recorded of one relationship of a row changed in the transaction (it
     /// was loaded or written in it), so after a rollback it says nothing of the database.
     Relation((u32, Key), usize),
@@ -452,12 +453,12 @@ impl IdentityMap {
         Ok(())
     }
 
-    /// Notes that the current transaction wrote rows the session cannot name.
-    pub fn log_unattributed(&self) {
+    /// Notes that the current transaction is about to write to the database.
+    pub fn log_write(&self) {
         if let Ok(mut e) = self.guard() {
             if let Some(log) = e.inserted.as_mut() {
-                if !matches!(log.last(), Some(TxEvent::Unattributed)) {
-                    log.push(TxEvent::Unattributed);
+                if !matches!(log.last(), Some(TxEvent::Wrote)) {
+                    log.push(TxEvent::Wrote);
                 }
             }
         }
@@ -726,12 +727,14 @@ impl IdentityMap {
             let mut reset = Vec::new();
             let mut unkeyed = Vec::new();
             let mut touched: FastSet<(u32, Key, usize)> = FastSet::default();
+            // Objects of rows deleted in it, which are back.
+            let mut back = Vec::new();
             if let Some(log) = e.inserted.as_mut() {
                 let undone: Vec<TxEvent> = log.drain(mark.min(log.len())..).collect();
-                let blind = undone.iter().any(|ev| matches!(ev, TxEvent::Unattributed));
+                let blind = undone.iter().any(|ev| matches!(ev, TxEvent::Wrote));
                 for ev in undone.into_iter().rev() {
                     match ev {
-                        TxEvent::Unattributed => {}
+                        TxEvent::Wrote => {}
                         TxEvent::Read(k, old) => {
                             if blind {
                                 if let Some(en) = e.map.get_mut(&k) {
@@ -760,7 +763,8 @@ impl IdentityMap {
                         }
                         // A row deleted in it is back: so is its object.
                         TxEvent::Removed(k, entry) => {
-                            if entry.obj.bind(py).upgrade().is_some() {
+                            if let Some(o) = entry.obj.bind(py).upgrade() {
+                                back.push(o);
                                 e.map.entry(k).or_insert(entry);
                             }
                         }
@@ -785,9 +789,12 @@ impl IdentityMap {
                 .iter()
                 .filter_map(|((m, k), en)| en.obj.bind(py).upgrade().map(|o| (*m, k.clone(), o)))
                 .collect::<Vec<_>>();
-            (live, reset, unkeyed, touched)
+            (live, reset, unkeyed, touched, back)
         };
-        let (live, reset, unkeyed, touched) = live;
+        let (live, reset, unkeyed, touched, back) = live;
+        for o in &back {
+            super::write::unmark_removed(o)?;
+        }
         for (model, obj, before) in unkeyed {
             let h = super::model::handle_for(py, model)?;
             obj.setattr(h.get().keys[h.get().schema.pk].bind(py), before)?;

@@ -590,7 +590,6 @@ impl QueryCore {
         // here); forgetting them all would drop pending changes of the rows that remain.
         let stmt = Statement::Delete(DeleteShape { model: self.schema.id, filter: self.visible_filter() });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
-        engine.note_unattributed();
         engine.run_compiled(&compiled, &self.params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
         })
@@ -603,7 +602,6 @@ impl QueryCore {
         let sets = set_list(self.model.get(), kwargs, &mut params)?;
         let stmt = Statement::Update(UpdateShape { model: self.schema.id, sets, filter: self.visible_filter() });
         let compiled = compile::compile(engine.dialect(), &stmt)?;
-        engine.note_unattributed();
         engine.run_compiled(&compiled, &params.values, |py, rows| {
             Ok(rows.affected.into_pyobject(py)?.into_any().unbind())
         })

@@ -150,9 +150,28 @@ pub fn mark_removed(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     dict_of(obj)?.set_item(removed_key(obj.py()), true)
 }
 
+/// The row is back (the delete was rolled back): the mark goes.
+pub fn unmark_removed(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let d = dict_of(obj)?;
+    if d.contains(removed_key(obj.py()))? {
+        d.del_item(removed_key(obj.py()))?;
+    }
+    Ok(())
+}
+
 /// Whether the session deleted `obj`'s row (`session.remove`).
 pub fn is_removed(obj: &Bound<'_, PyAny>) -> bool {
     dict_of(obj).and_then(|d| d.contains(removed_key(obj.py()))).unwrap_or(false)
+}
+
+/// The error for a row this session deleted, put in a relationship of `m` since.
+pub fn removed_member(m: &ModelHandle, r: &crate::schema::ResolvedRel, target: &ModelHandle) -> PyErr {
+    Error::value_type(format!(
+        "{}.{} holds a {} whose row this session deleted (session.remove); take it out, or session.add() it \
+         first to insert it again",
+        m.schema.name, r.name, target.schema.name
+    ))
+    .into()
 }
 
 pub fn is_new(m: &ModelHandle, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -291,6 +310,9 @@ impl WritePlan {
                             dict_of(&child)?.set_item(c.keys[r.remote_col].bind(py), val)?;
                             None
                         };
+                        if is_removed(&child) {
+                            return Err(removed_member(m, r, c));
+                        }
                         if is_new(c, &child)? {
                             self.insert(&child, link.as_slice())?;
                         } else if let Some((fk, from, col)) = link {
