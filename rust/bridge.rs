@@ -498,8 +498,13 @@ pub struct CancelProbe {
 
 impl CancelProbe {
     pub fn is_cancelled(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
+        consumed(&self.shared)
     }
+}
+
+/// Whether the awaiting side of `shared` is gone.
+fn consumed(shared: &Option<Arc<Shared>>) -> bool {
+    shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
 }
 
 pub fn pending() -> (Pending, Completer) {
@@ -524,7 +529,7 @@ impl Completer {
 
     /// True when the awaiting side is gone, so the work need not start.
     pub fn is_cancelled(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| s.state.lock().unwrap().consumed)
+        consumed(&self.shared)
     }
 
     /// A handle that tells, later and from anywhere, whether the awaiting side went away.

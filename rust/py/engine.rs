@@ -128,7 +128,7 @@ pub(super) fn remember_new(
     written: &[(Py<PyAny>, bool)],
 ) -> PyResult<()> {
     for (o, generated) in written {
-        remember_all(identity, [o.bind(py).clone()], Rels::inserted(*generated))?;
+        remember_all(identity, [o.bind(py).clone()], Rels::Inserted { generated: *generated })?;
     }
     Ok(())
 }
@@ -265,8 +265,9 @@ impl EngineCore {
         let req = request(&completer);
         let obs = self.observer.clone();
         let pin = self.pin.clone();
-        let op = NEXT_OP.fetch_add(1, Ordering::Relaxed);
+        let mut op = 0;
         if let Some(p) = &pin {
+            op = NEXT_OP.fetch_add(1, Ordering::Relaxed);
             let mut running = p.running.lock().unwrap();
             let cur = p.owner.load(Ordering::Acquire);
             let winding_down = running.as_ref().is_some_and(|(id, c)| *id == cur && c.is_cancelled());
@@ -697,7 +698,7 @@ impl EngineCore {
             if let Some(pk) = rows.values.first() {
                 o.setattr(m.keys[m.schema.pk].bind(py), convert::to_py(py, pk)?)?;
             }
-            remember_all(&identity, [o.clone()], Rels::inserted(generated))?;
+            remember_all(&identity, [o.clone()], Rels::Inserted { generated })?;
             Ok(obj)
         })
     }

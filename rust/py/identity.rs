@@ -366,9 +366,7 @@ impl IdentityMap {
         let mut entries = self.guard()?;
         entries.sweep(py, items.len());
         entries.map.reserve(items.len());
-        for (((_, snapshot), obj), &generated) in
-            items.into_iter().zip(weak).zip(generated.iter().chain(std::iter::repeat(&true)))
-        {
+        for (((_, snapshot), obj), &generated) in items.into_iter().zip(weak).zip(generated) {
             let Some(key) = Key::of(&snapshot[pk]) else { continue };
             let k = (model, key);
             let old = entries
@@ -571,12 +569,6 @@ impl IdentityMap {
         });
     }
 
-    /// Whether the session tracks `obj` itself for the row with primary key `pk`.
-    pub fn holds_object(&self, obj: &Bound<'_, PyAny>, model: u32, pk: Value) -> bool {
-        let Some(key) = Key::of(&pk) else { return false };
-        self.lookup(obj.py(), model, &key).is_some_and(|o| o.is(obj))
-    }
-
     /// Forgets what relation `rel` of a tracked row was loaded with (it is no longer held).
     pub fn forget_relation(&self, model: u32, key: &Key, rel: usize) {
         if let Ok(mut entries) = self.guard() {
@@ -743,8 +735,10 @@ impl IdentityMap {
                             }
                         }
                         TxEvent::Inserted(k, generated) => {
-                            if let Some(o) = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade()) {
-                                reset.push((k, o, generated));
+                            let gone = e.map.remove(&k).and_then(|en| en.obj.bind(py).upgrade());
+                            // Only a generated key is taken back; one the user gave stays.
+                            if let Some(o) = gone.filter(|_| generated) {
+                                reset.push((k, o));
                             }
                         }
                         // Whether the upsert inserted the row or changed one, the session had
@@ -781,7 +775,7 @@ impl IdentityMap {
             }
             // An object whose row was back in the map by the end of the replay (tracked
             // before the transaction inserted it again) keeps its key.
-            reset.retain(|(k, o, _)| !e.map.get(k).and_then(|en| en.obj.bind(py).upgrade()).is_some_and(|t| t.is(o)));
+            reset.retain(|(k, o)| !e.map.get(k).and_then(|en| en.obj.bind(py).upgrade()).is_some_and(|t| t.is(o)));
             e.deleted.clear();
             e.sweep(py, usize::MAX);
             let live = e
@@ -801,7 +795,7 @@ impl IdentityMap {
         }
         // A generated key of a row that no longer exists is taken back, so that adding the
         // object again inserts it afresh instead of claiming a key the database may reuse.
-        for ((model, _), obj, _) in reset.into_iter().filter(|(_, _, generated)| *generated) {
+        for ((model, _), obj) in reset {
             let h = super::model::handle_for(py, model)?;
             let h = h.get();
             let pk = h.schema.pk_column();

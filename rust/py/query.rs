@@ -658,7 +658,7 @@ impl QueryCore {
         }
         // The eager defaults (`lazy="selectin"`) are left out, as documented; options the
         // caller asked for would be lost without a word.
-        if self.optioned || load::defaults(&self.schema).is_ok_and(|d| d != self.shape.loads) {
+        if self.optioned {
             return Err(Error::value_type(format!(
                 "{}: stream() loads no relationships, so it cannot take .options(...); use .all() (or load them per batch with session.load)",
                 self.schema.name

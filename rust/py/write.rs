@@ -460,7 +460,7 @@ fn settle_move(
 ) -> PyResult<()> {
     let ch = handle_of(child)?;
     let c = ch.get();
-    if map.holds_object(child, c.schema.id, c.pk_value(child)?) {
+    if map.holds_obj(c, child)? {
         map.settle_columns(c, child, &[fk])?;
     }
     let Some(old_key) = crate::rows::Key::of(old) else { return Ok(()) };
